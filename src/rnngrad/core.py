@@ -1,0 +1,376 @@
+"""The shared RNN core: initialization, forward pass and exact backpropagation through time.
+
+Row-vector convention and time-major arrays throughout (float64 unless the parameters say otherwise):
+
+    s_t = f(x_t U + s_{t-1} W + b),   s_0 = h0 (zeros by default)
+    o_t = s_t V + c
+
+    x (T, B, D)   inputs            U (D, H)   input -> hidden
+    s (T, B, H)   hidden states     W (H, H)   hidden -> hidden
+    o (T, B, O)   outputs           V (H, O)   hidden -> output
+                                    b (H,), c (O,) biases
+
+The per-step pair `step_forward` / `step_backward` is the readable heart of BPTT; `forward` and
+`backward` compute exactly the same thing for a whole sequence, batching the work that does not
+depend on the recurrence (all x_t U in one product, all dU, dW, dV terms in one product each).
+Tests prove the two paths identical.
+
+Truncation (`backward(..., truncation=k)`) is the windowed truncated gradient: the gradient of each
+loss term L_t reaches s_t, s_{t-1}, ..., s_{t-k+1} and no earlier state (Williams & Peng 1990).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
+INITS = ("gaussian", "xavier", "he", "orthogonal", "identity", "sparse")
+
+# max |f'(a)|: the gamma of Pascanu et al. (2013), Sec. 2.1
+GAMMA = {"sigmoid": 0.25, "tanh": 1.0, "relu": 1.0, "linear": 1.0}
+
+SPARSE_NONZEROS = 15  # nonzeros per row of W for the "sparse" init (Pascanu et al. 2013, Sec. 4.3)
+
+
+# --------------------------------------------------------------------------------------------
+# Activations, written in place: the hot loop must not allocate.
+# --------------------------------------------------------------------------------------------
+
+
+def check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; valid choices: {', '.join(ACTIVATIONS)}")
+
+
+def activate_(a: np.ndarray, activation: str) -> np.ndarray:
+    """Apply f to the pre-activation a in place and return it (now holding s = f(a))."""
+    if activation == "tanh":
+        np.tanh(a, out=a)
+    elif activation == "sigmoid":
+        # 1 / (1 + exp(-a)), in place; exp overflow to inf gives the correct limit 0
+        np.negative(a, out=a)
+        with np.errstate(over="ignore"):
+            np.exp(a, out=a)
+        a += 1.0
+        np.reciprocal(a, out=a)
+    elif activation == "relu":
+        np.maximum(a, 0.0, out=a)
+    elif activation != "linear":
+        check_activation(activation)
+    return a
+
+
+def dactivation(s: np.ndarray, activation: str, out: np.ndarray | None = None) -> np.ndarray:
+    """f'(a) computed from the output s = f(a) (every activation here allows it).
+
+    s: any shape; returns an array of the same shape (written to `out` if given).
+    """
+    if out is None:
+        out = np.empty_like(s)
+    if activation == "tanh":  # 1 - s^2
+        np.multiply(s, s, out=out)
+        np.subtract(1.0, out, out=out)
+    elif activation == "sigmoid":  # s (1 - s)
+        np.subtract(1.0, s, out=out)
+        out *= s
+    elif activation == "relu":  # 1 where a > 0, i.e. where s > 0
+        np.greater(s, 0.0, out=out)
+    elif activation == "linear":
+        out.fill(1.0)
+    else:
+        check_activation(activation)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Initialization
+# --------------------------------------------------------------------------------------------
+
+
+def _orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A Haar-random orthogonal matrix (QR of a Gaussian with the sign of diag(R) fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def _recurrent_init(H: int, init: str, scale: float, rng: np.random.Generator) -> np.ndarray:
+    if init == "gaussian":
+        return rng.normal(0.0, scale / np.sqrt(H), size=(H, H))
+    if init == "xavier":  # Glorot & Bengio (2010), uniform, fan_in = fan_out = H
+        limit = scale * np.sqrt(6.0 / (H + H))
+        return rng.uniform(-limit, limit, size=(H, H))
+    if init == "he":  # He et al. (2015): variance 2 / fan_in
+        return rng.normal(0.0, scale * np.sqrt(2.0 / H), size=(H, H))
+    if init == "orthogonal":  # Saxe et al. (2014)
+        return scale * _orthogonal(H, rng)
+    if init == "identity":  # IRNN, Le et al. (2015)
+        return scale * np.eye(H)
+    if init == "sparse":
+        # Pascanu et al. (2013): a fixed number of nonzeros per row; their variance makes each
+        # row's squared norm ~ scale^2, so rho ~ scale as for the Gaussian init.
+        k = min(SPARSE_NONZEROS, H)
+        W = np.zeros((H, H))
+        for i in range(H):
+            cols = rng.choice(H, size=k, replace=False)
+            W[i, cols] = rng.normal(0.0, scale / np.sqrt(k), size=k)
+        return W
+    raise ValueError(f"unknown init {init!r}; valid choices: {', '.join(INITS)}")
+
+
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def init_params(
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    *,
+    init: str = "xavier",
+    spectral_radius: float | None = None,
+    scale: float = 1.0,
+    rng: np.random.Generator | int,
+    dtype=np.float64,
+) -> dict[str, np.ndarray]:
+    """Parameters of a vanilla RNN.
+
+    Returns {"U": (D, H), "W": (H, H), "b": (H,), "V": (H, O), "c": (O,)}.
+
+    `init` chooses W: gaussian N(0, scale^2/H); xavier (Glorot uniform) times scale; he N(0, 2 scale^2/H);
+    orthogonal times scale; identity (IRNN: W = scale * I); sparse (15 nonzeros per row, rho ~ scale).
+    U and V are Glorot-normal, except for identity, where they are N(0, 0.001^2) as in Le et al. (2015).
+    Biases start at zero. `spectral_radius=r` rescales W afterwards so that max |eig(W)| = r exactly.
+    """
+    D = _check_size("input_size", input_size)
+    H = _check_size("hidden_size", hidden_size)
+    O = _check_size("output_size", output_size)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; valid choices: {', '.join(INITS)}")
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    rng = np.random.default_rng(rng)
+
+    W = _recurrent_init(H, init, float(scale), rng)
+    if spectral_radius is not None:
+        if not np.isfinite(spectral_radius) or spectral_radius <= 0:
+            raise ValueError(f"spectral_radius must be a positive number or None, got {spectral_radius!r}")
+        rho = np.max(np.abs(np.linalg.eigvals(W)))
+        if rho == 0:
+            raise ValueError(f"cannot rescale W to spectral radius {spectral_radius}: init {init!r} gave rho = 0")
+        W *= spectral_radius / rho
+    if init == "identity":
+        U = rng.normal(0.0, 1e-3, size=(D, H))
+        V = rng.normal(0.0, 1e-3, size=(H, O))
+    else:
+        U = rng.normal(0.0, np.sqrt(2.0 / (D + H)), size=(D, H))
+        V = rng.normal(0.0, np.sqrt(2.0 / (H + O)), size=(H, O))
+    params = {"U": U, "W": W, "b": np.zeros(H), "V": V, "c": np.zeros(O)}
+    return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+PARAM_KEYS = ("U", "W", "b", "V", "c")
+
+
+def check_params(params: dict) -> tuple[int, int, int]:
+    """Validate a parameter dict; return (D, H, O)."""
+    missing = [k for k in PARAM_KEYS if k not in params]
+    if missing:
+        raise ValueError(f"params is missing {missing}; expected keys {list(PARAM_KEYS)}")
+    U, W, b, V, c = (params[k] for k in PARAM_KEYS)
+    D, H = U.shape if U.ndim == 2 else (None, None)
+    if U.ndim != 2 or W.shape != (H, H) or b.shape != (H,) or V.ndim != 2 or V.shape[0] != H:
+        raise ValueError(
+            f"inconsistent parameter shapes U{U.shape} W{W.shape} b{b.shape} V{V.shape}; "
+            "expected U (D,H), W (H,H), b (H,), V (H,O), c (O,)"
+        )
+    O = V.shape[1]
+    if c.shape != (O,):
+        raise ValueError(f"c has shape {c.shape}, expected ({O},)")
+    dtypes = {params[k].dtype for k in PARAM_KEYS}
+    if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
+        raise ValueError("parameters must all be float32 or all float64")
+    return D, H, O
+
+
+def check_input(x, D: int, dtype) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        raise ValueError(f"x must be a numpy array of shape (T, B, D), got {getattr(x, 'shape', type(x))}")
+    if x.dtype != dtype:
+        raise ValueError(f"x has dtype {x.dtype}, the parameters are {np.dtype(dtype)}")
+    if x.shape[2] != D:
+        raise ValueError(f"x has {x.shape[2]} input features, U expects D = {D}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must have T >= 1 and B >= 1, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN or Inf")
+    return x
+
+
+def check_truncation(truncation) -> int | None:
+    if truncation is None:
+        return None
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)) or truncation < 1:
+        raise ValueError(f"truncation must be None (full BPTT) or an integer >= 1, got {truncation!r}")
+    return int(truncation)
+
+
+# --------------------------------------------------------------------------------------------
+# One step: the readable reference
+# --------------------------------------------------------------------------------------------
+
+
+def step_forward(x_t: np.ndarray, s_prev: np.ndarray, params: dict, activation: str):
+    """One step s_t = f(x_t U + s_{t-1} W + b).
+
+    x_t (B, D), s_prev (B, H) -> s (B, H), cache for step_backward.
+    """
+    check_activation(activation)
+    a = x_t @ params["U"] + s_prev @ params["W"] + params["b"]
+    s = activate_(a, activation)
+    return s, (x_t, s_prev, s, params, activation)
+
+
+def step_backward(ds: np.ndarray, cache):
+    """Backward through one step, given ds = dL/ds_t (B, H).
+
+    Returns (dx (B, D), ds_prev (B, H), dU (D, H), dW (H, H), db (H,)).
+    """
+    x_t, s_prev, s, params, activation = cache
+    da = ds * dactivation(s, activation)  # through f: f'(a_t)
+    dx = da @ params["U"].T
+    ds_prev = da @ params["W"].T
+    dU = x_t.T @ da
+    dW = s_prev.T @ da
+    db = da.sum(axis=0)
+    return dx, ds_prev, dU, dW, db
+
+
+# --------------------------------------------------------------------------------------------
+# The whole sequence
+# --------------------------------------------------------------------------------------------
+
+
+def forward(params: dict, x: np.ndarray, *, activation: str, h0: np.ndarray | None = None):
+    """Run the RNN over a sequence.
+
+    params: see init_params; x (T, B, D); h0 (B, H) or None (zeros).
+    Returns out (T, B, O) and a cache for `backward` holding x, h0 and the states s (T, B, H).
+    """
+    check_activation(activation)
+    D, H, O = check_params(params)
+    dtype = params["W"].dtype
+    x = check_input(x, D, dtype)
+    T, B, _ = x.shape
+    if h0 is None:
+        h0 = np.zeros((B, H), dtype=dtype)
+    elif not isinstance(h0, np.ndarray) or h0.shape != (B, H) or h0.dtype != dtype:
+        raise ValueError(f"h0 must be a {np.dtype(dtype)} array of shape ({B}, {H})")
+
+    U, W, b, V, c = (params[k] for k in PARAM_KEYS)
+    s = np.empty((T, B, H), dtype=dtype)
+    # every x_t U + b at once: the input path does not depend on the recurrence
+    np.matmul(x.reshape(T * B, D), U, out=s.reshape(T * B, H))
+    s += b
+    rec = np.empty((B, H), dtype=dtype)
+    s_prev = h0
+    for t in range(T):
+        np.matmul(s_prev, W, out=rec)
+        s[t] += rec
+        s_prev = activate_(s[t], activation)
+    out = (s.reshape(T * B, H) @ V).reshape(T, B, O)
+    out += c
+    cache = {"x": x, "h0": h0, "s": s, "activation": activation}
+    return out, cache
+
+
+def _check_dout(dout, T: int, B: int, O: int, dtype) -> np.ndarray:
+    if not isinstance(dout, np.ndarray) or dout.shape != (T, B, O):
+        raise ValueError(f"dout must have shape ({T}, {B}, {O}), got {getattr(dout, 'shape', type(dout))}")
+    if not np.all(np.isfinite(dout)):
+        raise ValueError("dout contains NaN or Inf")
+    return np.asarray(dout, dtype=dtype)
+
+
+def backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: int | None = None):
+    """Exact BPTT, full or windowed-truncated.
+
+    dout (T, B, O) = dL/do_t. Returns (grads, ds): grads has the keys and shapes of params;
+    ds (T, B, H) is dL/ds_t, the total derivative through all later states (within the window when
+    truncating). truncation=k: the gradient of L_t reaches s_t .. s_{t-k+1} only; k >= T is full BPTT.
+    """
+    D, H, O = check_params(params)
+    x, h0, s, activation = cache["x"], cache["h0"], cache["s"], cache["activation"]
+    T, B, _ = x.shape
+    dtype = s.dtype
+    dout = _check_dout(dout, T, B, O, dtype)
+    k = check_truncation(truncation)
+
+    U, W, b, V, c = (params[key] for key in PARAM_KEYS)
+    dV = s.reshape(T * B, H).T @ dout.reshape(T * B, O)
+    dc = dout.sum(axis=(0, 1))
+    ds_out = (dout.reshape(T * B, O) @ V.T).reshape(T, B, H)  # the direct path o_t -> s_t
+    fprime = dactivation(s, activation)
+
+    if k is None or k >= T:
+        ds, da = _bptt_full(ds_out, fprime, W)
+    else:
+        ds, da = _bptt_windowed(ds_out, fprime, W, k, loss_steps=np.any(dout != 0, axis=(1, 2)))
+
+    # weight gradients: one product each over all T*B rows (W sees s_{t-1}, starting from h0)
+    da_flat = da.reshape(T * B, H)
+    dU = x.reshape(T * B, D).T @ da_flat
+    dW = h0.T @ da[0]
+    if T > 1:
+        dW += s[:-1].reshape((T - 1) * B, H).T @ da[1:].reshape((T - 1) * B, H)
+    db = da_flat.sum(axis=0)
+    return {"U": dU, "W": dW, "b": db, "V": dV, "c": dc}, ds
+
+
+def _bptt_full(ds_out: np.ndarray, fprime: np.ndarray, W: np.ndarray):
+    """ds_t = ds_out_t + da_{t+1} W^T, da_t = ds_t * f'(a_t); all arrays (T, B, H)."""
+    T, B, H = ds_out.shape
+    ds = np.empty_like(ds_out)
+    da = np.empty_like(ds_out)
+    WT = np.ascontiguousarray(W.T)
+    carry = np.zeros((B, H), dtype=ds_out.dtype)  # dL/ds_t through s_{t+1}
+    for t in range(T - 1, -1, -1):
+        np.add(ds_out[t], carry, out=ds[t])
+        np.multiply(ds[t], fprime[t], out=da[t])
+        if t > 0:
+            np.matmul(da[t], WT, out=carry)
+    return ds, da
+
+
+def _bptt_windowed(ds_out, fprime, W, k: int, loss_steps: np.ndarray):
+    """Windowed truncation: each loss term's gradient travels back k states and stops.
+
+    Each loss step u (loss_steps[u] True) keeps its own gradient g_u, which is propagated from s_u
+    back to s_{u-k+1}; at time t, ds_t is the sum of the g_u whose window covers t. The windows are
+    propagated together as one stacked product per step. ds_out, fprime (T, B, H).
+    """
+    T, B, H = ds_out.shape
+    ds = np.zeros_like(ds_out)
+    da = np.empty_like(ds_out)
+    WT = np.ascontiguousarray(W.T)
+    g = np.zeros((k, B, H), dtype=ds_out.dtype)  # g[u % k]: the gradient of L_u at the current t
+    active: list[int] = []  # loss steps whose window covers t, newest last
+    for t in range(T - 1, -1, -1):
+        if loss_steps[t]:
+            g[t % k] = ds_out[t]
+            active.append(t)
+        slots = [u % k for u in active]
+        if slots:
+            ds[t] = g[slots].sum(axis=0)
+        np.multiply(ds[t], fprime[t], out=da[t])
+        # windows that reach further back continue to s_{t-1}; the one that started k-1 steps ago ends
+        active = [u for u in active if u - t < k - 1]
+        if active and t > 0:
+            slots = [u % k for u in active]
+            g[slots] = ((g[slots] * fprime[t]).reshape(-1, H) @ WT).reshape(len(slots), B, H)
+    return ds, da

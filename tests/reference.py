@@ -1,0 +1,42 @@
+"""Plain per-step references for the batched core: every fast path is checked against these."""
+
+import numpy as np
+
+from rnngrad import core
+
+
+def forward_steps(params, x, activation, h0=None):
+    """s (T, B, H) and out (T, B, O) by looping core.step_forward; also the step caches."""
+    T, B, _ = x.shape
+    H = params["W"].shape[0]
+    s_prev = np.zeros((B, H)) if h0 is None else h0
+    states, caches = [], []
+    for t in range(T):
+        s_prev, cache = core.step_forward(x[t], s_prev, params, activation)
+        states.append(s_prev)
+        caches.append(cache)
+    s = np.stack(states)
+    return s, s @ params["V"] + params["c"], caches
+
+
+def backward_steps(params, x, activation, dout, truncation=None):
+    """Gradients by looping core.step_backward separately for every loss term L_u,
+    each travelling back at most `truncation` steps (all the way when None)."""
+    s, _, caches = forward_steps(params, x, activation)
+    T = x.shape[0]
+    k = T if truncation is None else min(truncation, T)
+    grads = {key: np.zeros_like(p) for key, p in params.items()}
+    grads["V"] = np.einsum("tbh,tbo->ho", s, dout)
+    grads["c"] = dout.sum(axis=(0, 1))
+    ds = np.zeros_like(s)
+    for u in range(T):
+        g = dout[u] @ params["V"].T
+        for t in range(u, u - k, -1):
+            if t < 0:
+                break
+            ds[t] += g
+            _, g, dU, dW, db = core.step_backward(g, caches[t])
+            grads["U"] += dU
+            grads["W"] += dW
+            grads["b"] += db
+    return grads, ds
