@@ -1,0 +1,152 @@
+"""First-order optimizers over a dict of numpy parameters, following PyTorch's update conventions.
+
+Each optimizer updates the arrays of `params` in place and keeps its state (velocity, moment
+estimates, step count) per key, created the first time the key is seen. `step` returns the global
+L2 norm of the update actually applied, lr included, over all parameters: the training loop watches
+it to detect divergence.
+"""
+import inspect
+
+import numpy as np
+
+
+class Optimizer:
+    """Base class: `step` applies `params[k] -= delta_k` for the delta each subclass computes."""
+
+    def __init__(self, lr):
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.lr = lr
+        self.state = {}
+
+    def step(self, params, grads):
+        """Update every array of `params` in place from `grads`.
+
+        Inputs:
+        - params: dict name -> float array, updated in place
+        - grads: dict with exactly the keys of params, each array of its parameter's shape
+
+        Returns the L2 norm of the applied update over all parameters, a float.
+        """
+        if set(grads) != set(params):
+            raise ValueError(f"grads must have exactly the keys of params {sorted(params)}, "
+                             f"got {sorted(grads)}")
+        sq_norm = 0.0
+        for key, p in params.items():
+            g = grads[key]
+            if g.shape != p.shape:
+                raise ValueError(f"grad {key!r} has shape {g.shape}, parameter has {p.shape}")
+            delta = self._delta(key, g)
+            p -= delta
+            sq_norm += np.sum(delta * delta)
+        return float(np.sqrt(sq_norm))
+
+    def _delta(self, key, g):
+        """The amount to subtract from parameter `key` given its gradient `g`, lr included."""
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Plain gradient descent: p -= lr g."""
+
+    def _delta(self, key, g):
+        return self.lr * g
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum, or Nesterov's variant, as in torch.optim.SGD (dampening 0).
+
+    buf = momentum buf + g; p -= lr (g + momentum buf) if nesterov else lr buf.
+    """
+
+    def __init__(self, lr, momentum=0.9, nesterov=False):
+        super().__init__(lr)
+        if not 0 < momentum < 1:
+            raise ValueError(f"momentum must lie in (0, 1), got {momentum}")
+        self.momentum = momentum
+        self.nesterov = nesterov
+
+    def _delta(self, key, g):
+        if key not in self.state:
+            self.state[key] = np.zeros(g.shape)
+        buf = self.state[key]
+        buf *= self.momentum
+        buf += g
+        return self.lr * (g + self.momentum * buf if self.nesterov else buf)
+
+
+class RMSProp(Optimizer):
+    """RMSProp (Tieleman & Hinton 2012) as in torch.optim.RMSprop.
+
+    v = alpha v + (1 - alpha) g^2; p -= lr g / (sqrt(v) + eps).
+    """
+
+    def __init__(self, lr, alpha=0.99, eps=1e-8):
+        super().__init__(lr)
+        if not 0 <= alpha < 1:
+            raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.alpha = alpha
+        self.eps = eps
+
+    def _delta(self, key, g):
+        if key not in self.state:
+            self.state[key] = np.zeros(g.shape)
+        v = self.state[key]
+        v *= self.alpha
+        v += (1 - self.alpha) * g * g
+        return self.lr * g / (np.sqrt(v) + self.eps)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction, as in torch.optim.Adam.
+
+    m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2; after n steps of this key,
+    p -= lr (m / (1 - beta1^n)) / (sqrt(v / (1 - beta2^n)) + eps).
+    """
+
+    def __init__(self, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+        super().__init__(lr)
+        for label, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0 <= beta < 1:
+                raise ValueError(f"{label} must lie in [0, 1), got {beta}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+
+    def _delta(self, key, g):
+        if key not in self.state:
+            self.state[key] = {"n": 0, "m": np.zeros(g.shape), "v": np.zeros(g.shape)}
+        state = self.state[key]
+        state["n"] += 1
+        m, v, n = state["m"], state["v"], state["n"]
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * g * g
+        # the moments start at 0, so early averages are shrunk by (1 - beta^n): undo it
+        m_hat = m / (1 - self.beta1 ** n)
+        v_hat = v / (1 - self.beta2 ** n)
+        return self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSProp, "adam": Adam}
+
+
+def make_optimizer(name, lr, **options):
+    """The optimizer called `name` ('sgd', 'momentum', 'rmsprop', 'adam') with learning rate lr.
+
+    options are the keyword arguments of its class, e.g. make_optimizer('momentum', 0.01, nesterov=True).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
+    cls = OPTIMIZERS[name]
+    valid = [p for p in inspect.signature(cls).parameters if p != "lr"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for optimizer {name!r}; "
+                         f"valid options: {', '.join(valid) or 'none'}")
+    return cls(lr, **options)

@@ -1,0 +1,149 @@
+import math
+
+import numpy as np
+import pytest
+
+from rnngrad.training import Callback, Settings, train
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.info, self.steps, self.arrays, self.result = None, {}, {}, None
+
+    def on_start(self, info):
+        self.info = info
+
+    def on_step(self, step, metrics):
+        self.steps[step] = metrics
+
+    def on_through_time(self, step, arrays):
+        self.arrays[step] = arrays
+
+    def on_end(self, result):
+        self.result = result
+
+
+ADDING_T10 = dict(task="adding", seq_len=10, hidden_size=32, init="orthogonal", optimizer="adam", lr=0.01,
+                  steps=1500, eval_interval=300, diag_interval=300, seed=0, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def adding_runs():
+    full, trunc = Recorder(), Recorder()
+    r_full = train(Settings(**ADDING_T10), [full])
+    r_trunc = train(Settings(**ADDING_T10, truncation=2), [trunc])
+    return (r_full, full), (r_trunc, trunc)
+
+
+@pytest.mark.slow
+def test_tanh_learns_adding_and_truncation_hurts(adding_runs):
+    (r_full, _), (r_trunc, trunc) = adding_runs
+    baseline = 1 / 6
+    assert r_full.baseline == pytest.approx(baseline)
+    assert r_full.final["eval/loss"] < 0.1 * baseline
+    # weights learned inside the window still act on every step, so truncation may learn something,
+    # but its test loss stays clearly above the full-BPTT run's with the same budget and seed
+    assert r_trunc.final["eval/loss"] > 3 * r_full.final["eval/loss"]
+    # the truncated gradient is exactly zero for every state outside the window (loss at the last step)
+    for arrays in trunc.arrays.values():
+        assert np.all(arrays["ds_norm"][:-2] == 0.0)
+        assert np.all(arrays["ds_norm"][-2:] > 0.0)
+    # the truncation bias is measured on the diagnostic interval
+    cosines = [m["grad/trunc_cosine"] for m in trunc.steps.values() if "grad/trunc_cosine" in m]
+    assert len(cosines) == 6 and all(-1.0 <= c <= 1.0 for c in cosines)
+
+
+def test_metrics_reach_callbacks(adding_runs):
+    (r_full, rec), _ = adding_runs
+    assert sorted(rec.steps) == list(range(1501))
+    every = {"train/loss", "grad/norm", "grad/clipped", "grad/ds_first", "grad/ds_last", "grad/decay_rate"}
+    assert all(every <= set(m) for m in rec.steps.values())
+    diag = {"spectral/radius", "spectral/sigma_max", "act/saturation", "lyap/top", "eval/loss", "eval/accuracy"}
+    assert {s for s, m in rec.steps.items() if diag <= set(m)} == {0, 300, 600, 900, 1200, 1500}
+    assert "grad/trunc_cosine" not in rec.steps[300]  # only when truncating
+    assert set(rec.arrays[300]) == {"ds_norm", "jac_norm", "bound"}
+    assert set(rec.arrays[1]) == {"ds_norm"}
+    assert all(len(a) == 10 for a in rec.arrays[300].values())
+    assert np.all(rec.arrays[300]["jac_norm"] <= rec.arrays[300]["bound"] * (1 + 1e-12))
+    m0 = rec.steps[0]
+    assert m0["grad/ds_last"] == pytest.approx(rec.arrays[0]["ds_norm"][-1], rel=1e-15)
+    assert rec.info["baseline"] == pytest.approx(1 / 6) and rec.info["length"] == 10
+    assert r_full.outcome in ("solved", "unsolved") and r_full.steps_done == 1500
+
+
+def test_same_seed_is_bit_identical():
+    settings = dict(ADDING_T10, steps=30, eval_interval=10, diag_interval=10)
+    a, b, c = Recorder(), Recorder(), Recorder()
+    train(Settings(**settings), [a])
+    train(Settings(**settings), [b])
+    train(Settings(**dict(settings, seed=1)), [c])
+    assert a.steps == b.steps
+    for step in a.arrays:
+        for key in a.arrays[step]:
+            np.testing.assert_array_equal(a.arrays[step][key], b.arrays[step][key])
+    assert a.steps[30]["train/loss"] != c.steps[30]["train/loss"]
+
+
+def test_zero_steps_measures_initialization_only():
+    rec = Recorder()
+    result = train(Settings(**dict(ADDING_T10, steps=0)), [rec])
+    assert list(rec.steps) == [0] and result.steps_done == 0
+    assert {"eval/loss", "spectral/radius", "lyap/top"} <= set(rec.steps[0])
+    # W is untouched: the orthogonal init has spectral radius exactly 1
+    assert rec.steps[0]["spectral/radius"] == pytest.approx(1.0, abs=1e-12)
+
+
+EXPLODING = dict(task="adding", seq_len=20, hidden_size=32, activation="relu", init="gaussian",
+                 spectral_radius=3.0, optimizer="sgd", lr=0.01, steps=200, eval_interval=50, verbose=False)
+
+
+def test_exploding_run_diverges_and_clipping_prevents_it():
+    rec = Recorder()
+    result = train(Settings(**EXPLODING), [rec])
+    assert result.outcome == "diverged"
+    assert result.diverged_at is not None and 0 < result.diverged_at < 200
+    assert rec.result is result
+    # everything measured up to the divergence is reported, and only finite values
+    assert max(rec.steps) == result.diverged_at - 1 or max(rec.steps) == result.diverged_at
+    assert all(math.isfinite(v) for m in rec.steps.values() for v in m.values())
+    assert rec.steps[0]["grad/decay_rate"] > 0  # exploding: the norm grows going back in time
+
+    clipped = train(Settings(**EXPLODING, clip_mode="norm", clip_threshold=1.0))
+    assert clipped.outcome != "diverged" and clipped.steps_done == 200
+    assert clipped.final["grad/clipped"] == 1.0
+
+
+@pytest.mark.slow
+def test_chunked_bptt_learns_char_lm():
+    rec = Recorder()
+    settings = Settings(task="char_lm", seq_len=50, task_options={"test_size": 64}, hidden_size=64,
+                        truncation=25, bptt_mode="chunked", steps=300, eval_interval=100, lr=0.005,
+                        verbose=False)
+    result = train(settings, [rec])
+    unigram_bits = result.baseline / math.log(2)
+    assert rec.steps[0]["eval/bpc"] > unigram_bits  # an untrained model is worse than the unigram
+    assert result.final["eval/bpc"] < 0.9 * unigram_bits
+    assert len(rec.arrays[1]["ds_norm"]) == 25  # one chunk of k steps per update
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(steps=-1), "steps"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(bptt_mode="sliding"), "valid choices: window, chunked"),
+        (dict(bptt_mode="chunked", truncation=5), "char_lm"),
+        (dict(task="fourier"), "adding"),
+        (dict(activation="softplus"), "sigmoid, tanh, relu, linear"),
+        (dict(optimizer="lbfgs"), "adam"),
+        (dict(lr=-1.0), "lr"),
+        (dict(clip_mode="norm", clip_threshold=0.0), "threshold"),
+        (dict(truncation=0), "truncation"),
+        (dict(seq_len=1), "seq_len"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(change, match):
+    rec = Recorder()
+    with pytest.raises(ValueError, match=match):
+        train(Settings(**dict(ADDING_T10, **change)), [rec])
+    assert rec.info is None
