@@ -1,0 +1,1 @@
+"""The report: loading runs from MLflow into pandas (`load`) and figure functions (`figures`)."""

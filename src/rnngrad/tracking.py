@@ -1,0 +1,236 @@
+"""MLflow tracking: the store, the runs, and a training callback that logs every measurement.
+
+The training loop does not know MLflow exists: `MlflowLogger` subscribes to it as a callback.
+Metrics go out in batches (`log_batch`); the full-resolution through-time arrays go to a parquet
+artifact, with a few checkpoints also logged as metrics (`grad_through_time/step_<N>`, step = t) so
+they can be browsed in the MLflow UI.
+
+The store (a SQLite file by default) and the experiment are created by `prepare_store`, which only
+code that runs once calls (a single run, or the sweep's start before any job is launched): several
+processes creating a fresh SQLite store or the same experiment at once race inside MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.tracking import MlflowClient
+
+from rnngrad.training import Callback, Result
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
+PARAMS_PER_BATCH = 100
+
+
+def default_uri() -> str:
+    """$MLFLOW_TRACKING_URI if set, else the embedded SQLite store at the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The tracking URI to use; a relative sqlite path is made absolute (never relative to a run dir)."""
+    uri = uri or default_uri()
+    scheme = urlsplit(uri).scheme
+    if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "databricks"):
+        raise ValueError(
+            f"unsupported tracking URI {redact(uri)!r}: use sqlite:///<absolute path>, http(s)://host:port "
+            "or a database URI (the ./mlruns file store is deprecated and not used)"
+        )
+    if scheme == "sqlite":
+        path = uri[len("sqlite:///"):]
+        if not path or path == ":memory:":
+            raise ValueError(f"tracking URI {uri!r} must name a database file")
+        uri = f"sqlite:///{Path(path).expanduser().resolve()}"
+    return uri
+
+
+def redact(uri: str) -> str:
+    """The URI without user:password@ (credentials must come from MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def artifact_location(uri: str) -> str | None:
+    """For a SQLite store, artifacts live beside the database in mlartifacts/; a server decides its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def prepare_store(uri: str, experiment: str) -> str:
+    """Create the store (if new) and the experiment (if missing); return the experiment id.
+
+    Call from one process only, before any job starts.
+    """
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(experiment, artifact_location=artifact_location(uri))
+
+
+def experiment_id(client: MlflowClient, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"experiment {experiment!r} does not exist in {redact(client.tracking_uri)}")
+    return found.experiment_id
+
+
+def find_finished(client: MlflowClient, exp_id: str, config_hash: str) -> str | None:
+    """The id of a FINISHED run with this config_hash, if any (used to resume a sweep)."""
+    runs = client.search_runs(
+        [exp_id], f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
+        run_view_type=ViewType.ACTIVE_ONLY, max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def start_run(client: MlflowClient, exp_id: str, name: str, params: dict, tags: dict, parent_id: str | None):
+    """Create a run with its params and tags; returns the run id."""
+    tags = dict(tags, **{"rnngrad.host": socket.gethostname(), "rnngrad.pid": str(os.getpid())})
+    if parent_id:
+        tags["mlflow.parentRunId"] = parent_id
+    run = client.create_run(exp_id, run_name=name, tags=tags)
+    items = [Param(k, _param_value(v)) for k, v in params.items()]
+    for start in range(0, len(items), PARAMS_PER_BATCH):
+        client.log_batch(run.info.run_id, params=items[start : start + PARAMS_PER_BATCH])
+    return run.info.run_id
+
+
+def _param_value(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def checkpoint_steps(steps: list[int], count: int) -> list[int]:
+    """First, last and evenly spaced recorded steps between them (at most `count`)."""
+    if not steps:
+        return []
+    idx = np.unique(np.round(np.linspace(0, len(steps) - 1, min(count, len(steps)))).astype(int))
+    return [steps[i] for i in idx]
+
+
+class MlflowLogger(Callback):
+    """Logs a training run into an existing MLflow run.
+
+    Scalar metrics are buffered and sent with log_batch when the buffer fills or every
+    `flush_seconds`; through-time arrays are kept in memory and written at the end.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, *, checkpoints: int = 5, flush_seconds: float = 10.0,
+                 config_yaml: str | None = None):
+        self.client, self.run_id = client, run_id
+        self.checkpoints, self.flush_seconds = checkpoints, flush_seconds
+        self.config_yaml = config_yaml
+        self.buffer: list[Metric] = []
+        self.last_flush = time.monotonic()
+        self.through_time: dict[int, dict[str, np.ndarray]] = {}
+        self.logging_seconds = 0.0  # time spent inside MLflow calls, for the performance budget
+
+    def _timed(self, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.logging_seconds += time.perf_counter() - start
+
+    def on_start(self, info):
+        tags = [RunTag(f"task.{k}", str(v)) for k, v in info.items()]
+        self._timed(self.client.log_batch, self.run_id, tags=tags)
+
+    def on_step(self, step, metrics):
+        now = int(time.time() * 1000)
+        self.buffer.extend(Metric(key, value, now, step) for key, value in metrics.items())
+        if len(self.buffer) >= METRICS_PER_BATCH or time.monotonic() - self.last_flush > self.flush_seconds:
+            self.flush()
+
+    def on_through_time(self, step, arrays):
+        self.through_time[step] = arrays
+
+    def flush(self) -> None:
+        while self.buffer:
+            batch, self.buffer = self.buffer[:METRICS_PER_BATCH], self.buffer[METRICS_PER_BATCH:]
+            self._timed(self.client.log_batch, self.run_id, metrics=batch)
+        self.last_flush = time.monotonic()
+
+    def grad_norms_frame(self) -> pd.DataFrame:
+        """Columns step, t (1..T), ds_norm, jac_norm, bound (NaN where not measured at that step)."""
+        frames = []
+        for step, arrays in self.through_time.items():
+            T = arrays["ds_norm"].shape[0]
+            nan = np.full(T, np.nan)
+            frames.append(pd.DataFrame({
+                "step": np.full(T, step, dtype=np.int64), "t": np.arange(1, T + 1, dtype=np.int64),
+                "ds_norm": arrays["ds_norm"], "jac_norm": arrays.get("jac_norm", nan),
+                "bound": arrays.get("bound", nan),
+            }))
+        columns = ["step", "t", "ds_norm", "jac_norm", "bound"]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+    def on_end(self, result: Result):
+        now = int(time.time() * 1000)
+        for step in checkpoint_steps(sorted(self.through_time), self.checkpoints):
+            norms = self.through_time[step]["ds_norm"]
+            self.buffer.extend(
+                Metric(f"grad_through_time/step_{step}", float(v), now, t)
+                for t, v in enumerate(norms, start=1) if np.isfinite(v)
+            )
+        self.flush()
+        self._timed(self._log_artifacts)
+        tags = {"outcome": result.outcome, "steps_done": str(result.steps_done)}
+        if result.solved_at is not None:
+            tags["solved_at"] = str(result.solved_at)
+        if result.diverged_at is not None:
+            tags["diverged_at"] = str(result.diverged_at)
+            tags["diverged_reason"] = result.diverged_reason
+        self._timed(self.client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def _log_artifacts(self) -> None:
+        from rnngrad.report.figures import grad_heatmap  # matplotlib only when a run ends
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            if self.config_yaml is not None:
+                (tmp / "config.yaml").write_text(self.config_yaml)
+            frame = self.grad_norms_frame()
+            frame.to_parquet(tmp / "grad_norms.parquet", index=False)
+            if len(frame):
+                (tmp / "figures").mkdir()
+                fig = grad_heatmap(frame)
+                fig.savefig(tmp / "figures" / "grad_heatmap.png", dpi=100)
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+            self.client.log_artifacts(self.run_id, str(tmp))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._timed(self.client.set_terminated, self.run_id, status)
+
+
+def sanitize_key(text: str) -> str:
+    """MLflow keys allow alphanumerics, _ - . / and space."""
+    return re.sub(r"[^\w\-./ ]", "_", text)
+
+
+def terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.from_string(status)))

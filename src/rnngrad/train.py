@@ -1,0 +1,140 @@
+"""Entry point: `python -m rnngrad.train [overrides]`, or `-m` for a sweep.
+
+A thin `@hydra.main` around `run(cfg) -> dict`, which tests call directly. A sweep goes through the
+`grids` sweeper (hydra_plugins/rnngrad_sweeper), which composes and validates every job and then
+calls `open_sweep` here once, before any job starts: that creates the store, the experiment and the
+sweep's parent run, and hands the jobs their ids through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from rnngrad import config as config_mod
+from rnngrad import tracking
+from rnngrad.training import train, validate
+
+PARENT_ENV = "RNNGRAD_PARENT_RUN_ID"
+EXPERIMENT_ENV = "RNNGRAD_EXPERIMENT_ID"
+
+config_mod.register_configs()
+
+
+def _overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _redacted_config(cfg: DictConfig) -> dict:
+    data = config_mod.resolved(cfg)
+    if data["tracking"]["uri"]:
+        data["tracking"]["uri"] = tracking.redact(data["tracking"]["uri"])
+    return data
+
+
+def run(cfg: DictConfig) -> dict:
+    """One run: validate, log into MLflow, train. Returns the outcome and the final metrics."""
+    settings = config_mod.to_settings(cfg)
+    validate(settings)
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    parent_id = os.environ.get(PARENT_ENV)
+    # a sweep's jobs are handed the experiment; a single run creates what it needs itself
+    exp_id = os.environ.get(EXPERIMENT_ENV) if parent_id else tracking.prepare_store(uri, cfg.tracking.experiment)
+    client = MlflowClient(uri)
+    chash = config_mod.config_hash(cfg)
+    name = config_mod.run_name(cfg)
+    if cfg.tracking.skip_completed:
+        done = tracking.find_finished(client, exp_id, chash)
+        if done is not None:
+            print(f"{name}: already finished as run {done} (config_hash {chash}); skipped", flush=True)
+            return {"skipped": True, "run_id": done, "config_hash": chash}
+
+    data = _redacted_config(cfg)
+    overrides = " ".join(o for o in _overrides() if not o.startswith("tracking.uri="))
+    tags = {"config_hash": chash, "hydra.overrides": overrides}
+    run_id = tracking.start_run(client, exp_id, name, config_mod.flatten(data), tags, parent_id)
+    logger = tracking.MlflowLogger(
+        client, run_id, checkpoints=cfg.tracking.through_time_checkpoints,
+        flush_seconds=cfg.tracking.flush_seconds, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)),
+    )
+    try:
+        result = train(settings, [logger])
+    except KeyboardInterrupt:
+        logger.flush()
+        logger.finish("KILLED")
+        raise
+    except BaseException:
+        logger.flush()
+        logger.finish("FAILED")
+        raise
+    logger.finish("FINISHED")
+    return {
+        "skipped": False, "run_id": run_id, "config_hash": chash, "outcome": result.outcome,
+        "solved_at": result.solved_at, "diverged_at": result.diverged_at, "final": result.final,
+        "wall_time": result.wall_time, "logging_seconds": logger.logging_seconds,
+    }
+
+
+@contextmanager
+def config_errors_exit():
+    """A configuration error ends the program with its message and exit code 2, no traceback."""
+    try:
+        yield
+    except config_mod.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+@dataclass
+class Sweep:
+    client: MlflowClient
+    parent_id: str
+
+    def close(self, status: str) -> None:
+        self.client.set_terminated(self.parent_id, status)
+        os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(EXPERIMENT_ENV, None)
+
+
+def open_sweep(master_cfg: DictConfig, job_cfgs: list[DictConfig]) -> Sweep:
+    """Validate every job, then create the store, the experiment and the sweep's parent run once."""
+    for job in job_cfgs:
+        try:
+            validate(config_mod.to_settings(job))
+        except ValueError as err:
+            overrides = " ".join(job.hydra.overrides.task)
+            raise config_mod.ConfigError(f"job [{overrides}]: {err}") from None
+    targets = {(tracking.resolve_uri(j.tracking.uri), j.tracking.experiment) for j in job_cfgs}
+    if len(targets) != 1:
+        raise config_mod.ConfigError("all jobs of a sweep must log to the same tracking.uri and tracking.experiment")
+    uri, experiment = targets.pop()
+    exp_id = tracking.prepare_store(uri, experiment)
+    client = MlflowClient(uri)
+    choice = master_cfg.hydra.runtime.choices.get("experiment") or "adhoc"
+    name = f"sweep-{choice}-{time.strftime('%Y%m%d-%H%M%S')}"
+    parent = client.create_run(exp_id, run_name=name, tags={
+        "rnngrad.sweep": "true", "rnngrad.jobs": str(len(job_cfgs)),
+        "hydra.overrides": " ".join(master_cfg.hydra.overrides.task),
+    })
+    os.environ[PARENT_ENV] = parent.info.run_id
+    os.environ[EXPERIMENT_ENV] = exp_id
+    print(f"sweep {name}: {len(job_cfgs)} jobs into experiment {experiment!r} at {tracking.redact(uri)}", flush=True)
+    return Sweep(client, parent.info.run_id)
+
+
+@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with config_errors_exit():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Run the real CLI in a subprocess against a temporary store, and read the store back."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+TINY = ["task.seq_len=8", "model.hidden_size=8", "train.steps=20", "train.eval_interval=10",
+        "train.diag_interval=10", "task.test_size=32", "train.verbose=false"]
+
+
+def store_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+def run_cli(tmp_path: Path, *overrides: str, multirun: bool = False, uri: str | None = None, env=None, timeout=300):
+    args = [sys.executable, "-m", "rnngrad.train"] + (["-m"] if multirun else [])
+    args += list(overrides) + [f"tracking.uri={uri or store_uri(tmp_path)}",
+                               f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RNNGRAD_"))}
+    environment.update(env or {})
+    return subprocess.run(args, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def runs(tmp_path: Path, experiment: str = "rnngrad", uri: str | None = None):
+    client = MlflowClient(uri or store_uri(tmp_path))
+    exp = client.get_experiment_by_name(experiment)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id], max_results=5000))

@@ -1,0 +1,109 @@
+"""The Hydra + MLflow layer through the real command line, into temporary stores."""
+
+import io
+
+import pandas as pd
+import pytest
+import yaml
+from clihelpers import TINY, run_cli, runs
+
+from rnngrad import tracking
+
+METRICS = {"train/loss", "eval/loss", "eval/accuracy", "grad/norm", "grad/clipped", "grad/ds_first",
+           "grad/ds_last", "grad/decay_rate", "spectral/radius", "spectral/sigma_max", "act/saturation",
+           "lyap/top"}
+
+
+@pytest.mark.slow
+def test_single_run_logs_params_tags_metrics_and_artifacts(tmp_path):
+    proc = run_cli(tmp_path, *TINY, "clip=norm", "bptt.truncation=3", "seed=3")
+    assert proc.returncode == 0, proc.stderr
+    client, found = runs(tmp_path)
+    assert len(found) == 1
+    run = found[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "adding-T8-tanh-orthogonal-clipnorm1-k3-s3"
+    p = run.data.params
+    assert (p["model.activation"], p["task.seq_len"], p["clip.mode"], p["bptt.truncation"], p["seed"]) == \
+        ("tanh", "8", "norm", "3", "3")
+    assert p["model.spectral_radius"] == "null" and p["task.name"] == "adding"
+    tags = run.data.tags
+    assert tags["outcome"] in ("solved", "unsolved") and len(tags["config_hash"]) == 16
+    assert "clip=norm" in tags["hydra.overrides"] and "mlflow.parentRunId" not in tags
+    assert METRICS | {"grad/trunc_cosine"} <= set(run.data.metrics)
+    # every step's scalar metrics, at step = training step
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(21))
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/loss")] == [0, 10, 20]
+    # gradient norms through time: T points each, at first, last and evenly spaced steps
+    through = sorted(k for k in run.data.metrics if k.startswith("grad_through_time/"))
+    assert through == [f"grad_through_time/step_{n}" for n in (0, 10, 15, 20, 5)]
+    history = client.get_metric_history(run.info.run_id, "grad_through_time/step_20")
+    assert [m.step for m in history] == list(range(1, 9))
+    # artifacts
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert names == {"config.yaml", "grad_norms.parquet", "figures"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/grad_heatmap.png"]
+    local = client.download_artifacts(run.info.run_id, "grad_norms.parquet", str(tmp_path))
+    frame = pd.read_parquet(local)
+    assert list(frame.columns) == ["step", "t", "ds_norm", "jac_norm", "bound"]
+    assert len(frame) == 21 * 8 and frame["jac_norm"].notna().sum() == 3 * 8
+    last = frame[frame.step == 20].sort_values("t")
+    assert [m.value for m in history] == pytest.approx(last.ds_norm.tolist(), rel=1e-15)
+    config = yaml.safe_load(io.StringIO(open(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read()))
+    assert config["model"]["activation"] == "tanh" and config["bptt"]["truncation"] == 3
+
+
+@pytest.mark.slow
+def test_multirun_makes_one_parent_and_children_then_resumes(tmp_path):
+    sweep = ["model.activation=tanh,relu", "seed=0,1", *TINY, "hydra.launcher.n_jobs=2"]
+    proc = run_cli(tmp_path, *sweep, "tracking.experiment=sweeptest", multirun=True)
+    assert proc.returncode == 0, proc.stderr
+    client, found = runs(tmp_path, "sweeptest")
+    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
+    children = [r for r in found if r not in parents]
+    assert len(parents) == 1 and len(children) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert all(r.info.status == "FINISHED" for r in found)
+    assert sorted(r.info.run_name for r in children) == [
+        "adding-T8-relu-orthogonal-s0", "adding-T8-relu-orthogonal-s1",
+        "adding-T8-tanh-orthogonal-s0", "adding-T8-tanh-orthogonal-s1"]
+    assert len({r.data.tags["config_hash"] for r in children}) == 4
+    # resume: the same sweep again starts no new training run
+    proc = run_cli(tmp_path, *sweep, "tracking.experiment=sweeptest", multirun=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("skipped") == 4
+    _, again = runs(tmp_path, "sweeptest")
+    assert len([r for r in again if r.data.tags.get("rnngrad.sweep") != "true"]) == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.activation=softplus"], "expected one of [sigmoid, tanh, relu, linear]"),
+        (["task=fourier"], "Available options in 'task'"),
+        (["model.hidden_size=-3"], "model.hidden_size must be > 0, got -3"),
+        (["model.foo=1"], "Key 'foo' not in 'ModelConfig'"),
+        (["optim.lr=0"], "optim.lr must be > 0"),
+        (["-m", "model.hidden_size=8,-3"], "model.hidden_size must be > 0, got -3"),
+        (["-m", "model.activation=tanh,softplus"], "expected one of [sigmoid, tanh, relu, linear]"),
+    ],
+)
+def test_bad_overrides_fail_without_creating_anything(tmp_path, overrides, message):
+    multirun = overrides[0] == "-m"
+    proc = run_cli(tmp_path, *TINY, *[o for o in overrides if o != "-m"], multirun=multirun)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not (tmp_path / "store").exists()  # no store, no experiment, no run
+
+
+def test_uri_resolution_and_redaction(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.resolve_uri(None) == f"sqlite:///{tracking.PROJECT_ROOT / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.resolve_uri(None) == "http://127.0.0.1:5999"
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_uri("sqlite:///rel/x.db") == f"sqlite:///{tmp_path / 'rel' / 'x.db'}"
+    with pytest.raises(ValueError, match="file store is deprecated"):
+        tracking.resolve_uri("./mlruns")
+    assert tracking.redact("http://alice:s3cret@host:5000/path") == "http://***@host:5000/path"
+    assert tracking.artifact_location("sqlite:////a/b/mlflow.db") == "file:///a/b/mlartifacts"
