@@ -45,7 +45,7 @@ def test_single_run_logs_params_tags_metrics_and_artifacts(tmp_path):
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/grad_heatmap.png"]
     local = client.download_artifacts(run.info.run_id, "grad_norms.parquet", str(tmp_path))
     frame = pd.read_parquet(local)
-    assert list(frame.columns) == ["step", "t", "ds_norm", "jac_norm", "bound"]
+    assert list(frame.columns) == ["step", "t", "ds_norm", "jac_norm", "bound", "dc_norm"]
     assert len(frame) == 21 * 8 and frame["jac_norm"].notna().sum() == 3 * 8
     last = frame[frame.step == 20].sort_values("t")
     assert [m.value for m in history] == pytest.approx(last.ds_norm.tolist(), rel=1e-15)

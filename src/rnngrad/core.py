@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnngrad import cells
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
 INITS = ("gaussian", "xavier", "he", "orthogonal", "identity", "sparse")
 
@@ -133,8 +135,11 @@ def init_params(
     scale: float = 1.0,
     rng: np.random.Generator | int,
     dtype=np.float64,
+    cell: str = "rnn",
+    norm: str = "none",
+    forget_bias: float = 1.0,
 ) -> dict[str, np.ndarray]:
-    """Parameters of a vanilla RNN.
+    """Parameters of a vanilla RNN (or, with `cell`/`norm`, of a remedy cell: see `rnngrad.cells`).
 
     Returns {"U": (D, H), "W": (H, H), "b": (H,), "V": (H, O), "c": (O,)}.
 
@@ -143,6 +148,11 @@ def init_params(
     U and V are Glorot-normal, except for identity, where they are N(0, 0.001^2) as in Le et al. (2015).
     Biases start at zero. `spectral_radius=r` rescales W afterwards so that max |eig(W)| = r exactly.
     """
+    if cell != "rnn" or norm != "none":
+        return cells.init_cell_params(
+            cell, norm, input_size, hidden_size, output_size, init=init, spectral_radius=spectral_radius,
+            scale=scale, rng=rng, dtype=dtype, forget_bias=forget_bias,
+        )
     D = _check_size("input_size", input_size)
     H = _check_size("hidden_size", hidden_size)
     O = _check_size("output_size", output_size)
@@ -256,12 +266,15 @@ def step_backward(ds: np.ndarray, cache):
 # --------------------------------------------------------------------------------------------
 
 
-def forward(params: dict, x: np.ndarray, *, activation: str, h0: np.ndarray | None = None):
+def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", norm: str = "none", h0=None):
     """Run the RNN over a sequence.
 
     params: see init_params; x (T, B, D); h0 (B, H) or None (zeros).
     Returns out (T, B, O) and a cache for `backward` holding x, h0 and the states s (T, B, H).
+    `cell` (lstm, gru) and `norm` (layer, batch) select a remedy cell with the same contract (`rnngrad.cells`).
     """
+    if cell != "rnn" or norm != "none":
+        return cells.cell_forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
     check_activation(activation)
     D, H, O = check_params(params)
     dtype = params["W"].dtype
@@ -289,7 +302,7 @@ def forward(params: dict, x: np.ndarray, *, activation: str, h0: np.ndarray | No
     return out, cache
 
 
-def _check_dout(dout, T: int, B: int, O: int, dtype) -> np.ndarray:
+def check_dout(dout, T: int, B: int, O: int, dtype) -> np.ndarray:
     if not isinstance(dout, np.ndarray) or dout.shape != (T, B, O):
         raise ValueError(f"dout must have shape ({T}, {B}, {O}), got {getattr(dout, 'shape', type(dout))}")
     if not np.all(np.isfinite(dout)):
@@ -304,11 +317,13 @@ def backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: int | N
     ds (T, B, H) is dL/ds_t, the total derivative through all later states (within the window when
     truncating). truncation=k: the gradient of L_t reaches s_t .. s_{t-k+1} only; k >= T is full BPTT.
     """
+    if "cell" in cache:
+        return cells.cell_backward(params, cache, dout, truncation=truncation)
     D, H, O = check_params(params)
     x, h0, s, activation = cache["x"], cache["h0"], cache["s"], cache["activation"]
     T, B, _ = x.shape
     dtype = s.dtype
-    dout = _check_dout(dout, T, B, O, dtype)
+    dout = check_dout(dout, T, B, O, dtype)
     k = check_truncation(truncation)
 
     U, W, b, V, c = (params[key] for key in PARAM_KEYS)

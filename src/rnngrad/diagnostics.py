@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnngrad import cells
 from rnngrad.core import GAMMA, check_activation, dactivation, forward
 
 _SATURATION_LEVEL = 0.01  # a unit is saturated when f'(a) < 1% of max |f'|
@@ -52,20 +53,31 @@ def sigma_max(W: np.ndarray) -> float:
     return float(np.linalg.norm(W, 2))
 
 
+def step_jacobians(params: dict, cache: dict, sample: int = 0) -> np.ndarray:
+    """J[t] = ds_t/ds_{t-1} in row form for one sample of the batch, every cell. Returns (T, H, H).
+
+    Vanilla RNN: W diag(f'(a_t)); the remedy cells: `rnngrad.cells.step_jacobians`.
+    """
+    if "cell" in cache:
+        return cells.step_jacobians(params, cache, sample)
+    fprime = dactivation(cache["s"][:, sample, :], cache["activation"])  # (T, H)
+    return params["W"][None, :, :] * fprime[:, None, :]
+
+
 def jacobian_norms(params: dict, cache: dict, activation: str, sample: int = 0) -> np.ndarray:
     """Spectral norm of ds_T/ds_t for t = 1..T, for one sample of the batch. Returns (T,).
 
-    The exact product of the per-step Jacobians J_u = W diag(f'(a_u)): M_T = I, M_t = J_{t+1} M_{t+1}.
+    The exact product of the per-step Jacobians J_u (`step_jacobians`): M_T = I, M_t = J_{t+1} M_{t+1}.
+    `activation` names the vanilla RNN's f (the cache of a remedy cell carries its own).
     """
-    check_activation(activation)
-    s = cache["s"][:, sample, :].astype(np.float64)  # (T, H)
-    T, H = s.shape
-    W = params["W"].astype(np.float64)
-    fprime = dactivation(s, activation)
+    if "cell" not in cache:
+        check_activation(activation)
+    J = step_jacobians(params, cache, sample).astype(np.float64)
+    T, H, _ = J.shape
     products = np.empty((T, H, H))
     products[T - 1] = np.eye(H)
     for t in range(T - 2, -1, -1):
-        np.matmul(W * fprime[t + 1], products[t + 1], out=products[t])
+        np.matmul(J[t + 1], products[t + 1], out=products[t])
     norms = np.empty(T)
     for start in range(0, T, 64):  # batched SVDs, in chunks to bound memory
         norms[start : start + 64] = np.linalg.svd(products[start : start + 64], compute_uv=False)[:, 0]
@@ -85,8 +97,11 @@ def pascanu_bound(params: dict, activation: str, T: int) -> np.ndarray:
 def saturation(cache: dict, activation: str) -> float:
     """Fraction of units (over t, batch, units) with f'(a) below 1% of max |f'|.
 
-    For relu these are the dead units (f'(a) = 0); a linear unit never saturates.
+    For relu these are the dead units (f'(a) = 0); a linear unit never saturates. For the gated
+    cells, the fraction of saturated gates (`rnngrad.cells.saturation_fraction`).
     """
+    if cache.get("cell") in ("lstm", "gru"):
+        return cells.saturation_fraction(cache)
     check_activation(activation)
     fprime = dactivation(cache["s"], activation)
     return float(np.mean(fprime < _SATURATION_LEVEL * GAMMA[activation]))
@@ -98,26 +113,39 @@ def lyapunov_exponents(
     activation: str,
     k: int,
     *,
+    cell: str = "rnn",
+    norm: str = "none",
     h0: np.ndarray | None = None,
     rng: np.random.Generator | int = 0,
 ) -> np.ndarray:
     """The top k Lyapunov exponents (nats per step) of the state dynamics along the trajectory of x.
 
     QR method (Engelken, Wolf & Abbott 2020): evolve an orthonormal basis Q (H, k) with the step
-    Jacobians in column form, Q <- diag(f'(a_t)) W^T Q, re-orthonormalize by QR every step and
-    average log |diag(R)| over time. Uses the first sample of x (T, B, D). Returns (k,), descending.
+    Jacobians in column form, Q <- J_t^T Q, re-orthonormalize by QR every step and average
+    log |diag(R)| over time. The trajectory is the first sample of x (T, B, D) (the whole batch is run,
+    so batch normalization has its statistics). Returns (k,), descending.
     For a linear RNN the exponents are log |eig(W)|.
     """
-    check_activation(activation)
     H = params["W"].shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= H:
         raise ValueError(f"k must be an integer in [1, {H}], got {k!r}")
-    _, cache = forward(params, x[:, :1], activation=activation, h0=None if h0 is None else h0[:1])
-    fprime = dactivation(cache["s"][:, 0, :].astype(np.float64), activation)  # (T, H)
-    WT = params["W"].T.astype(np.float64)
+    _, cache = forward(params, x, activation=activation, cell=cell, norm=norm, h0=h0)
+    if "cell" in cache:
+        JT = np.swapaxes(step_jacobians(params, cache, 0).astype(np.float64), 1, 2)
+
+        def advance(t, q):
+            return JT[t] @ q
+    else:  # the vanilla RNN without forming J: diag(f'(a_t)) W^T Q
+        fprime = dactivation(cache["s"][:, 0, :].astype(np.float64), activation)
+        WT = params["W"].T.astype(np.float64)
+
+        def advance(t, q):
+            return fprime[t][:, None] * (WT @ q)
+
+    T = cache["s"].shape[0]
     q, _ = np.linalg.qr(np.random.default_rng(rng).standard_normal((H, k)))
     log_growth = np.zeros(k)
-    for t in range(fprime.shape[0]):
-        q, r = np.linalg.qr(fprime[t][:, None] * (WT @ q))
+    for t in range(T):
+        q, r = np.linalg.qr(advance(t, q))
         log_growth += np.log(np.abs(np.diag(r)))
-    return np.sort(log_growth / fprime.shape[0])[::-1]
+    return np.sort(log_growth / T)[::-1]

@@ -174,7 +174,7 @@ class MlflowLogger(Callback):
         self.last_flush = time.monotonic()
 
     def grad_norms_frame(self) -> pd.DataFrame:
-        """Columns step, t (1..T), ds_norm, jac_norm, bound (NaN where not measured at that step)."""
+        """Columns step, t (1..T), ds_norm, jac_norm, bound, dc_norm (LSTM); NaN where not measured."""
         frames = []
         for step, arrays in self.through_time.items():
             T = arrays["ds_norm"].shape[0]
@@ -182,9 +182,9 @@ class MlflowLogger(Callback):
             frames.append(pd.DataFrame({
                 "step": np.full(T, step, dtype=np.int64), "t": np.arange(1, T + 1, dtype=np.int64),
                 "ds_norm": arrays["ds_norm"], "jac_norm": arrays.get("jac_norm", nan),
-                "bound": arrays.get("bound", nan),
+                "bound": arrays.get("bound", nan), "dc_norm": arrays.get("dc_norm", nan),
             }))
-        columns = ["step", "t", "ds_norm", "jac_norm", "bound"]
+        columns = ["step", "t", "ds_norm", "jac_norm", "bound", "dc_norm"]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
     def on_end(self, result: Result):

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rnngrad import core, diagnostics
+from rnngrad import cells, core, diagnostics
 from rnngrad.clip import clip_grads, global_norm
 from rnngrad.losses import make_loss
 from rnngrad.optim import make_optimizer
@@ -127,7 +127,9 @@ def validate(st: Settings):
     if st.dtype not in ("float64", "float32"):
         raise ValueError(f"unknown dtype {st.dtype!r}; valid choices: float64, float32")
     if st.cell != "rnn" or st.norm != "none":
-        raise ValueError(f"cell {st.cell!r} with norm {st.norm!r} is not available; valid: cell rnn, norm none")
+        cells.check_cell(st.cell, st.norm)
+        if st.norm == "batch" and st.batch_size < 2:
+            raise ValueError("norm 'batch' needs batch_size >= 2 (batch statistics)")
     core.check_activation(st.activation)
     core.check_truncation(st.truncation)
     make_optimizer(st.optimizer, st.lr, **st.optimizer_options)
@@ -159,12 +161,18 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
     params = core.init_params(
         task.input_size, st.hidden_size, task.output_size, init=st.init,
         spectral_radius=st.spectral_radius, scale=st.scale, rng=init_rng, dtype=dtype,
+        cell=st.cell, norm=st.norm, forget_bias=st.forget_bias,
     )
+    model = {"activation": st.activation, "cell": st.cell, "norm": st.norm}
+    plain_rnn = st.cell == "rnn" and st.norm == "none"  # the Pascanu bound is stated for this model
+    square_W = params["W"].shape[0] == params["W"].shape[1]
     optimizer = make_optimizer(st.optimizer, st.lr, **st.optimizer_options)
 
     test_x, test_y, test_mask = task.test_set()
     test_x = test_x.astype(dtype)
-    probe_x = test_x[:, :1]  # one fixed test sequence for the Jacobian and Lyapunov instruments
+    # fixed test sequences for the Jacobian and Lyapunov instruments; sample 0 is measured, the second
+    # gives batch normalization its statistics
+    probe_x = test_x[:, :2]
     stream = task.stream(st.batch_size, data_rng) if st.bptt_mode == "chunked" else None
     h_carry = None
 
@@ -178,9 +186,10 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
 
     def evaluate() -> dict:
         total, acc_total, n = 0.0, 0.0, test_x.shape[1]
-        for start in range(0, n, EVAL_BATCH):
-            sl = slice(start, start + EVAL_BATCH)
-            out, _ = core.forward(params, test_x[:, sl], activation=st.activation)
+        # equal chunks, none smaller than the others (batch normalization needs a batch)
+        for idx in np.array_split(np.arange(n), -(-n // EVAL_BATCH)):
+            sl = slice(idx[0], idx[-1] + 1)
+            out, _ = core.forward(params, test_x[:, sl], **model)
             if not np.all(np.isfinite(out)):
                 raise Diverged("non-finite output on the test set")
             loss, _ = loss_fn(out.astype(np.float64), test_y[:, sl], test_mask[:, sl])
@@ -194,24 +203,31 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
 
     def measure(grads: dict, cache: dict, ds: np.ndarray, dout: np.ndarray) -> tuple[dict, dict]:
         """The diagnostic-interval instruments; through-time arrays go to the callbacks."""
-        out = {
-            "spectral/radius": diagnostics.spectral_radius(params["W"]),
-            "spectral/sigma_max": diagnostics.sigma_max(params["W"]),
-            "act/saturation": diagnostics.saturation(cache, st.activation),
-        }
-        _, probe_cache = core.forward(params, probe_x, activation=st.activation)
+        out = {"act/saturation": diagnostics.saturation(cache, st.activation)}
+        if square_W:  # the recurrent matrix of the vanilla RNN (with or without normalization)
+            out["spectral/radius"] = diagnostics.spectral_radius(params["W"])
+            out["spectral/sigma_max"] = diagnostics.sigma_max(params["W"])
+        _, probe_cache = core.forward(params, probe_x, **model)
         jac = diagnostics.jacobian_norms(params, probe_cache, st.activation)
-        bound = diagnostics.pascanu_bound(params, st.activation, probe_x.shape[0])
         with np.errstate(all="ignore"):
-            lyap = diagnostics.lyapunov_exponents(params, probe_x, st.activation, st.lyapunov_k, rng=diag_rng)
+            lyap = diagnostics.lyapunov_exponents(params, probe_x, st.activation, st.lyapunov_k,
+                                                  cell=st.cell, norm=st.norm, rng=diag_rng)
         out["lyap/top"] = float(lyap[0])
         if st.truncation is not None and st.bptt_mode == "window":
             full, _ = core.backward(params, cache, dout)
             out["grad/trunc_cosine"] = _cosine(grads, full)
-        arrays = {"ds_norm": diagnostics.grad_norms_through_time(ds)}
+        arrays = through_time(ds, cache)
         if jac.shape[0] == ds.shape[0]:  # the probe has the batch's length (not so for chunked BPTT)
-            arrays.update(jac_norm=jac, bound=bound)
+            arrays["jac_norm"] = jac
+            if plain_rnn:
+                arrays["bound"] = diagnostics.pascanu_bound(params, st.activation, probe_x.shape[0])
         return out, arrays
+
+    def through_time(ds: np.ndarray, cache: dict) -> dict:
+        arrays = {"ds_norm": diagnostics.grad_norms_through_time(ds)}
+        if "dc" in cache:  # the LSTM's cell-state path, the mechanism of the remedy
+            arrays["dc_norm"] = diagnostics.grad_norms_through_time(cache["dc"])
+        return arrays
 
     final: dict[str, float] = {}
     outcome, solved_at, diverged_at, reason = "unsolved", None, None, None
@@ -226,27 +242,33 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
                     x, y, mask = task.sample(st.batch_size, data_rng)
                     h0 = None
                 x = x.astype(dtype)
-                out, cache = core.forward(params, x, activation=st.activation, h0=h0)
+                out, cache = core.forward(params, x, **model, h0=h0)
                 loss, dout = loss_fn(out.astype(np.float64), y, mask)
                 if not math.isfinite(loss):
                     raise Diverged("non-finite training loss")
                 window = None if st.bptt_mode == "chunked" else st.truncation
                 grads, ds = core.backward(params, cache, dout.astype(dtype), truncation=window)
-                if stream is not None:
-                    h_carry = cache["s"][-1].copy()  # the state crosses chunks, the gradient does not
-                ds_norm = diagnostics.grad_norms_through_time(ds)
+                if stream is not None:  # the state crosses chunks, the gradient does not
+                    h_carry = cache["s"][-1].copy()
+                    if st.cell == "lstm":
+                        h_carry = (h_carry, cache["c"][-1].copy())
+                arrays = through_time(ds, cache)
+                ds_norm = arrays["ds_norm"]
                 metrics = {
                     "train/loss": loss,
                     "grad/ds_first": float(ds_norm[0]),
                     "grad/ds_last": float(ds_norm[-1]),
                     "grad/decay_rate": diagnostics.decay_rate(ds_norm),
                 }
+                if "dc_norm" in arrays:
+                    metrics["grad/dc_first"] = float(arrays["dc_norm"][0])
+                    metrics["grad/dc_last"] = float(arrays["dc_norm"][-1])
+                    metrics["grad/dc_decay_rate"] = diagnostics.decay_rate(arrays["dc_norm"])
                 clipped, clip_info = clip_grads(grads, st.clip_mode, st.clip_threshold)
                 metrics["grad/norm"] = clip_info["norm"]
                 metrics["grad/clipped"] = float(clip_info["clipped"])
                 if not math.isfinite(clip_info["norm"]):
                     raise Diverged("non-finite gradient")
-                arrays = {"ds_norm": ds_norm}
                 if step % st.diag_interval == 0 or step == st.steps:
                     diag, arrays = measure(grads, cache, ds, dout)
                     metrics.update(diag)
