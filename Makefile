@@ -1,4 +1,4 @@
-# rnngrad: everyday commands. Each target sets up .venv itself on a fresh clone.
+# rnngrad: everyday commands. Every target sets up .venv itself on a fresh clone.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,8 +12,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
+
+study: $(STAMP)  ## the default study into the embedded store, then the report
+	$(PY) -m rnngrad.train -m +experiment=study train.verbose=false
+	$(PY) scripts/build_report.py
+
+report: $(STAMP)  ## rebuild reports/ from the store
+	$(PY) scripts/build_report.py
+
+ui: $(STAMP)  ## the MLflow UI over the embedded store, on 127.0.0.1 only
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+bench: $(STAMP)  ## the performance benchmark (writes reports/bench.md)
+	$(PY) scripts/bench.py
 
 clean:
 	rm -rf $(VENV) multirun outputs .pytest_cache

@@ -13,23 +13,30 @@ processes creating a fresh SQLite store or the same experiment at once race insi
 from __future__ import annotations
 
 import os
-import re
 import socket
+import sqlite3
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
+from rnngrad.config import ConfigError
 from rnngrad.training import Callback, Result
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 PARAMS_PER_BATCH = 100
+
+
+class StoreError(ConfigError):
+    """The tracking store (tracking.uri) cannot be used; the message names it (credentials redacted)."""
 
 
 def default_uri() -> str:
@@ -42,14 +49,14 @@ def resolve_uri(uri: str | None) -> str:
     uri = uri or default_uri()
     scheme = urlsplit(uri).scheme
     if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "databricks"):
-        raise ValueError(
+        raise StoreError(
             f"unsupported tracking URI {redact(uri)!r}: use sqlite:///<absolute path>, http(s)://host:port "
             "or a database URI (the ./mlruns file store is deprecated and not used)"
         )
     if scheme == "sqlite":
         path = uri[len("sqlite:///"):]
         if not path or path == ":memory:":
-            raise ValueError(f"tracking URI {uri!r} must name a database file")
+            raise StoreError(f"tracking URI {uri!r} must name a database file")
         uri = f"sqlite:///{Path(path).expanduser().resolve()}"
     return uri
 
@@ -72,11 +79,48 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
+def check_store(uri: str) -> None:
+    """Fail fast, before anything is written, when the store cannot work.
+
+    SQLite: the directory must be writable and an existing file must be an MLflow database (a corrupt
+    file or another program's database is refused, never migrated). A server: it must answer its
+    health check within a few seconds.
+    """
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        folder = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+        if not (folder.stat().st_mode & 0o222) or not os.access(folder, os.W_OK):
+            raise StoreError(f"tracking store directory {folder} is read-only: cannot write {path.name} there")
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"tracking store {path} is not a SQLite database (corrupt?); move it away or "
+                                     "point tracking.uri elsewhere")
+            try:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                    tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+            except sqlite3.DatabaseError as err:
+                raise StoreError(f"tracking store {path} cannot be read as SQLite ({err})") from None
+            if tables and not {"experiments", "runs", "alembic_version"} <= tables:
+                raise StoreError(f"tracking store {path} is a SQLite database of another program "
+                                 f"(tables: {', '.join(sorted(tables)[:5])}), not an MLflow store; refusing to touch it")
+    elif uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        health = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/") + "/health", "", ""))
+        try:
+            with urllib.request.urlopen(health, timeout=5) as response:
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise StoreError(f"tracking server {redact(uri)} is unreachable ({reason})") from None
+
+
 def prepare_store(uri: str, experiment: str) -> str:
     """Create the store (if new) and the experiment (if missing); return the experiment id.
 
     Call from one process only, before any job starts.
     """
+    check_store(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(uri)
@@ -102,9 +146,52 @@ def find_finished(client: MlflowClient, exp_id: str, config_hash: str) -> str | 
     return runs[0].info.run_id if runs else None
 
 
+def process_tags() -> dict[str, str]:
+    """Who runs this: lets a later sweep tell a run whose process died from one still running."""
+    return {"rnngrad.host": socket.gethostname(), "rnngrad.pid": str(os.getpid())}
+
+
+def _process_alive(pid: int, started_ms: int) -> bool:
+    """Whether the process that started a run at started_ms (epoch ms) still exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a reused pid: a process younger than the run is another process
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + start_ticks / os.sysconf("SC_CLK_TCK") <= started_ms / 1000 + 5
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+
+
+def mark_stale_runs(client: MlflowClient, exp_id: str) -> list[str]:
+    """Mark RUNNING runs whose process is gone (killed, crashed machine) as KILLED, with a tag saying why.
+
+    Only runs started on this host can be checked. Returns the ids marked.
+    """
+    host = socket.gethostname()
+    marked = []
+    for run in client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=5000):
+        tags = run.data.tags
+        if tags.get("rnngrad.host") != host or "rnngrad.pid" not in tags:
+            continue
+        pid = int(tags["rnngrad.pid"])
+        if _process_alive(pid, run.info.start_time):
+            continue
+        reason = f"process {pid} on {host} ended without closing the run; marked KILLED at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        client.set_tag(run.info.run_id, "rnngrad.killed_reason", reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+        marked.append(run.info.run_id)
+    return marked
+
+
 def start_run(client: MlflowClient, exp_id: str, name: str, params: dict, tags: dict, parent_id: str | None):
     """Create a run with its params and tags; returns the run id."""
-    tags = dict(tags, **{"rnngrad.host": socket.gethostname(), "rnngrad.pid": str(os.getpid())})
+    tags = dict(tags, **process_tags())
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
     run = client.create_run(exp_id, run_name=name, tags=tags)
@@ -223,14 +310,7 @@ class MlflowLogger(Callback):
                 plt.close(fig)
             self.client.log_artifacts(self.run_id, str(tmp))
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        if reason:
+            self._timed(self.client.set_tag, self.run_id, "rnngrad.killed_reason", reason)
         self._timed(self.client.set_terminated, self.run_id, status)
-
-
-def sanitize_key(text: str) -> str:
-    """MLflow keys allow alphanumerics, _ - . / and space."""
-    return re.sub(r"[^\w\-./ ]", "_", text)
-
-
-def terminate(client: MlflowClient, run_id: str, status: str) -> None:
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.from_string(status)))

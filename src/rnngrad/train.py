@@ -9,18 +9,18 @@ sweep's parent run, and hands the jobs their ids through the environment.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from rnngrad import config as config_mod
-from rnngrad import tracking
 from rnngrad.training import train, validate
 
 PARENT_ENV = "RNNGRAD_PARENT_RUN_ID"
@@ -33,22 +33,42 @@ def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def _tracking():
+    """The MLflow layer, imported only once a configuration has passed validation (it takes a second)."""
+    from rnngrad import tracking
+
+    return tracking
+
+
 def _redacted_config(cfg: DictConfig) -> dict:
+    tracking = _tracking()
     data = config_mod.resolved(cfg)
     if data["tracking"]["uri"]:
         data["tracking"]["uri"] = tracking.redact(data["tracking"]["uri"])
     return data
 
 
+def checked_settings(cfg: DictConfig):
+    """The run's Settings, every value checked by the module that uses it; raises ConfigError."""
+    try:
+        settings = config_mod.to_settings(cfg)
+        validate(settings)
+    except config_mod.ConfigError:
+        raise
+    except ValueError as err:
+        raise config_mod.ConfigError(str(err)) from None
+    return settings
+
+
 def run(cfg: DictConfig) -> dict:
     """One run: validate, log into MLflow, train. Returns the outcome and the final metrics."""
-    settings = config_mod.to_settings(cfg)
-    validate(settings)
+    settings = checked_settings(cfg)
+    tracking = _tracking()
     uri = tracking.resolve_uri(cfg.tracking.uri)
     parent_id = os.environ.get(PARENT_ENV)
     # a sweep's jobs are handed the experiment; a single run creates what it needs itself
     exp_id = os.environ.get(EXPERIMENT_ENV) if parent_id else tracking.prepare_store(uri, cfg.tracking.experiment)
-    client = MlflowClient(uri)
+    client = tracking.MlflowClient(uri)
     chash = config_mod.config_hash(cfg)
     name = config_mod.run_name(cfg)
     if cfg.tracking.skip_completed:
@@ -66,10 +86,11 @@ def run(cfg: DictConfig) -> dict:
         flush_seconds=cfg.tracking.flush_seconds, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)),
     )
     try:
-        result = train(settings, [logger])
+        with interrupt_on_sigterm():
+            result = train(settings, [logger])
     except KeyboardInterrupt:
         logger.flush()
-        logger.finish("KILLED")
+        logger.finish("KILLED", reason="interrupted by SIGINT or SIGTERM")
         raise
     except BaseException:
         logger.flush()
@@ -84,18 +105,35 @@ def run(cfg: DictConfig) -> dict:
 
 
 @contextmanager
-def config_errors_exit():
-    """A configuration error ends the program with its message and exit code 2, no traceback."""
+def interrupt_on_sigterm():
+    """SIGTERM behaves like Ctrl-C inside the block, so a terminated run is closed as KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
-    except config_mod.ConfigError as err:
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def config_errors_exit():
+    """A configuration or store error ends the program with its message and exit code 2, no traceback."""
+    try:
+        yield
+    except config_mod.ConfigError as err:  # tracking.StoreError is one too
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
 @dataclass
 class Sweep:
-    client: MlflowClient
+    client: object  # mlflow.tracking.MlflowClient
     parent_id: str
 
     def close(self, status: str) -> None:
@@ -108,20 +146,23 @@ def open_sweep(master_cfg: DictConfig, job_cfgs: list[DictConfig]) -> Sweep:
     """Validate every job, then create the store, the experiment and the sweep's parent run once."""
     for job in job_cfgs:
         try:
-            validate(config_mod.to_settings(job))
-        except ValueError as err:
+            checked_settings(job)
+        except config_mod.ConfigError as err:
             overrides = " ".join(job.hydra.overrides.task)
             raise config_mod.ConfigError(f"job [{overrides}]: {err}") from None
+    tracking = _tracking()
     targets = {(tracking.resolve_uri(j.tracking.uri), j.tracking.experiment) for j in job_cfgs}
     if len(targets) != 1:
         raise config_mod.ConfigError("all jobs of a sweep must log to the same tracking.uri and tracking.experiment")
     uri, experiment = targets.pop()
     exp_id = tracking.prepare_store(uri, experiment)
-    client = MlflowClient(uri)
+    client = tracking.MlflowClient(uri)
+    for run_id in tracking.mark_stale_runs(client, exp_id):
+        print(f"run {run_id}: its process is gone; marked KILLED (its configuration will run again)", flush=True)
     choice = master_cfg.hydra.runtime.choices.get("experiment") or "adhoc"
     name = f"sweep-{choice}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent = client.create_run(exp_id, run_name=name, tags={
-        "rnngrad.sweep": "true", "rnngrad.jobs": str(len(job_cfgs)),
+        **tracking.process_tags(), "rnngrad.sweep": "true", "rnngrad.jobs": str(len(job_cfgs)),
         "hydra.overrides": " ".join(master_cfg.hydra.overrides.task),
     })
     os.environ[PARENT_ENV] = parent.info.run_id
