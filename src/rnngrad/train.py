@@ -29,8 +29,14 @@ EXPERIMENT_ENV = "RNNGRAD_EXPERIMENT_ID"
 config_mod.register_configs()
 
 
-def _overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+def loggable_overrides(overrides) -> str:
+    """The overrides as one string for a tag, with any credentials in tracking.uri redacted."""
+    tracking = _tracking()
+    # a job's overrides come escaped (http\://...): unescape before parsing the URI
+    return " ".join(
+        f"tracking.uri={tracking.redact(o.split('=', 1)[1].replace(chr(92), ''))}" if o.startswith("tracking.uri=") else o
+        for o in overrides
+    )
 
 
 def _tracking():
@@ -64,7 +70,7 @@ def run(cfg: DictConfig) -> dict:
     """One run: validate, log into MLflow, train. Returns the outcome and the final metrics."""
     settings = checked_settings(cfg)
     tracking = _tracking()
-    uri = tracking.resolve_uri(cfg.tracking.uri)
+    uri = tracking.credentials_to_environment(tracking.resolve_uri(cfg.tracking.uri))
     parent_id = os.environ.get(PARENT_ENV)
     # a sweep's jobs are handed the experiment; a single run creates what it needs itself
     exp_id = os.environ.get(EXPERIMENT_ENV) if parent_id else tracking.prepare_store(uri, cfg.tracking.experiment)
@@ -78,8 +84,8 @@ def run(cfg: DictConfig) -> dict:
             return {"skipped": True, "run_id": done, "config_hash": chash}
 
     data = _redacted_config(cfg)
-    overrides = " ".join(o for o in _overrides() if not o.startswith("tracking.uri="))
-    tags = {"config_hash": chash, "hydra.overrides": overrides}
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    tags = {"config_hash": chash, "hydra.overrides": loggable_overrides(overrides)}
     run_id = tracking.start_run(client, exp_id, name, config_mod.flatten(data), tags, parent_id)
     logger = tracking.MlflowLogger(
         client, run_id, checkpoints=cfg.tracking.through_time_checkpoints,
@@ -155,6 +161,7 @@ def open_sweep(master_cfg: DictConfig, job_cfgs: list[DictConfig]) -> Sweep:
     if len(targets) != 1:
         raise config_mod.ConfigError("all jobs of a sweep must log to the same tracking.uri and tracking.experiment")
     uri, experiment = targets.pop()
+    uri = tracking.credentials_to_environment(uri)
     exp_id = tracking.prepare_store(uri, experiment)
     client = tracking.MlflowClient(uri)
     for run_id in tracking.mark_stale_runs(client, exp_id):
@@ -163,7 +170,7 @@ def open_sweep(master_cfg: DictConfig, job_cfgs: list[DictConfig]) -> Sweep:
     name = f"sweep-{choice}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent = client.create_run(exp_id, run_name=name, tags={
         **tracking.process_tags(), "rnngrad.sweep": "true", "rnngrad.jobs": str(len(job_cfgs)),
-        "hydra.overrides": " ".join(master_cfg.hydra.overrides.task),
+        "hydra.overrides": loggable_overrides(master_cfg.hydra.overrides.task),
     })
     os.environ[PARENT_ENV] = parent.info.run_id
     os.environ[EXPERIMENT_ENV] = exp_id

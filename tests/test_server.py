@@ -1,0 +1,104 @@
+"""Past one machine: a real MLflow tracking server and the submitit launcher (Slurm's code path)."""
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from clihelpers import TINY, run_cli, runs
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 and a free port, with its own SQLite backend and artifact root."""
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("mlflow server did not start")
+            time.sleep(0.5)
+    yield url, root
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_sweep_into_a_tracking_server_with_credentials_redacted(server, tmp_path):
+    url, root = server
+    with_credentials = url.replace("http://", "http://alice:s3cret@")
+    proc = run_cli(tmp_path, *TINY, "model.activation=tanh,relu", "tracking.experiment=remote",
+                   multirun=True, uri=with_credentials)
+    assert proc.returncode == 0, proc.stderr
+    client, found = runs(tmp_path, "remote", uri=url)
+    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
+    children = [r for r in found if r not in parents]
+    assert len(parents) == 1 and len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.info.status for r in found} == {"FINISHED"}
+    for run in children:  # the artifacts went through the server to its artifact root
+        local = client.download_artifacts(run.info.run_id, "grad_norms.parquet", str(tmp_path))
+        assert len(pd.read_parquet(local)) == 21 * 8
+        assert run.data.params["tracking.uri"] == url.replace("http://", "http://***@")
+        config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text()
+        assert "s3cret" not in config and "***@" in config
+    assert any((root / "artifacts").rglob("grad_heatmap.png"))
+    # nothing the server stored carries the password: params, tags, experiment
+    with sqlite3.connect(root / "server.db") as db:
+        for table in ("params", "tags", "experiment_tags", "experiments"):
+            leaks = [row for row in db.execute(f"select * from {table}") if any("s3cret" in str(v) for v in row)]
+            assert leaks == [], table
+    assert "s3cret" not in "".join(proc.stdout.splitlines()[-3:])
+
+
+def test_submitit_local_launcher_runs_a_sweep(tmp_path):
+    proc = run_cli(tmp_path, *TINY, "model.activation=tanh,relu", "hydra/launcher=submitit_local", multirun=True)
+    assert proc.returncode == 0, proc.stderr
+    client, found = runs(tmp_path)
+    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
+    children = [r for r in found if r not in parents]
+    assert len(parents) == 1 and sorted(r.info.run_name for r in children) == [
+        "adding-T8-relu-orthogonal-s0", "adding-T8-tanh-orthogonal-s0"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.info.status for r in found} == {"FINISHED"}
+    assert len(client.get_metric_history(children[0].info.run_id, "train/loss")) == 21
+
+
+def test_slurm_preset_composes(tmp_path):
+    """The documented Slurm preset: one CPU and one BLAS thread per job, partition set by the user."""
+    from hydra import compose, initialize_config_dir
+
+    from rnngrad import train  # noqa: F401  (registers the schema)
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=cpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.cpus_per_task, launcher.array_parallelism) == ("cpu", 1, 64)
+    assert "OPENBLAS_NUM_THREADS=1" in launcher.setup[0]
