@@ -1,0 +1,190 @@
+"""Loading the study from MLflow into tidy pandas frames.
+
+- `load_runs`: one row per training run (sweep parents left out): ids, status, outcome, the typed
+  params, the tags, and the last value of every metric.
+- `load_histories`: metric histories, one row per (run_id, key, step), for the keys a figure needs.
+- `load_grad_norms`: the `grad_norms.parquet` artifacts, with the runs whose artifact is missing.
+
+Nothing here writes outside a temporary directory, and nothing creates a store or an experiment.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "rnngrad.sweep"
+GRAD_NORMS = "grad_norms.parquet"
+GRAD_NORMS_COLUMNS = ["run_id", "step", "t", "ds_norm", "jac_norm", "bound"]
+HISTORY_COLUMNS = ["run_id", "key", "step", "value"]
+RUN_COLUMNS = ["run_id", "run_name", "status", "outcome", "parent_run_id", "start_time", "end_time"]
+# tags whose values are numbers (the rest stay strings)
+NUMERIC_TAGS = ("task.baseline", "task.length", "task.dependency", "task.n_params", "solved_at", "diverged_at", "steps_done")
+SEARCH_PAGE = 1000  # runs per search_runs request
+BULK_RUNS = 500  # run ids per bulk history query
+DOWNLOAD_THREADS = 8  # artifact downloads in flight (they are one request each on a server)
+
+
+class StoreNotFound(FileNotFoundError):
+    """The tracking store named by the URI does not exist."""
+
+
+def check_store(uri: str) -> None:
+    """Raise StoreNotFound when a sqlite store's file is missing (opening it would create an empty one)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise StoreNotFound(f"no MLflow store at {uri[len('sqlite:///'):]}")
+
+
+def parse_value(text: str | None):
+    """A param string as logged by rnngrad.tracking: 'null' -> None, 'true'/'false' -> bool, numbers -> int/float."""
+    if text is None or text == "null":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _typed(column: pd.Series) -> pd.Series:
+    """A column of parsed values: numeric when every non-null value is a number (None -> NaN)."""
+    values = [parse_value(v) if isinstance(v, str) else v for v in column]
+    present = [v for v in values if v is not None]
+    numeric = present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+    if numeric:
+        series = pd.Series([math.nan if v is None else v for v in values], index=column.index, dtype=float)
+        if all(isinstance(v, int) for v in present) and len(present) == len(values):
+            return series.astype("int64")
+        return series
+    return pd.Series(values, index=column.index, dtype=object)
+
+
+def _search_all(client: MlflowClient, exp_id: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=SEARCH_PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def load_runs(client: MlflowClient, exp_id: str) -> pd.DataFrame:
+    """One row per training run of the experiment (sweep parents excluded).
+
+    Columns: run_id, run_name, status (FINISHED/RUNNING/FAILED/KILLED), outcome (solved/unsolved/diverged,
+    None while a run has not ended), parent_run_id, start_time, end_time (pandas timestamps); every param
+    under its own name (numbers parsed, 'null' -> NaN or None, 'true'/'false' -> bool); the tags (numeric
+    ones in NUMERIC_TAGS parsed; a tag whose name is also a param's gets the prefix 'tag.'); and the last
+    logged value of every metric under its key (NaN where a run never logged it).
+    frame.attrs["params"] lists the param columns.
+    """
+    rows, param_keys = [], set()
+    for run in _search_all(client, exp_id):
+        tags = run.data.tags
+        if tags.get(SWEEP_TAG) == "true":
+            continue
+        params = run.data.params
+        param_keys.update(params)
+        row = {
+            "run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+            "outcome": tags.get("outcome"), "parent_run_id": tags.get(PARENT_TAG),
+            "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
+            "end_time": pd.to_datetime(run.info.end_time, unit="ms") if run.info.end_time else pd.NaT,
+        }
+        row.update(params)
+        for key, value in tags.items():
+            if key.startswith("mlflow.") or key == "outcome":
+                continue
+            row[f"tag.{key}" if key in params else key] = value
+        row.update(run.data.metrics)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS)
+    for key in param_keys:
+        frame[key] = _typed(frame[key])
+    for key in NUMERIC_TAGS:
+        if key in frame:
+            frame[key] = pd.to_numeric(frame[key], errors="coerce")
+    frame = frame.reset_index(drop=True)
+    frame.attrs["params"] = sorted(param_keys)
+    return frame
+
+
+def _bulk_history(client: MlflowClient):
+    """The SQL store's one-query-per-key history reader, if the client's store has it (else None)."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return getattr(store, "get_metric_history_bulk", None)
+
+
+def load_histories(client: MlflowClient, run_ids, keys) -> pd.DataFrame:
+    """The full histories of `keys` for `run_ids`. Columns run_id, key, step (int), value (float).
+
+    On a SQL store one query per key and block of runs; elsewhere one get_metric_history call per
+    run and key, several in flight at once.
+    """
+    run_ids, keys = list(dict.fromkeys(run_ids)), list(dict.fromkeys(keys))
+    records: list[tuple] = []
+    bulk = _bulk_history(client)
+    if bulk is not None:
+        for key in keys:
+            for start in range(0, len(run_ids), BULK_RUNS):
+                found = bulk(run_ids[start : start + BULK_RUNS], key, 2**62)
+                records.extend((m.run_id, key, m.step, m.value) for m in found)
+    else:
+        pairs = [(run_id, key) for run_id in run_ids for key in keys]
+        with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+            histories = pool.map(lambda pair: client.get_metric_history(*pair), pairs)
+            for (run_id, key), history in zip(pairs, histories):
+                records.extend((run_id, key, m.step, m.value) for m in history)
+    frame = pd.DataFrame.from_records(records, columns=HISTORY_COLUMNS)
+    frame["step"] = frame["step"].astype("int64")
+    frame["value"] = frame["value"].astype(float)
+    # a step logged twice (a resumed flush) keeps its last value
+    return frame.drop_duplicates(["run_id", "key", "step"], keep="last").sort_values(["run_id", "key", "step"], ignore_index=True)
+
+
+@dataclass
+class GradNorms:
+    """The grad_norms.parquet artifacts: `frame` (columns GRAD_NORMS_COLUMNS) and the runs without one."""
+
+    frame: pd.DataFrame
+    missing: dict[str, str] = field(default_factory=dict)  # run_id -> why
+
+
+def load_grad_norms(client: MlflowClient, run_ids) -> GradNorms:
+    """Download and read grad_norms.parquet for each run (columns step, t, ds_norm, jac_norm, bound, and any
+    others the artifact has, e.g. an LSTM's dc_norm), with run_id first.
+
+    A run whose artifact cannot be downloaded or read is recorded in `missing`, never raised.
+    """
+    run_ids = list(dict.fromkeys(run_ids))
+    with tempfile.TemporaryDirectory(prefix="rnngrad-report-") as tmp:
+
+        def fetch(run_id: str):
+            try:
+                path = client.download_artifacts(run_id, GRAD_NORMS, str(Path(tmp) / run_id))
+                return pd.read_parquet(path).assign(run_id=run_id), None
+            except Exception as err:  # a missing or unreadable artifact is reported, not fatal
+                return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+        for run_id in run_ids:
+            (Path(tmp) / run_id).mkdir()
+        with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+            results = list(pool.map(fetch, run_ids))
+    frames = [frame for frame, _ in results if frame is not None]
+    missing = {run_id: why for run_id, (_, why) in zip(run_ids, results) if why is not None}
+    if not frames:
+        return GradNorms(pd.DataFrame(columns=GRAD_NORMS_COLUMNS), missing)
+    frame = pd.concat(frames, ignore_index=True)
+    return GradNorms(frame[["run_id", *(c for c in frame.columns if c != "run_id")]], missing)
