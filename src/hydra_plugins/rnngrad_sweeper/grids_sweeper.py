@@ -28,29 +28,32 @@ class GridsSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="grids", node=GridsSweeperConf, provider="rnngrad")
 
 
+def expand_grids(params: Optional[Dict[str, str]], grids: Optional[Dict[str, Any]], arguments: List[str],
+                 parser: OverridesParser) -> List[List[str]]:
+    """Every job's override list: the union over the named grids (and the `params` grid, if any);
+    the command-line arguments apply to every job and win over grid values."""
+    all_grids = list((grids or {}).values())
+    if params or not all_grids:
+        all_grids.insert(0, params or {})
+    jobs: List[List[str]] = []
+    for grid in all_grids:
+        conf = [f"{key}={value}" for key, value in grid.items()] + list(arguments)
+        for batch in BasicSweeper.split_arguments(parser.parse_overrides(conf), None):
+            jobs.extend(batch)
+    return jobs
+
+
 class GridsSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
                  grids: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.grids = dict(grids or {})
 
-    def job_overrides(self, arguments: List[str]) -> List[List[str]]:
-        """Every job's override list: the union over the grids (or the single `params` grid)."""
-        grids = list(self.grids.values())
-        if self.params or not grids:
-            grids.insert(0, self.params or {})
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        jobs: List[List[str]] = []
-        for grid in grids:
-            conf = [f"{key}={value}" for key, value in grid.items()] + list(arguments)
-            for batch in self.split_arguments(parser.parse_overrides(conf), None):
-                jobs.extend(batch)
-        return jobs
-
     def sweep(self, arguments: List[str]) -> Any:
         from rnngrad.train import config_errors_exit, open_sweep  # the project's side
 
-        jobs = self.job_overrides(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        jobs = expand_grids(self.params, self.grids, arguments, parser)
         loader = self.hydra_context.config_loader
         job_cfgs = [loader.load_sweep_config(master_config=self.config, sweep_overrides=list(o)) for o in jobs]
         with config_errors_exit():

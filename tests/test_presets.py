@@ -1,0 +1,53 @@
+"""Every experiment preset composes, and every job of its sweep passes validation (nothing is trained)."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.rnngrad_sweeper.grids_sweeper import expand_grids
+
+from rnngrad.train import checked_settings
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+QUESTIONS = ["init", "seqlen", "clipping", "truncation", "charlm", "remedies"]
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def preset_overrides(name: str, compose_jobs: bool = False) -> list:
+    """The override list of every job the preset's sweep would launch (and their composed configs)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        master = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        jobs = expand_grids(master.hydra.sweeper.params, master.hydra.sweeper.grids, [f"+experiment={name}"], parser)
+        if compose_jobs:
+            return jobs, [compose("config", overrides=list(job)) for job in jobs]
+        return jobs
+
+
+def test_presets_are_the_questions_and_the_study():
+    assert PRESETS == sorted(QUESTIONS + ["study"])
+
+
+@pytest.mark.parametrize("name", QUESTIONS)
+def test_every_job_of_every_question_is_valid(name):
+    _, jobs = preset_overrides(name, compose_jobs=True)
+    assert {cfg.question for cfg in jobs} == {name}
+    for cfg in jobs:
+        checked_settings(cfg)
+    # no two jobs of a sweep are the same configuration
+    keys = [tuple(sorted(str(v) for v in cfg.values())) for cfg in jobs]
+    assert len(set(keys)) == len(keys)
+
+
+def test_study_is_the_union_of_the_questions():
+    """The study runs exactly the jobs of its questions (so the validity of theirs covers it)."""
+    strip = lambda job: sorted(o for o in job if not o.startswith("+experiment="))  # noqa: E731
+    questions = {name: [strip(job) for job in preset_overrides(name)] for name in QUESTIONS}
+    study = [strip(job) for job in preset_overrides("study")]
+    assert sorted(study) == sorted(job for jobs in questions.values() for job in jobs)
+    assert Counter(next(o for o in job if o.startswith("question=")) for job in study) == {
+        f"question={name}": len(jobs) for name, jobs in questions.items()}
+    assert len(questions["init"]) == 4 * 2 * 6  # activation x init x spectral radius
