@@ -110,3 +110,9 @@ def test_lyapunov_rejects_bad_k():
     params = core.init_params(2, 4, 1, rng=0)
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 4\]"):
         diagnostics.lyapunov_exponents(params, np.zeros((5, 1, 2)), "tanh", 5)
+
+
+def test_float32_norms_do_not_underflow_in_the_square():
+    ds = np.full((3, 2, 4), 1e-30, dtype=np.float32)  # representable in float32; its square is not
+    norms = diagnostics.grad_norms_through_time(ds)
+    np.testing.assert_allclose(norms, np.sqrt(8) * np.float64(np.float32(1e-30)), rtol=1e-12)

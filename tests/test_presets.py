@@ -12,7 +12,7 @@ from hydra_plugins.rnngrad_sweeper.grids_sweeper import expand_grids
 from rnngrad.train import checked_settings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-QUESTIONS = ["init", "seqlen", "clipping", "truncation", "charlm", "remedies"]
+QUESTIONS = ["init", "seqlen", "clipping", "truncation", "charlm", "remedies", "precision"]
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
