@@ -28,7 +28,7 @@ _spec.loader.exec_module(build_report)
 
 ALL_FIGURES = ["init_grad_through_time", "init_decay_rate", "grad_heatmaps", "success_vs_length", "loss_seqlen",
                "loss_clipping", "loss_truncation", "loss_remedies", "clipping", "truncation", "saturation", "charlm_bpc",
-               "remedies"]
+               "remedies", "remedies_grad_through_time"]
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +58,14 @@ def line(ax, label):
     found = [l for l in ax.get_lines() if l.get_label() == label]
     assert len(found) == 1, [l.get_label() for l in ax.get_lines()]
     return found[0].get_xydata()
+
+
+def line_style(ax, label):
+    return [l for l in ax.get_lines() if l.get_label() == label][0].get_linestyle()
+
+
+def line_colour(ax, label):
+    return [l for l in ax.get_lines() if l.get_label() == label][0].get_color()
 
 
 def fake_run(client, exp_id, name, params, *, metrics=None, tags=None, status="FINISHED", parent=None):
@@ -264,6 +272,64 @@ def test_saturation_plots_one_line_per_activation_in_its_colour():
     assert colours == {"relu": to_rgba(figures.PALETTE["relu"]), "sigmoid": to_rgba(figures.PALETTE["sigmoid"])}
 
 
+def test_remedies_plots_relative_loss_medians_the_baseline_ratio_and_the_runs_solved():
+    runs = pd.DataFrame({
+        "task.name": ["adding"] * 6 + ["copy"], "task.seq_len": [10, 10, 20, 10, 20, 10, 5],
+        "label": ["gru", "gru", "gru", "tanh, gaussian init", "tanh, gaussian init", "tanh, gaussian init, norm clip 1", "gru"],
+        "colour": ["gru", "gru", "gru", "tanh", "tanh", "tanh", "gru"],
+        "eval/loss": [0.1, 0.3, 0.5, 0.5, 0.6, 0.45, 3.0], "task.baseline": [0.5] * 6 + [2.0],
+        "outcome": ["solved", "unsolved", "unsolved", "unsolved", "diverged", "unsolved", "unsolved"],
+    })
+    fig = figures.remedies(runs)
+    adding, copy, adding_solved, copy_solved = fig.axes[:4]
+    assert (adding.get_title(), copy.get_title()) == ("adding", "copy") and adding.get_yscale() == "log"
+    np.testing.assert_allclose(line(adding, "gru"), [[10, 0.4], [20, 1.0]])
+    np.testing.assert_allclose(line(adding, "tanh, gaussian init"), [[10, 1.0], [20, 1.2]])
+    np.testing.assert_allclose(line(adding, "tanh, gaussian init, norm clip 1"), [[10, 0.9]])
+    np.testing.assert_allclose(line(copy, "gru"), [[5, 1.5]])
+    np.testing.assert_allclose(line(adding, "constant predictor (ratio 1)")[:, 1], [1.0, 1.0])
+    (bars,) = [c for c in adding.collections if len(c.get_segments()) == 2 and to_rgba(c.get_color()[0]) == to_rgba(figures.PALETTE["gru"])]
+    np.testing.assert_allclose([seg[:, 1] for seg in bars.get_segments()], [[0.3, 0.5], [1.0, 1.0]])  # the IQR over seeds
+    assert line_style(adding, "tanh, gaussian init, norm clip 1") == "--" and line_style(adding, "gru") == "-"
+    # the runs solved: rows in the legend's order (tanh before gru), columns T; blank where a remedy has no runs
+    np.testing.assert_allclose(adding_solved.images[0].get_array().filled(np.nan), [[0, 0], [0, np.nan], [0.5, 0]])
+    assert [t.get_text() for t in adding_solved.texts] == ["0/1", "0/1", "0/1", "1/2", "0/1"]
+    assert [t.get_text() for t in adding_solved.get_yticklabels()] == ["tanh, gaussian init", "tanh, gaussian init, norm clip 1", "gru"]
+    assert [t.get_text() for t in copy_solved.texts] == ["0/1"]
+    assert fig.legends and adding.get_legend() is None
+
+
+def test_remedies_grad_through_time_plots_medians_at_the_longest_T_and_the_lstm_cell_state():
+    rows = []
+    for run, scale in (("a", 1.0), ("b", 3.0)):  # two seeds of the LSTM at T = 3
+        rows += [(run, 0, t, scale * 0.5 ** (3 - t), scale * 0.8 ** (3 - t)) for t in (1, 2, 3)]
+        rows += [(run, 10, t, 99.0, 99.0) for t in (1, 2, 3)]  # a later training step: not the initialization
+    rows += [("c", 0, t, 0.0 if t == 1 else 0.1 ** (3 - t), np.nan) for t in (1, 2, 3)]  # zero: left out
+    rows += [("d", 0, t, 7.0, np.nan) for t in (1, 2)]  # a shorter T of the same task: not shown
+    rows += [("e", 0, t, 2.0 ** (4 - t), np.nan) for t in (1, 2, 3, 4)]  # copy: 4 steps for T = 2
+    norms = pd.DataFrame(rows, columns=["run_id", "step", "t", "ds_norm", "dc_norm"])
+    runs = pd.DataFrame({"run_id": list("abcdef"), "task.name": ["adding"] * 4 + ["copy"] * 2, "task.seq_len": [3, 3, 3, 2, 2, 2],
+                         "label": ["lstm", "lstm", "tanh, gaussian init", "tanh, gaussian init", "gru", "gru"],
+                         "colour": ["lstm", "lstm", "tanh", "tanh", "gru", "gru"]})  # f: no grad_norms
+    fig = figures.remedies_grad_through_time(norms, runs)
+    adding, copy = fig.axes[:2]
+    assert (adding.get_title(), copy.get_title()) == ("adding, T = 3", "copy, T = 2 (4 steps)") and adding.get_yscale() == "log"
+    distance = np.arange(3)
+    np.testing.assert_allclose(line(adding, "lstm"), np.c_[distance, 2.0 * 0.5 ** distance], rtol=1e-15)
+    cell = f"lstm, {figures.CELL_STATE_LABEL}"
+    np.testing.assert_allclose(line(adding, cell), np.c_[distance, 2.0 * 0.8 ** distance], rtol=1e-15)
+    assert line_style(adding, cell) == "--" and to_rgba(line_colour(adding, cell)) == to_rgba(figures.PALETTE["lstm"])
+    np.testing.assert_allclose(line(adding, "tanh, gaussian init"), [[0, 1.0], [1, 0.1]])
+    np.testing.assert_allclose(line(copy, "gru"), np.c_[np.arange(4), 2.0 ** np.arange(4)])
+    assert [l.get_label() for l in copy.get_lines()] == ["gru"]  # no cell-state line without dc_norm
+
+
+def test_remedies_grad_through_time_without_a_dc_norm_column():
+    norms = pd.DataFrame({"run_id": "a", "step": 0, "t": [1, 2], "ds_norm": [0.5, 1.0]})
+    runs = pd.DataFrame({"run_id": ["a"], "task.name": "adding", "task.seq_len": 2, "label": "gru", "colour": "gru"})
+    np.testing.assert_allclose(line(figures.remedies_grad_through_time(norms, runs).axes[0], "gru"), [[0, 1.0], [1, 0.5]])
+
+
 # findings: the numbers come from the data
 
 def test_decay_findings_state_the_measured_numbers_and_the_zero_crossing():
@@ -279,6 +345,47 @@ def test_decay_findings_state_the_measured_numbers_and_the_zero_crossing():
     assert "tanh: the measured decay rate lies at or below log(γρ) (γ = 1) in 4 of 4 (100%) runs" in text
     assert f"at the largest ρ = 4 it is +0.40 against {np.log(4):+.2f} predicted" in text and "40% of units saturated" in text
     assert "turns positive (gradients stop vanishing): at ρ ≈ 1.4 for orthogonal W" in text  # sqrt(2): halfway in log rho
+
+
+def _remedy(run_id, cell="rnn", activation="tanh", init="gaussian", norm="none", clip="none", **values):
+    """One remedies run as load_runs gives it (params typed, last metrics), adding task, baseline 0.5."""
+    row = {"run_id": run_id, "question": "remedies", "train.steps": 100, "task.name": "adding", "task.baseline": 0.5,
+           "model.cell": cell, "model.activation": activation, "model.init": init, "model.norm": norm,
+           "clip.mode": clip, "clip.threshold": 1.0, "outcome": "unsolved", "eval/accuracy": 0.1}
+    return dict(row, **values)
+
+
+def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_the_classic_account():
+    runs = pd.DataFrame([
+        _remedy("g1", cell="gru", **{"task.seq_len": 2, "eval/loss": 0.005, "outcome": "solved", "eval/accuracy": 0.995}),
+        _remedy("g2", cell="gru", **{"task.seq_len": 2, "eval/loss": 0.015}),
+        _remedy("g3", cell="gru", **{"task.seq_len": 4, "eval/loss": 0.05}),
+        _remedy("t1", **{"task.seq_len": 2, "eval/loss": 0.5}), _remedy("t2", **{"task.seq_len": 4, "eval/loss": 0.5}),
+        _remedy("r1", activation="relu", init="identity", **{"task.seq_len": 2, "eval/loss": 0.25}),
+        _remedy("r2", activation="relu", init="identity", **{"task.seq_len": 4, "eval/loss": 1.0}),
+        _remedy("l2", cell="lstm", **{"task.seq_len": 4, "eval/loss": 0.45}),
+    ])
+    data = findings._remedy_runs(runs)
+    text = " ".join(findings._remedy_loss_findings(data, "remedies"))
+    assert "Remedies on adding (1–2 runs each, 100 training steps)" in text and "below 0.9 of it" in text
+    assert "T = 2: gru (0.020); relu, identity init (0.50) beat it; tanh, gaussian init (1.0) does not." in text
+    assert "T = 4: gru (0.10) beats it; lstm (0.90); tanh, gaussian init (1.0); relu, identity init (2.0) do not." in text
+    assert "Runs solved (test accuracy ≥ 0.99): 1 of 8 (12%); the highest final test accuracy is 0.995 (gru, T = 2)" in text
+    assert ("on adding at T = 4: lstm (0.90); relu, identity init (2.0) do not beat the constant predictor within 100 training "
+            "steps, like the plain RNN (tanh, gaussian init, 1.0); only gru (0.10) does") in text
+    # at initialization, T = 4 (3 steps back): ||dL/ds_1|| / ||dL/ds_4|| = per-step factor ** 3
+    factors = {"g3": (0.01, np.nan), "t2": (0.1, np.nan), "r2": (0.8 ** (1 / 3), np.nan), "l2": (0.6, 0.9), "t1": (0.5, np.nan)}
+    init = pd.DataFrame([(run, 0, t, f ** (T - t), c ** (T - t)) for run, (f, c) in factors.items()
+                         for T in [4 if run != "t1" else 2] for t in range(1, T + 1)],
+                        columns=["run_id", "step", "t", "ds_norm", "dc_norm"])
+    text = " ".join(findings._remedy_grad_findings(figures.at_initialization(init), data, "grad"))
+    assert ("Gradient at initialization on adding, T = 4, ||dL/ds_1|| / ||dL/ds_last||, median over seeds: "
+            "relu, identity init: 0.80 (×0.928 per step); lstm: 0.22 (×0.6 per step), its cell state ||dL/dc_1|| / "
+            "||dL/dc_last|| 0.73 (×0.9 per step); tanh, gaussian init: 0.0010 (×0.1 per step); gru: 1.0e-06 (×0.01 per step)") in text
+    assert ("On adding at T = 4 the gradient at initialization does not predict which remedy learns: relu, identity init keeps "
+            "the most of the gradient (0.80) yet ends at 2.0 times the constant predictor's loss; gru beats the constant "
+            "predictor (0.10) though its gradient vanishes at least as fast as the plain RNN's (1.0e-06 against tanh, "
+            "gaussian init, 0.0010)") in text
 
 
 def test_runs_table_counts_outcomes_and_statuses_per_question():
@@ -325,6 +432,34 @@ def test_failed_build_leaves_the_old_report_and_a_good_one_keeps_other_files(sto
     code, readme = build(store, out)
     assert code == 0 and readme.startswith("# rnngrad report")
     assert not (out / "figures" / "old.png").exists() and (out / ".gitkeep").exists()
+
+
+REMEDY_PARAMS = dict(PARAMS, question="remedies", **{"train.steps": 100, "task.seq_len": 3, "model.cell": "rnn", "model.norm": "none",
+                                                     "model.init": "gaussian", "clip.mode": "none", "clip.threshold": 1.0})
+
+
+def test_remedies_with_one_task_and_some_runs_without_grad_norms_still_draw(store, tmp_path):
+    client = MlflowClient(store)
+    exp = tracking.prepare_store(store, "rnngrad")
+    done = {"outcome": "unsolved", "task.baseline": 1 / 6}
+    lstm = fake_run(client, exp, "lstm", dict(REMEDY_PARAMS, **{"model.cell": "lstm"}), tags=done,
+                    metrics={"eval/loss": [(100, 0.1)], "eval/accuracy": [(100, 0.5)]})
+    fake_run(client, exp, "tanh", REMEDY_PARAMS, tags=done, metrics={"eval/loss": [(100, 0.2)], "eval/accuracy": [(100, 0.1)]})
+    pd.DataFrame({"step": 0, "t": [1, 2, 3], "ds_norm": [0.25, 0.5, 1.0], "jac_norm": np.nan, "bound": np.nan,
+                  "dc_norm": [0.5, 0.7, 1.0]}).to_parquet(tmp_path / "grad_norms.parquet")
+    client.log_artifact(lstm, str(tmp_path / "grad_norms.parquet"))
+    code, readme = build(store, tmp_path / "out")
+    assert code == 0 and "could not be drawn" not in readme
+    assert {"remedies", "remedies_grad_through_time"} <= {p.stem for p in (tmp_path / "out" / "figures").glob("*.png")}
+    assert "1 run(s) without grad_norms.parquet left out." in readme
+    assert "T = 3: lstm (0.60) beats it; tanh, gaussian init (1.2) does not." in readme
+    assert "lstm: 0.25 (×0.5 per step), its cell state ||dL/dc_1|| / ||dL/dc_last|| 0.50 (×0.707 per step)" in readme
+    tracking.prepare_store(store, "bare")  # no artifacts at all
+    fake_run(client, client.get_experiment_by_name("bare").experiment_id, "tanh", REMEDY_PARAMS, tags=done,
+             metrics={"eval/loss": [(100, 0.2)]})
+    code, readme = build(store, tmp_path / "bare", experiment="bare")
+    assert code == 0 and (tmp_path / "bare" / "figures" / "remedies.png").exists()
+    assert "Not drawn: none of the remedies runs has grad_norms.parquet" in readme
 
 
 def _diverging_run(uri, monkeypatch):

@@ -178,6 +178,17 @@ def ordered(values) -> list:
 
 # 1. gradient norm through time at initialization
 
+def at_initialization(grad_norms: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each run's first recorded training step, with distance = T - t (T: the run's last t)."""
+    first = grad_norms[grad_norms.groupby("run_id")["step"].transform("min") == grad_norms["step"]]
+    return first.assign(distance=first.groupby("run_id")["t"].transform("max") - first["t"])
+
+
+def positive(norms: pd.Series) -> pd.Series:
+    """Norms with zeros (underflow) and non-finite values (overflow) as NaN, so a log axis leaves them out."""
+    return norms.where(np.isfinite(norms) & (norms > 0))
+
+
 def _radius_name(rho: float, measured: float) -> str:
     return r"$\rho$ = " + (f"{rho:g}" if not math.isnan(rho) else f"{measured:.2g} (init's own scale)")
 
@@ -194,13 +205,10 @@ def grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
     bound anchored at the loss step, ||dL/ds_T|| (gamma sigma_max)^(T-t); for linear also dash-dotted
     ||dL/ds_T|| rho^(T-t). Zero (underflow) and infinite (overflow) norms are left out.
     """
-    first = grad_norms.groupby("run_id")["step"].transform("min") == grad_norms["step"]
-    data = grad_norms[first].merge(runs, on="run_id")
-    T = data.groupby("run_id")["t"].transform("max")
-    data = data.assign(distance=T - data["t"])
+    data = at_initialization(grad_norms).merge(runs, on="run_id")
     at_loss = data["run_id"].map(data[data["distance"] == 0].set_index("run_id")["ds_norm"])
     data = data.assign(anchored_bound=data["bound"] * at_loss, anchored_rho=data["spectral/radius"] ** data["distance"] * at_loss,
-                       ds_norm=data["ds_norm"].where(np.isfinite(data["ds_norm"]) & (data["ds_norm"] > 0)))
+                       ds_norm=positive(data["ds_norm"]))
     activations, inits = ordered(data["model.activation"]), sorted(data["model.init"].unique())
     radii = sorted(data["model.spectral_radius"].unique(), key=lambda r: (math.isnan(r), r))
     fig, axes = _grid(len(inits), len(activations), sharex=True)
@@ -528,5 +536,107 @@ def saturation(history: pd.DataFrame, runs: pd.DataFrame, panel: str = "question
         ax.set_xlabel("training step")
         ax.set_ylim(-0.02, 1.02)
     axes[0, 0].set_ylabel("fraction of units saturated\n(f'(a) < 1% of its max)")
+    legend(fig, axes)
+    return fig
+
+
+# 10. remedies
+
+RELATIVE_LOSS_LABEL = "final test loss /\nconstant predictor's"
+CELL_STATE_LABEL = r"cell state $\|\partial L/\partial c_t\|$"
+GRID_ROW = 0.22  # inches per remedy in the grid of runs solved
+
+
+def longest(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows at each task's longest sequence length (columns task.name, task.seq_len)."""
+    return frame[frame["task.seq_len"] == frame.groupby("task.name")["task.seq_len"].transform("max")]
+
+
+def remedies(runs: pd.DataFrame):
+    """Final test loss relative to the constant predictor's, and the runs solved, against T per remedy.
+
+    runs: one row per ended run with task.name, task.seq_len, label (the remedy; runs sharing it are seeds),
+    colour (a PALETTE key), eval/loss (final), task.baseline and outcome (diverged counts as not solved).
+    One column per task. Top: eval/loss / task.baseline (log scale) against T, a line per remedy, the median
+    over its runs with the interquartile range as error bars; dotted, the constant predictor (ratio 1).
+    Bottom: the fraction of runs solved, remedy (rows) x T (columns), each cell marked 'solved/runs'.
+    Line styles cycle over the remedies of one colour; the grid lists the remedies in the legend's order.
+    """
+    data = runs.assign(relative_loss=runs["eval/loss"] / runs["task.baseline"], solved=(runs["outcome"] == "solved").astype(float))
+    tasks, styles = sorted(data["task.name"].unique()), _styles(data)
+    fig, axes = _grid(2, len(tasks), gridspec_kw={"height_ratios": [PANEL[1], GRID_ROW * len(styles) + 0.3]})
+    fig.set_size_inches(fig.get_size_inches()[0], PANEL[1] + GRID_ROW * len(styles) + 1.2)
+    for j, task in enumerate(tasks):
+        part = data[data["task.name"] == task]
+        ax = axes[0, j]
+        for (key, label), style in styles.items():
+            stats = quartiles(part[(part["colour"] == key) & (part["label"] == label)], ["task.seq_len"], "relative_loss")
+            if len(stats):
+                _errorbars(ax, stats["task.seq_len"], stats, label, colour(key), linestyle=style, marker="o", linewidth=1.3)
+        ax.axhline(1.0, label="constant predictor (ratio 1)", **BASELINE_STYLE)
+        _log_y(ax)
+        _log_ticks(ax, part["task.seq_len"])
+        ax.set_title(task, fontsize="medium")
+        ax.set_xlabel("sequence length T (steps)")
+        _solved_grid(axes[1, j], part, list(styles), labelled=j == 0)
+    axes[0, 0].set_ylabel(RELATIVE_LOSS_LABEL)
+    legend(fig, axes[0])
+    return fig
+
+
+def _solved_grid(ax, runs: pd.DataFrame, remedies: list[tuple], labelled: bool) -> None:
+    """Fraction solved as an image, remedy (rows, in the given (colour key, label) order) x T (columns),
+    each cell marked 'solved/runs'; cells without runs blank."""
+    lengths = sorted(runs["task.seq_len"].unique())
+    counts = runs.groupby(["label", "task.seq_len"])["solved"].agg(["sum", "size"])
+    fraction = np.full((len(remedies), len(lengths)), np.nan)
+    for i, (_, label) in enumerate(remedies):
+        for j, T in enumerate(lengths):
+            if (label, T) in counts.index:
+                solved, n = counts.loc[(label, T)]
+                fraction[i, j] = solved / n
+                ax.text(j, i, f"{solved:.0f}/{n:.0f}", ha="center", va="center", fontsize="x-small",
+                        color="white" if solved / n > 0.6 else "black")
+    ax.imshow(fraction, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks(range(len(lengths)), [f"{T:g}" for T in lengths])
+    ax.set_xlabel("sequence length T (steps)")
+    ax.set_yticks(range(len(remedies)), [label for _, label in remedies] if labelled else [], fontsize="x-small")
+    for tick, (key, _) in zip(ax.get_yticklabels(), remedies):
+        tick.set_color(colour(key))
+    ax.tick_params(length=0)
+    ax.set_title("runs solved", fontsize="small")
+
+
+def remedies_grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
+    """||dL/ds_t|| at initialization (log scale) against the distance from the sequence's last step, a line per
+    remedy, at each task's longest T; the LSTM's cell-state path ||dL/dc_t|| dashed.
+
+    grad_norms: columns run_id, step, t (1..T), ds_norm and optionally dc_norm (||dL/dc_t||, NaN for cells
+    without a cell state), as in grad_norms.parquet; each run's first recorded step is used.
+    runs: one row per run with run_id, task.name, task.seq_len, label (the remedy) and colour (a PALETTE key).
+    Pass every run of the remedies, with or without grad_norms: the line styles come from all of them, as in
+    `remedies`. One panel per task at the longest T among its runs that have grad_norms (the title gives the
+    sequence's length in steps where it differs from T, as for copy); median over the runs of a
+    remedy with the interquartile band; where a remedy has dc_norm, a dashed line in its colour.
+    Zero (underflow) and infinite (overflow) norms are left out.
+    """
+    styles = _styles(runs)
+    data = longest(at_initialization(grad_norms).merge(runs, on="run_id"))
+    data = data.assign(ds_norm=positive(data["ds_norm"]), dc_norm=positive(data["dc_norm"]) if "dc_norm" in data else np.nan)
+    tasks = sorted(data["task.name"].unique())
+    fig, axes = _grid(1, len(tasks))
+    for ax, task in zip(axes[0], tasks):
+        part = data[data["task.name"] == task]
+        for (key, label), style in styles.items():
+            group = part[(part["colour"] == key) & (part["label"] == label)]
+            for value, name, linestyle in (("ds_norm", label, style), ("dc_norm", f"{label}, {CELL_STATE_LABEL}", "--")):
+                stats = quartiles(group, ["distance"], value)
+                if len(stats):
+                    _band(ax, stats["distance"].to_numpy(), stats, name, color=colour(key), linestyle=linestyle, linewidth=1.4)
+        T, length = part["task.seq_len"].iloc[0], part["t"].max()
+        ax.set_title(f"{task}, T = {T:g}" + (f" ({length:g} steps)" if length != T else ""), fontsize="medium")
+        _log_y(ax)
+        ax.set_xlabel("distance from the last step (steps)")
+    axes[0, 0].set_ylabel(GRAD_LABEL + " at initialization")
     legend(fig, axes)
     return fig

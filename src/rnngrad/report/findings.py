@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from rnngrad import tracking
 from rnngrad.core import GAMMA
 from rnngrad.report import figures, load
+from rnngrad.tasks import SOLVED_ACCURACY
 
 QUESTIONS = ("init", "seqlen", "clipping", "truncation", "charlm", "remedies")
 TRAINED_QUESTIONS = ("seqlen", "clipping", "truncation", "remedies")  # the ones with a loss-curve figure
@@ -33,6 +34,8 @@ FIXED_SETTINGS = ("task.name", "task.seq_len", "model.cell", "model.hidden_size"
 SHORT_NAMES = {"clip.mode": "clip", "clip.threshold": "clip threshold", "bptt.truncation": "k", "bptt.mode": "bptt",
                "model.spectral_radius": "ρ", "task.seq_len": "T", "task.name": "task", "model.hidden_size": "H"}
 AGREE = 0.05  # nats per step: a measured decay rate this close to a predicted one counts as agreeing
+BEATS = 0.9  # a median final loss below this fraction of the constant predictor's counts as beating it
+PLAIN_REMEDY = "tanh, gaussian init"  # the plain RNN the remedies are set against (conf/experiment/remedies.yaml)
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -420,29 +423,187 @@ def remedy_label(row) -> str:
     return ", ".join(parts)
 
 
-def _remedies(study: Study, runs: pd.DataFrame, report: Report) -> Section:
-    section = Section("remedies", "Remedies: success rate against sequence length")
+def _remedy_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The trained remedies runs with label (the remedy), colour and relative_loss (final eval/loss / task.baseline;
+    eval/loss and eval/accuracy are NaN for runs that never logged them)."""
     data = trained(of_question(runs, "remedies"))
+    if data.empty:
+        return data
+    data = data.reindex(columns=[*data.columns, *(k for k in ("eval/loss", "eval/accuracy") if k not in data)])  # NaN if never logged
+    return data.assign(label=data.apply(remedy_label, axis=1), colour=data.apply(figures.colour_key, axis=1),
+                       relative_loss=data["eval/loss"] / data["task.baseline"])
+
+
+def _remedies(study: Study, runs: pd.DataFrame, report: Report) -> Section:
+    section = Section("remedies", "Remedies: final loss and success against sequence length")
+    data = _remedy_runs(runs)
     if data.empty:
         section.missing = _missing_runs(study, "remedies", "finished trained runs")
         return section
-    info = data.assign(panel="task " + data["task.name"], label=data.apply(remedy_label, axis=1),
-                       colour=data.apply(figures.colour_key, axis=1))
-    section.figure = figures.success_vs_length(info)
-    section.caption = (f"Fraction of runs solved (diverged counts as failed) against T, one panel per task, a line per "
-                       f"remedy (colour: activation, normalization or gated cell); {describe(data, study.params)}.")
-    for task, part in info.groupby("task.name"):
-        longest = part[part["task.seq_len"] == part["task.seq_len"].max()]
-        solved = (longest["outcome"] == "solved").groupby(longest["label"]).agg(["sum", "size"])
-        solved = solved.sort_values("sum", ascending=False)
-        where = f"On {task} at its longest T = {fmt(longest['task.seq_len'].iloc[0])}"
-        if solved["sum"].sum() == 0:
-            claim = f"{where} no remedy solved the task ({len(solved)} remedies, {len(longest)} runs)"
-        else:
-            claim = (f"{where}, runs solved: " + "; ".join(f"{label} {int(r['sum'])} of {int(r['size'])}" for label, r in solved.iterrows() if r["sum"])
-                     + f"; every other remedy 0")
-        report.findings.append(claim + f" (figure `{section.name}`).")
+    section.figure = figures.remedies(data)
+    section.caption = (
+        f"Top: final test loss relative to the constant predictor's (tag task.baseline; below 1 the model uses the inputs), "
+        f"median over seeds with the interquartile range, against T, one panel per task, a line per remedy (colour: "
+        f"activation, normalization or gated cell); dotted: ratio 1. Bottom: runs solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)}; "
+        f"diverged counts as failed) per remedy and T. {describe(data, study.params)}.")
+    report.findings += _remedy_loss_findings(data, section.name)
     return section
+
+
+def _count_text(sizes: pd.Series) -> str:
+    """'1 run each', '2 runs each' or '1–3 runs each' from the number of runs per configuration."""
+    if sizes.min() == sizes.max():
+        return f"{fmt(sizes.min())} run{'' if sizes.min() == 1 else 's'} each"
+    return f"{fmt(sizes.min())}–{fmt(sizes.max())} runs each"
+
+
+def ratio_text(x: float) -> str:
+    """A ratio with 2 significant digits, trailing zeros kept (1.0, 0.0020, 92, 8.8e+04); NaN as 'n/a'."""
+    return "n/a" if math.isnan(x) else f"{x:#.2g}".rstrip(".")
+
+
+def _ratio_list(ratios: pd.Series) -> str:
+    """'gru (0.0020); lstm (0.0067)' from label -> ratio, in the series' order."""
+    return "; ".join(f"{label} ({ratio_text(r)})" for label, r in ratios.items())
+
+
+def _remedy_loss_findings(data: pd.DataFrame, name: str) -> list[str]:
+    """Per task: the median final loss relative to the constant predictor per remedy and T, which remedies beat
+    it (median below BEATS of it), the runs solved, and the remedies that fail where the classic account has them learn.
+
+    data: one row per run with task.name, task.seq_len, label, relative_loss, outcome, eval/accuracy, train.steps.
+    """
+    out = []
+    for task, part in data.groupby("task.name"):
+        steps = ", ".join(fmt(s) for s in sorted(part["train.steps"].unique()))
+        median = part.groupby(["task.seq_len", "label"])["relative_loss"].median().dropna()
+        sentences = []
+        for T, ratios in median.groupby(level=0):
+            ratios = ratios.droplevel(0).sort_values()
+            beat, rest = ratios[ratios < BEATS], ratios[ratios >= BEATS]
+            if beat.empty:
+                sentences.append(f"T = {fmt(T)}: none beats it, {_ratio_list(rest)}")
+            else:
+                sentences.append(f"T = {fmt(T)}: {_ratio_list(beat)} {'beat' if len(beat) > 1 else 'beats'} it"
+                                 + (f"; {_ratio_list(rest)} {'do' if len(rest) > 1 else 'does'} not" if len(rest) else ""))
+        solved = part["outcome"] == "solved"
+        claim = (f"Remedies on {task} ({_count_text(part.groupby(['task.seq_len', 'label']).size())}, {steps} training steps), "
+                 + (f"median final test loss relative to the constant predictor's, beating it meaning below {fmt(BEATS)} of it. "
+                    + "".join(f"{sentence}. " for sentence in sentences) if sentences else "no final test loss logged. ")
+                 + f"Runs solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)}): {pct(int(solved.sum()), len(part))}")
+        best = part.dropna(subset=["eval/accuracy"])
+        if len(best):
+            top = best.loc[best["eval/accuracy"].idxmax()]
+            claim += f"; the highest final test accuracy is {fmt(top['eval/accuracy'])} ({top['label']}, T = {fmt(top['task.seq_len'])})"
+        out.append(claim + f" (figure `{name}`).")
+        out += _classic_account(task, part, name)
+    return out
+
+
+def _classic_account(task: str, part: pd.DataFrame, name: str) -> list[str]:
+    """The remedies that do not beat the constant predictor at the task's longest T, where the classic account has
+    every remedy learn what the plain tanh RNN (PLAIN_REMEDY) cannot."""
+    T = part["task.seq_len"].max()
+    ratios = part[part["task.seq_len"] == T].groupby("label")["relative_loss"].median().dropna().sort_values()
+    remedies = ratios.drop(PLAIN_REMEDY, errors="ignore")
+    failed, beat = remedies[remedies >= BEATS], remedies[remedies < BEATS]
+    if failed.empty:
+        return []
+    claim = (f"Against the classic account (each remedy carries the gradient over long spans and so learns where the plain "
+             f"RNN does not), on {task} at T = {fmt(T)}: {_ratio_list(failed)} {'do' if len(failed) > 1 else 'does'} not beat "
+             f"the constant predictor within {', '.join(fmt(s) for s in sorted(part['train.steps'].unique()))} training steps")
+    if PLAIN_REMEDY in ratios:
+        plain = ratios[PLAIN_REMEDY]
+        claim += f", {'like' if plain >= BEATS else 'although'} the plain RNN ({PLAIN_REMEDY}, {ratio_text(plain)}){'' if plain >= BEATS else ' does'}"
+    claim += f"; only {_ratio_list(beat)} {'do' if len(beat) > 1 else 'does'}" if len(beat) else "; no remedy does"
+    return [claim + f" (figure `{name}`)."]
+
+
+def _remedies_grad(study: Study, runs: pd.DataFrame, report: Report) -> Section:
+    section = Section("remedies_grad_through_time", "Remedies: gradient norm through time at initialization")
+    data = _remedy_runs(runs)
+    if data.empty:
+        section.missing = _missing_runs(study, "remedies", "finished trained runs")
+        return section
+    init = figures.at_initialization(study.grad_norms(data))
+    have = data[data["run_id"].isin(init["run_id"])]
+    if have.empty:
+        section.missing = ("none of the remedies runs has grad_norms.parquet. Rerun them with "
+                           f"`{study.command('remedies')} tracking.skip_completed=false`.")
+        return section
+    section.figure = figures.remedies_grad_through_time(init, data)
+    shown = figures.longest(have)
+    every_step = sorted(set(shown["task.name"]) - set(LAST_STEP_LOSS_TASKS))
+    lost = len(data) - len(have)
+    section.caption = (
+        "||dL/ds_t|| at initialization (each run's first training step) against the distance from the sequence's last "
+        "step, at each task's longest T, median over seeds with the interquartile band, a line per remedy (colours and "
+        "styles as in `remedies`); dashed in the LSTM's colour: its cell-state path ||dL/dc_t||."
+        + (" Clipping acts after the gradient is computed, so at initialization a clipped run lies on the same model's "
+           "unclipped line." if (have["clip.mode"] != "none").any() else "")
+        + (f" On {', '.join(every_step)} the loss covers every step, so there ||dL/ds_t|| sums the gradients of every "
+           "later loss." if every_step else "")
+        + f" {describe(shown, study.params)}." + (f" {lost} run(s) without grad_norms.parquet left out." if lost else ""))
+    report.findings += _remedy_grad_findings(init, data, section.name)
+    return section
+
+
+def _remedy_grad_findings(init: pd.DataFrame, runs: pd.DataFrame, name: str) -> list[str]:
+    """Per task at its longest T: ||dL/ds_1|| / ||dL/ds_last|| at initialization per remedy (and ||dL/dc|| the same
+    for a cell state), and where it fails to predict which remedy learns.
+
+    init: the first-step rows of grad_norms (figures.at_initialization: run_id, t, distance, ds_norm, maybe dc_norm).
+    runs: one row per run with run_id, task.name, task.seq_len, label, relative_loss.
+    """
+    data = figures.longest(init.merge(runs[["run_id", "task.name", "task.seq_len", "label"]], on="run_id"))
+    paths = [p for p in ("ds_norm", "dc_norm") if p in data]
+    first = data[data["distance"] == data.groupby("run_id")["distance"].transform("max")].set_index("run_id")
+    last = data[data["distance"] == 0].set_index("run_id")
+    per_run = (first[paths] / last[paths].reindex(first.index)).join(first[["task.name", "task.seq_len", "label", "distance"]])
+    out = []
+    for task, part in per_run.groupby("task.name"):
+        T, back = part["task.seq_len"].iloc[0], part["distance"].max()
+        ratio = part.groupby("label")[paths].median().sort_values("ds_norm", ascending=False)
+        items = []
+        for label, r in ratio.iterrows():
+            item = f"{label}: {ratio_text(r['ds_norm'])} (×{fmt(r['ds_norm'] ** (1 / back), 3)} per step)"
+            if pd.notna(r.get("dc_norm", np.nan)):
+                item += (f", its cell state ||dL/dc_1|| / ||dL/dc_last|| {ratio_text(r['dc_norm'])} "
+                         f"(×{fmt(r['dc_norm'] ** (1 / back), 3)} per step)")
+            items.append(item)
+        claim = (f"Gradient at initialization on {task}, T = {fmt(T)}" + (f" ({fmt(back + 1)} steps)" if back + 1 != T else "")
+                 + ", ||dL/ds_1|| / ||dL/ds_last||, median over seeds: " + "; ".join(items))
+        if task not in LAST_STEP_LOSS_TASKS:
+            claim += (f". On {task} the loss covers every step, so ||dL/ds_1|| sums the gradients of every later loss and "
+                      "this ratio does not isolate the long-range path")
+        out.append(claim + f" (figure `{name}`).")
+        if task in LAST_STEP_LOSS_TASKS:
+            loss = runs[(runs["task.name"] == task) & (runs["task.seq_len"] == T)].groupby("label")["relative_loss"].median()
+            out += _gradient_predicts(task, T, ratio["ds_norm"], loss, name)
+    return out
+
+
+def _gradient_predicts(task: str, T, ratio: pd.Series, loss: pd.Series, name: str) -> list[str]:
+    """Where the gradient kept at initialization (ratio: label -> ||dL/ds_1|| / ||dL/ds_T||) and learning (loss:
+    label -> median final loss / constant predictor's) disagree: the remedy that keeps the most of it does not
+    learn, or a remedy learns whose gradient vanishes at least as fast as the plain RNN's."""
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    learned = loss[loss < BEATS].index
+    parts = []
+    if len(ratio):
+        kept = np.log(ratio).abs().idxmin()
+        if kept not in learned and kept in loss:
+            parts.append(f"{kept} keeps the most of the gradient ({ratio_text(ratio[kept])}) yet ends at {ratio_text(loss[kept])} "
+                         "times the constant predictor's loss")
+    if PLAIN_REMEDY in ratio:
+        faster = [label for label in learned if label in ratio and label != PLAIN_REMEDY and ratio[label] <= ratio[PLAIN_REMEDY]]
+        parts += [f"{label} beats the constant predictor ({ratio_text(loss[label])}) though its gradient vanishes at least as "
+                  f"fast as the plain RNN's ({ratio_text(ratio[label])} against {PLAIN_REMEDY}, {ratio_text(ratio[PLAIN_REMEDY])})"
+                  for label in faster]
+    if not parts:
+        return []
+    return [f"On {task} at T = {fmt(T)} the gradient at initialization does not predict which remedy learns: " + "; ".join(parts)
+            + f" (figures `{name}` and `remedies`)."]
 
 
 def _loss_curves(study: Study, runs: pd.DataFrame, report: Report) -> list[Section]:
@@ -632,7 +793,7 @@ PARTS = [("init", _init), ("grad_heatmaps", lambda *a: [_heatmaps(*a)]),
          ("success_vs_length", lambda *a: [_seqlen(*a)]), ("loss curves", _loss_curves),
          ("clipping", lambda *a: [_clipping(*a)]), ("truncation", lambda *a: [_truncation(*a)]),
          ("saturation", lambda *a: [_saturation(*a)]), ("charlm_bpc", lambda *a: [_charlm(*a)]),
-         ("remedies", lambda *a: [_remedies(*a)])]
+         ("remedies", lambda *a: [_remedies(*a)]), ("remedies_grad_through_time", lambda *a: [_remedies_grad(*a)])]
 
 
 def build(study: Study) -> Report:
