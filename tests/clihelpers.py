@@ -8,7 +8,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 TINY = ["task.seq_len=8", "model.hidden_size=8", "train.steps=20", "train.eval_interval=10",
-        "train.diag_interval=10", "task.test_size=32", "train.verbose=false"]
+        "train.diag_interval=10", "task.test_size=32", "train.verbose=false", "tracking.metric_every=1"]
 
 
 def store_uri(tmp_path: Path) -> str:

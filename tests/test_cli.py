@@ -54,6 +54,19 @@ def test_single_run_logs_params_tags_metrics_and_artifacts(tmp_path):
 
 
 @pytest.mark.slow
+def test_metric_every_thins_the_scalars_but_not_the_parquet(tmp_path):
+    proc = run_cli(tmp_path, *TINY, "train.steps=23", "train.eval_interval=7", "tracking.metric_every=5")
+    assert proc.returncode == 0, proc.stderr
+    client, (run,) = runs(tmp_path)
+    steps = lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)]  # noqa: E731
+    # every 5th step, every evaluation/diagnostic step (7, 14, 21 and 10, 20) and the last step
+    assert steps("train/loss") == [0, 5, 7, 10, 14, 15, 20, 21, 23]
+    assert steps("eval/loss") == [0, 7, 14, 21, 23]
+    frame = pd.read_parquet(client.download_artifacts(run.info.run_id, "grad_norms.parquet", str(tmp_path)))
+    assert sorted(frame.step.unique()) == list(range(24))
+
+
+@pytest.mark.slow
 def test_multirun_makes_one_parent_and_children_then_resumes(tmp_path):
     sweep = ["model.activation=tanh,relu", "seed=0,1", *TINY, "hydra.launcher.n_jobs=2"]
     proc = run_cli(tmp_path, *sweep, "tracking.experiment=sweeptest", multirun=True)

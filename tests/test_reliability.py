@@ -17,7 +17,8 @@ from rnngrad import tracking
 pytestmark = pytest.mark.slow
 
 LONG = ["task.seq_len=8", "model.hidden_size=8", "train.steps=100000", "train.eval_interval=1000",
-        "train.verbose=false", "tracking.flush_seconds=0.2", "task.test_size=32"]
+        "train.verbose=false", "tracking.flush_seconds=0.2", "task.test_size=32",
+        "tracking.metric_every=1"]
 
 
 def start_cli(tmp_path, *overrides):

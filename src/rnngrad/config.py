@@ -100,6 +100,7 @@ class TrackingConfig:
     experiment: str = "rnngrad"
     skip_completed: bool = True
     through_time_checkpoints: int = 5
+    metric_every: int = 10  # per-step scalars to MLflow every N steps (and at every eval/diagnostic step)
     flush_seconds: float = 10.0
 
 
@@ -143,6 +144,7 @@ def check(cfg: DictConfig) -> None:
         *_require(tr.diag_interval >= 1, "train.diag_interval", ">= 1", tr.diag_interval),
         *_require(tr.lyapunov_k >= 1 and (m.hidden_size <= 0 or tr.lyapunov_k <= m.hidden_size),
                   "train.lyapunov_k", f"in [1, model.hidden_size={m.hidden_size}]", tr.lyapunov_k),
+        *_require(cfg.tracking.metric_every >= 1, "tracking.metric_every", ">= 1", cfg.tracking.metric_every),
         *_require(cfg.tracking.through_time_checkpoints >= 1, "tracking.through_time_checkpoints", ">= 1", cfg.tracking.through_time_checkpoints),
     ]
     if b.mode.name == "chunked" and (t.name.name != "char_lm" or b.truncation is None):
@@ -197,7 +199,7 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 def config_hash(cfg: DictConfig) -> str:
     """A short hash of everything that determines a run's result (the tracking keys excluded)."""
     data = resolved(cfg)
-    data.pop("tracking", None)
+    data.pop("tracking", None)  # where and how often a run logs does not change its result
     data.get("train", {}).pop("verbose", None)  # printing does not change a result
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

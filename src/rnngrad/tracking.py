@@ -235,16 +235,20 @@ def checkpoint_steps(steps: list[int], count: int) -> list[int]:
 class MlflowLogger(Callback):
     """Logs a training run into an existing MLflow run.
 
-    Scalar metrics are buffered and sent with log_batch when the buffer fills or every
-    `flush_seconds`; through-time arrays are kept in memory and written at the end.
+    Scalar metrics go to MLflow every `metric_every` steps, and at every step that evaluates or runs
+    the diagnostics, and at the last step; the through-time arrays of every step go to the parquet
+    artifact. Metrics are buffered and sent with asynchronous log_batch calls when the buffer fills or
+    every `flush_seconds` (0: at every step); the run is closed only after every batch has landed.
     """
 
     def __init__(self, client: MlflowClient, run_id: str, *, checkpoints: int = 5, flush_seconds: float = 10.0,
-                 config_yaml: str | None = None):
+                 metric_every: int = 10, config_yaml: str | None = None):
         self.client, self.run_id = client, run_id
-        self.checkpoints, self.flush_seconds = checkpoints, flush_seconds
+        self.checkpoints, self.flush_seconds, self.metric_every = checkpoints, flush_seconds, metric_every
         self.config_yaml = config_yaml
         self.buffer: list[Metric] = []
+        self.pending = []  # asynchronous log_batch operations not yet waited for
+        self.last_step: tuple[int, dict] | None = None  # the latest step's metrics, if not yet logged
         self.last_flush = time.monotonic()
         self.through_time: dict[int, dict[str, np.ndarray]] = {}
         self.logging_seconds = 0.0  # time spent inside MLflow calls, for the performance budget
@@ -261,19 +265,34 @@ class MlflowLogger(Callback):
         self._timed(self.client.log_batch, self.run_id, tags=tags)
 
     def on_step(self, step, metrics):
+        interval_step = any(key.startswith(("eval/", "spectral/", "act/", "lyap/")) for key in metrics)
+        if step % self.metric_every and not interval_step:
+            self.last_step = (step, metrics)
+            return
+        self._add(step, metrics)
+
+    def _add(self, step: int, metrics: dict) -> None:
+        self.last_step = None
         now = int(time.time() * 1000)
         self.buffer.extend(Metric(key, value, now, step) for key, value in metrics.items())
-        if len(self.buffer) >= METRICS_PER_BATCH or time.monotonic() - self.last_flush > self.flush_seconds:
+        if len(self.buffer) >= METRICS_PER_BATCH or time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
 
     def on_through_time(self, step, arrays):
         self.through_time[step] = arrays
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
+        """Send the buffered metrics; with wait, block until every batch sent so far has landed."""
+        if self.last_step is not None and wait:  # the run's last step is always logged
+            self._add(*self.last_step)
         while self.buffer:
             batch, self.buffer = self.buffer[:METRICS_PER_BATCH], self.buffer[METRICS_PER_BATCH:]
-            self._timed(self.client.log_batch, self.run_id, metrics=batch)
+            self.pending.append(self._timed(self.client.log_batch, self.run_id, metrics=batch, synchronous=False))
         self.last_flush = time.monotonic()
+        if wait:
+            for operation in self.pending:
+                self._timed(operation.wait)
+            self.pending.clear()
 
     def grad_norms_frame(self) -> pd.DataFrame:
         """Columns step, t (1..T), ds_norm, jac_norm, bound, dc_norm (LSTM); NaN where not measured."""
@@ -297,7 +316,7 @@ class MlflowLogger(Callback):
                 Metric(f"grad_through_time/step_{step}", float(v), now, t)
                 for t, v in enumerate(norms, start=1) if np.isfinite(v)
             )
-        self.flush()
+        self.flush(wait=True)
         self._timed(self._log_artifacts)
         tags = {"outcome": result.outcome, "steps_done": str(result.steps_done)}
         if result.solved_at is not None:
