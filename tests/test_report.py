@@ -26,7 +26,7 @@ _spec = importlib.util.spec_from_file_location("build_report", ROOT / "scripts" 
 build_report = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build_report)
 
-ALL_FIGURES = ["init_grad_through_time", "init_decay_rate", "grad_heatmaps", "success_vs_length", "loss_seqlen",
+ALL_FIGURES = ["init_grad_through_time", "init_decay_rate", "precision", "grad_heatmaps", "success_vs_length", "loss_seqlen",
                "loss_clipping", "loss_truncation", "loss_remedies", "clipping", "truncation", "saturation", "charlm_bpc",
                "remedies", "remedies_grad_through_time"]
 
@@ -330,7 +330,82 @@ def test_remedies_grad_through_time_without_a_dc_norm_column():
     np.testing.assert_allclose(line(figures.remedies_grad_through_time(norms, runs).axes[0], "gru"), [[0, 1.0], [1, 0.5]])
 
 
+def precision_norms():
+    """Crafted grad_norms at initialization (T = 4, distances 3..0 at t = 1..4) and runs, float64 and float32 of
+    four configurations: tanh rho 0.5 (float32 subnormal, then 0 where float64 is 1e-50), tanh rho 1 (float32 0 where
+    float64 is 1e-300, float64 0 one step further), sigmoid rho 0.5 (both 0 at the same step), sigmoid rho 1 (two
+    seeds, never 0)."""
+    by_distance = {  # (activation, rho, dtype, seed scale) -> ||dL/ds|| at distance 0, 1, 2, 3
+        ("tanh", 0.5, "float64", 1.0): [1.0, 1e-20, 1e-40, 1e-50],
+        ("tanh", 0.5, "float32", 1.0): [1.0, 1e-20 * (1 + 2e-7), 1.2e-40, 0.0],
+        ("tanh", 1.0, "float64", 1.0): [1.0, 0.5, 1e-300, 0.0],
+        ("tanh", 1.0, "float32", 1.0): [1.0, 0.5, 0.0, 0.0],
+        ("sigmoid", 0.5, "float64", 1.0): [1.0, 1e-10, 0.0, 0.0],
+        ("sigmoid", 0.5, "float32", 1.0): [1.0, 1e-10, 0.0, 0.0],
+        **{("sigmoid", 1.0, dtype, scale): [scale * 0.5 ** d for d in range(4)]
+           for dtype in ("float64", "float32") for scale in (1.0, 3.0)},
+    }
+    rows, runs = [], []
+    for k, ((act, rho, dtype, _), norms) in enumerate(by_distance.items()):
+        run = f"r{k}"
+        rows += [(run, 0, 4 - d, norm) for d, norm in enumerate(norms)]
+        rows += [(run, 10, t, 99.0) for t in range(1, 5)]  # a later training step: not the initialization
+        runs.append((run, act, rho, rho, dtype))
+    return (pd.DataFrame(rows, columns=["run_id", "step", "t", "ds_norm"]),
+            pd.DataFrame(runs, columns=["run_id", "model.activation", "model.spectral_radius", "spectral/radius", "model.dtype"]))
+
+
+def test_precision_plots_both_precisions_marks_where_float32_first_reports_zero_and_its_limits():
+    fig = figures.precision(*precision_norms())
+    sigmoid, tanh = fig.axes[:2]
+    assert (sigmoid.get_title(), tanh.get_title()) == ("sigmoid", "tanh") and tanh.get_yscale() == "log"
+    half, one = r"$\rho$ = 0.5", r"$\rho$ = 1"
+    distance = np.arange(4)
+    np.testing.assert_allclose(line(tanh, f"tanh {half}, float64"), np.c_[distance, [1.0, 1e-20, 1e-40, 1e-50]], rtol=1e-15)
+    np.testing.assert_allclose(line(tanh, f"tanh {half}, float32"), np.c_[distance, [1.0, 1e-20 * (1 + 2e-7), 1.2e-40, np.nan]],
+                               rtol=1e-15)  # 0 left out of the log axis
+    np.testing.assert_allclose(line(tanh, f"tanh {one}, float32"), np.c_[distance, [1.0, 0.5, np.nan, np.nan]])
+    np.testing.assert_allclose(line(sigmoid, f"sigmoid {one}, float64"), np.c_[distance, 2.0 * 0.5 ** distance])  # median of 2 seeds
+    assert (line_style(tanh, f"tanh {half}, float64"), line_style(tanh, f"tanh {half}, float32")) == ("-", "--")
+    light, dark = figures.shades(figures.PALETTE["tanh"], 2)
+    assert to_rgba(line_colour(tanh, f"tanh {half}, float32")) == to_rgba(light)
+    assert to_rgba(line_colour(tanh, f"tanh {one}, float64")) == to_rgba(dark)
+    # float32's first zero: a tick at that distance, and a circle on float64 where it is still positive
+    assert line(tanh, f"_float32 zero tanh {half}")[:, 0].tolist() == [3, 3]
+    np.testing.assert_allclose(line(tanh, f"_float64 at float32 zero tanh {half}"), [[3, 1e-50]], rtol=1e-15)
+    assert line(tanh, f"_float32 zero tanh {one}")[:, 0].tolist() == [2, 2]
+    np.testing.assert_allclose(line(tanh, f"_float64 at float32 zero tanh {one}"), [[2, 1e-300]], rtol=1e-15)
+    assert line(sigmoid, f"_float32 zero sigmoid {half}")[:, 0].tolist() == [2, 2]
+    labels = [l.get_label() for l in sigmoid.get_lines()]
+    assert f"_float64 at float32 zero sigmoid {half}" not in labels  # float64 is 0 there too
+    assert not any(label.endswith(f"zero sigmoid {one}") for label in labels)  # float32 never 0
+    for ax in (sigmoid, tanh):
+        assert line(ax, "_smallest subnormal")[:, 1].tolist() == [np.finfo(np.float32).smallest_subnormal] * 2
+        assert line(ax, "_smallest normal")[:, 1].tolist() == [np.finfo(np.float32).tiny] * 2
+    assert fig.legends and tanh.get_legend() is None
+
+
 # findings: the numbers come from the data
+
+def test_precision_findings_state_where_float32_reaches_zero_and_how_far_it_agrees_with_float64():
+    curves = figures.precision_curves(*precision_norms())
+    lost, agree = findings._precision_findings(curves, "adding, T = 4", "precision")
+    assert lost.startswith("Where float32 loses a vanishing gradient that float64 still measures, ||dL/ds_t|| at "
+                           "initialization (adding, T = 4, the same weights in both precisions, median over runs; float32's "
+                           "smallest subnormal is 1.4e-45): sigmoid, ρ = 0.5: float32 first reports 0 at T − t = 2, where "
+                           "float64 reports 0 as well; sigmoid, ρ = 1: float32 never reports 0 over 3 steps back, its smallest norm 0.25; ")
+    assert ("tanh, ρ = 0.5: float32 first reports exactly 0 at T − t = 3, where float64 still measures 1e-50 (float64 stays "
+            "positive to T − t = 3, down to 1e-50); tanh, ρ = 1: float32 first reports exactly 0 at T − t = 2, where float64 "
+            "still measures 1e-300 (float64 itself first reports 0 at T − t = 3) (figure `precision`).") in lost
+    assert ("sigmoid, ρ = 0.5: 0.0 at the 2 distances where float32's norm is normal; sigmoid, ρ = 1: 0.0 at the 4 distances "
+            "where float32's norm is normal; tanh, ρ = 0.5: 2.0e-07 at the 2 distances where float32's norm is normal, 0.20 at "
+            "the 1 where it is subnormal; tanh, ρ = 1: 0.0 at the 2 distances") in agree
+    assert agree.endswith("float32 agrees with float64 while its norm is normal and loses precision in the subnormal range "
+                          "before it reaches 0 (figure `precision`).")
+    only_float64 = curves[curves["model.dtype"] == "float64"]
+    assert findings._precision_findings(only_float64, "adding, T = 4", "precision") == []  # nothing to compare
+
+
 
 def test_decay_findings_state_the_measured_numbers_and_the_zero_crossing():
     rho = np.array([0.5, 1.0, 2.0, 4.0])
@@ -462,6 +537,29 @@ def test_remedies_with_one_task_and_some_runs_without_grad_norms_still_draw(stor
     assert "Not drawn: none of the remedies runs has grad_norms.parquet" in readme
 
 
+PRECISION_PARAMS = dict(PARAMS, question="precision", **{"task.seq_len": 3, "model.activation": "sigmoid", "model.init": "gaussian",
+                                                         "model.spectral_radius": 0.5})
+
+
+def test_precision_runs_draw_the_figure_and_state_where_float32_underflows(store, tmp_path):
+    client = MlflowClient(store)
+    exp = tracking.prepare_store(store, "rnngrad")
+    done = {"outcome": "unsolved", "task.baseline": 1 / 6}
+    for dtype, norms in (("float64", [1e-46, 1e-20, 1.0]), ("float32", [0.0, 1e-20, 1.0]), ("float32-again", None)):
+        run = fake_run(client, exp, dtype, dict(PRECISION_PARAMS, **{"model.dtype": dtype.split("-")[0], "seed": len(dtype)}),
+                       tags=done, metrics={"spectral/radius": [(0, 0.5)]})
+        if norms:
+            frame = pd.DataFrame({"step": 0, "t": [1, 2, 3], "ds_norm": norms, "jac_norm": np.nan, "bound": np.nan})
+            frame.to_parquet(tmp_path / "grad_norms.parquet")
+            client.log_artifact(run, str(tmp_path / "grad_norms.parquet"))
+    code, readme = build(store, tmp_path / "out")
+    assert code == 0 and (tmp_path / "out" / "figures" / "precision.png").exists()
+    assert "1 run(s) without grad_norms.parquet left out." in readme
+    assert ("sigmoid, ρ = 0.5: float32 first reports exactly 0 at T − t = 2, where float64 still measures 1e-46 (float64 stays "
+            "positive to T − t = 2, down to 1e-46)") in readme
+    assert "(adding, T = 3, the same weights in both precisions" in readme and "No runs with question=precision" not in readme
+
+
 def _diverging_run(uri, monkeypatch):
     """One real training run that diverges (relu, rho 3, SGD with lr 10), in this process."""
     from hydra import compose, initialize_config_dir
@@ -499,6 +597,8 @@ def test_diverged_running_and_artifact_less_runs_are_reported_not_fatal(store, t
     assert "1 run(s) still running, left out of every figure: still-running." in readme
     assert "1 run(s) without a readable grad_norms.parquet" in readme and "no-artifact (" in readme
     assert "no finished runs with question=seqlen. Produce them with `python -m rnngrad.train -m +experiment=seqlen" in readme
+    assert ("Not drawn: no finished runs with question=precision. Produce them with "
+            f"`python -m rnngrad.train -m +experiment=precision tracking.uri={store}`") in readme
     assert "| clipping | 1 | 0 | 0 | 1 | 0 | 0 | 0 | 0 |" in readme
     assert "| seqlen | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 |" in readme
     assert "Runs diverged: no clipping 1 of 1 (100%)" in readme
@@ -510,6 +610,8 @@ hydra:
   sweeper:
     grids:
       init: {question: init, task.seq_len: 8, train.steps: 0, model.activation: "tanh,linear", model.spectral_radius: "0.5,2.0"}
+      precision: {question: precision, task.seq_len: 100, train.steps: 0, model.activation: sigmoid, model.init: gaussian,
+                  model.spectral_radius: 0.5, model.dtype: "float64,float32"}
       seqlen: {question: seqlen, task.seq_len: "4,8", clip: "none,norm", train.steps: 20}
       clipping: {question: clipping, task.seq_len: 8, model.activation: relu, model.spectral_radius: 3.0, model.init: gaussian,
                  optim: sgd, optim.lr: 10.0, clip: "none,norm", train.steps: 20}

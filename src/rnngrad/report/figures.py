@@ -193,6 +193,16 @@ def _radius_name(rho: float, measured: float) -> str:
     return r"$\rho$ = " + (f"{rho:g}" if not math.isnan(rho) else f"{measured:.2g} (init's own scale)")
 
 
+def radii(values) -> list[float]:
+    """The distinct grid values of model.spectral_radius, ascending, NaN (the init's own scale) last."""
+    return sorted(pd.unique(np.asarray(values, dtype=float)), key=lambda r: (math.isnan(r), r))
+
+
+def with_radius(frame: pd.DataFrame, rho: float) -> pd.DataFrame:
+    """The rows whose model.spectral_radius is rho (NaN matching NaN)."""
+    return frame[frame["model.spectral_radius"].isna() if math.isnan(rho) else frame["model.spectral_radius"] == rho]
+
+
 def grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
     """||dL/ds_t|| (log scale) against the distance T - t from the loss, at the first recorded step of each run.
 
@@ -210,14 +220,14 @@ def grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
     data = data.assign(anchored_bound=data["bound"] * at_loss, anchored_rho=data["spectral/radius"] ** data["distance"] * at_loss,
                        ds_norm=positive(data["ds_norm"]))
     activations, inits = ordered(data["model.activation"]), sorted(data["model.init"].unique())
-    radii = sorted(data["model.spectral_radius"].unique(), key=lambda r: (math.isnan(r), r))
+    grid = radii(data["model.spectral_radius"])
     fig, axes = _grid(len(inits), len(activations), sharex=True)
     for i, init in enumerate(inits):
         for j, act in enumerate(activations):
             ax = axes[i, j]
             panel = data[(data["model.init"] == init) & (data["model.activation"] == act)]
-            for rho, tone in zip(radii, shades(colour(act), len(radii))):
-                group = panel[panel["model.spectral_radius"].isna() if math.isnan(rho) else panel["model.spectral_radius"] == rho]
+            for rho, tone in zip(grid, shades(colour(act), len(grid))):
+                group = with_radius(panel, rho)
                 if group.empty:
                     continue
                 name = _radius_name(rho, group["spectral/radius"].median())
@@ -234,12 +244,12 @@ def grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
                 ax.set_xlabel("distance from the loss T − t (steps)")
             if j == 0:
                 ax.set_ylabel(GRAD_LABEL)
-    grey = shades(OTHER_COLOUR, len(radii))
-    names = [_radius_name(rho, data.loc[data["model.spectral_radius"].isna(), "spectral/radius"].median()) for rho in radii]
+    grey = shades(OTHER_COLOUR, len(grid))
+    names = [_radius_name(rho, data.loc[data["model.spectral_radius"].isna(), "spectral/radius"].median()) for rho in grid]
     handles = [Line2D([], [], color=tone, linewidth=1.6) for tone in grey]
     handles += [Line2D([], [], color=OTHER_COLOUR, linestyle=":"), Line2D([], [], color=OTHER_COLOUR, linestyle="-.")]
     names += [r"bound $\|\partial L/\partial s_T\|(\gamma\sigma_{max})^{T-t}$", r"linear: $\|\partial L/\partial s_T\|\rho^{T-t}$"]
-    legend(fig, handles=handles, labels=[f"measured, {n}" if k < len(radii) else n for k, n in enumerate(names)])
+    legend(fig, handles=handles, labels=[f"measured, {n}" if k < len(grid) else n for k, n in enumerate(names)])
     return fig
 
 
@@ -639,4 +649,85 @@ def remedies_grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
         ax.set_xlabel("distance from the last step (steps)")
     axes[0, 0].set_ylabel(GRAD_LABEL + " at initialization")
     legend(fig, axes)
+    return fig
+
+
+# 11. float32 against float64
+
+FLOAT32 = np.finfo(np.float32)
+# float64 wide under float32 dashed with white gaps, so both show where they coincide
+DTYPE_STYLES = {"float64": dict(linestyle="-", linewidth=2.8), "float32": dict(linestyle="--", linewidth=1.0, gapcolor="white")}
+ZERO_TICK = 0.08  # height of the tick marking float32's first zero, as a fraction of the panel
+
+
+def precision_curves(grad_norms: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """||dL/ds_t|| at initialization per activation, spectral radius, dtype and distance T - t from the loss: the
+    median over runs with the quartiles and count, zeros kept (an underflow is data here).
+
+    grad_norms: columns run_id, step, t (1..T), ds_norm; each run's first recorded step is used.
+    runs: one row per run_id with model.activation, model.spectral_radius and model.dtype.
+    Columns model.activation, model.spectral_radius, model.dtype, distance, median, q25, q75, n.
+    """
+    data = at_initialization(grad_norms).merge(runs, on="run_id")
+    return quartiles(data, ["model.activation", "model.spectral_radius", "model.dtype", "distance"], "ds_norm")
+
+
+def first_zero(norms: pd.Series) -> float:
+    """The smallest distance (the index) at which the norm is exactly 0; NaN if it never is."""
+    zero = norms.index[norms == 0]
+    return float(zero.min()) if len(zero) else math.nan
+
+
+def precision(grad_norms: pd.DataFrame, runs: pd.DataFrame):
+    """float32 against float64: ||dL/ds_t|| at initialization (log scale) against the distance T - t from the loss.
+
+    grad_norms: columns run_id, step, t (1..T), ds_norm, as in grad_norms.parquet (norms summed in float64, so a
+    float32 run's 0 means its gradient underflowed); each run's first recorded step is used.
+    runs: one row per run_id with model.activation, model.spectral_radius (grid value, NaN for the init's own
+    scale), spectral/radius (the measured rho) and model.dtype (float64 or float32).
+    One panel per activation; per spectral radius a shade of the activation's colour (darker for larger rho),
+    float64 solid and wide, float32 dashed on top (white gaps), the median over runs with the interquartile band
+    (`precision_curves`); zero and non-finite medians are left out of the lines. Where float32's median first is
+    exactly 0 (`first_zero`), a tick at the bottom of the panel and an open circle on the float64 line (if positive there).
+    Horizontal: float32's smallest subnormal (dotted) and smallest normal number (dash-dotted).
+    """
+    curves = precision_curves(grad_norms, runs)
+    activations, grid = ordered(curves["model.activation"]), radii(curves["model.spectral_radius"])
+    fig, axes = _grid(1, len(activations), sharey=True)
+    for ax, act in zip(axes[0], activations):
+        panel = curves[curves["model.activation"] == act]
+        for rho, tone in zip(grid, shades(colour(act), len(grid))):
+            group = with_radius(panel, rho)
+            if group.empty:
+                continue
+            name = f"{act} {_radius_name(rho, with_radius(runs, rho)['spectral/radius'].median())}"
+            for dtype, style in DTYPE_STYLES.items():
+                stats = group[group["model.dtype"] == dtype]
+                if len(stats):
+                    stats = stats.assign(**{q: positive(stats[q]) for q in ("median", "q25", "q75")})
+                    _band(ax, stats["distance"].to_numpy(), stats, f"{name}, {dtype}", color=tone, **style)
+            zero = first_zero(group[group["model.dtype"] == "float32"].set_index("distance")["median"])
+            if math.isnan(zero):
+                continue
+            ax.axvline(zero, ymax=ZERO_TICK, color=tone, linewidth=2, label=f"_float32 zero {name}")
+            float64 = positive(group[group["model.dtype"] == "float64"].set_index("distance")["median"])
+            if pd.notna(float64.get(zero, math.nan)):
+                ax.plot([zero], [float64[zero]], marker="o", markerfacecolor="none", color=tone, linestyle="none",
+                        label=f"_float64 at float32 zero {name}")
+        ax.axhline(FLOAT32.smallest_subnormal, color="black", linestyle=":", linewidth=1, label="_smallest subnormal")
+        ax.axhline(FLOAT32.tiny, color="0.5", linestyle="-.", linewidth=1, label="_smallest normal")
+        _log_y(ax)
+        ax.set_title(act, fontsize="medium")
+        ax.set_xlabel("distance from the loss T − t (steps)")
+    axes[0, 0].set_ylabel(GRAD_LABEL + " at initialization")
+    names = [_radius_name(rho, with_radius(runs, rho)["spectral/radius"].median()) for rho in grid]
+    handles = [Line2D([], [], color=tone, linewidth=1.4) for tone in shades(OTHER_COLOUR, len(grid))]
+    handles += [Line2D([], [], color=OTHER_COLOUR, **style) for style in DTYPE_STYLES.values()]
+    handles += [Line2D([], [], color=OTHER_COLOUR, marker="|", markersize=9, markeredgewidth=2, linestyle="none"),
+                Line2D([], [], color=OTHER_COLOUR, marker="o", markerfacecolor="none", linestyle="none"),
+                Line2D([], [], color="black", linestyle=":"), Line2D([], [], color="0.5", linestyle="-.")]
+    labels = names + list(DTYPE_STYLES) + [
+        "float32 first exactly 0", "float64 at that distance", f"float32 smallest subnormal ({FLOAT32.smallest_subnormal:.2g})",
+        f"float32 smallest normal ({FLOAT32.tiny:.2g})"]
+    legend(fig, handles=handles, labels=labels)
     return fig

@@ -23,7 +23,7 @@ from rnngrad.core import GAMMA
 from rnngrad.report import figures, load
 from rnngrad.tasks import SOLVED_ACCURACY
 
-QUESTIONS = ("init", "seqlen", "clipping", "truncation", "charlm", "remedies")
+QUESTIONS = ("init", "precision", "seqlen", "clipping", "truncation", "charlm", "remedies")
 TRAINED_QUESTIONS = ("seqlen", "clipping", "truncation", "remedies")  # the ones with a loss-curve figure
 # tasks whose only loss is at the last step: there ||dL/ds_t|| <= ||dL/ds_T|| ||ds_T/ds_t|| <= ||dL/ds_T|| bound
 LAST_STEP_LOSS_TASKS = ("adding", "temporal_order")
@@ -36,6 +36,7 @@ SHORT_NAMES = {"clip.mode": "clip", "clip.threshold": "clip threshold", "bptt.tr
 AGREE = 0.05  # nats per step: a measured decay rate this close to a predicted one counts as agreeing
 BEATS = 0.9  # a median final loss below this fraction of the constant predictor's counts as beating it
 PLAIN_REMEDY = "tanh, gaussian init"  # the plain RNN the remedies are set against (conf/experiment/remedies.yaml)
+SAME_NORM = 1e-3  # a relative difference between the float32 and float64 norms below this counts as agreeing
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -223,6 +224,11 @@ def _missing_runs(study: Study, question: str, what: str = "finished runs") -> s
     return f"no {what} with question={question}. Produce them with `{study.command(question)}`."
 
 
+def _missing_grad_norms(study: Study, question: str) -> str:
+    return (f"none of the {question} runs has grad_norms.parquet. Rerun them with "
+            f"`{study.command(question)} tracking.skip_completed=false`.")
+
+
 def _init(study: Study, runs: pd.DataFrame, report: Report) -> list[Section]:
     through = Section("init_grad_through_time", "Gradient norm through time at initialization")
     decay = Section("init_decay_rate", "Decay rate against spectral radius and Lyapunov exponent")
@@ -234,8 +240,7 @@ def _init(study: Study, runs: pd.DataFrame, report: Report) -> list[Section]:
     norms = study.grad_norms(init)
     have = init[init["run_id"].isin(norms["run_id"])]
     if have.empty:
-        through.missing = ("none of the init runs has grad_norms.parquet. Rerun them with "
-                           f"`{study.command('init')} tracking.skip_completed=false`.")
+        through.missing = _missing_grad_norms(study, "init")
     else:
         through.figure = figures.grad_through_time(norms, have)
         lost = len(init) - len(have)
@@ -337,6 +342,87 @@ def _crossings(part: pd.DataFrame, act: str, name: str) -> list[str]:
         return []
     return [f"{act}, where the measured decay rate turns positive (gradients stop vanishing): " + "; ".join(texts)
             + f"; the theory line log(γρ) does so at ρ = 1/γ = {fmt(edge)} (figure `{name}`)."]
+
+
+def _precision(study: Study, runs: pd.DataFrame, report: Report) -> Section:
+    section = Section("precision", "float32 against float64: where a vanishing gradient underflows")
+    data = of_question(runs, "precision")
+    if data.empty:
+        section.missing = _missing_runs(study, "precision")
+        return section
+    norms = study.grad_norms(data)
+    have = data[data["run_id"].isin(norms["run_id"])]
+    if have.empty:
+        section.missing = _missing_grad_norms(study, "precision")
+        return section
+    section.figure = figures.precision(norms, have)
+    lost = len(data) - len(have)
+    section.caption = (
+        "||dL/ds_t|| at initialization against the distance T − t from the loss, one panel per activation, a shade per "
+        "spectral radius (darker for larger ρ); solid float64, dashed float32, the median over runs with the interquartile "
+        "band; both precisions start from the same weights (the same seed). Norms are summed in float64, so a float32 norm "
+        "of exactly 0 means the float32 gradient itself underflowed; the tick at the bottom marks where float32 first "
+        "reports 0, the open circle the float64 norm there. Dotted: float32's smallest subnormal "
+        f"{fmt(figures.FLOAT32.smallest_subnormal, 2)}; dash-dotted: its smallest normal number {fmt(figures.FLOAT32.tiny, 2)}. "
+        f"{describe(have, study.params)}." + (f" {lost} run(s) without grad_norms.parquet left out." if lost else ""))
+    setting = ", ".join(f"{task}, T = {fmt(T)}" for task, T in have.groupby(["task.name", "task.seq_len"]).size().index)
+    report.findings += _precision_findings(figures.precision_curves(norms, have), setting, section.name)
+    return section
+
+
+def _precision_findings(curves: pd.DataFrame, setting: str, name: str) -> list[str]:
+    """Per activation and spectral radius with runs in both precisions: the distance from the loss at which float32's
+    median ||dL/ds_t|| first is exactly 0 and float64's median there; and the largest relative difference between
+    them where both are positive, while float32's norm is normal and below that (subnormal).
+
+    curves: figures.precision_curves (model.activation, model.spectral_radius, model.dtype, distance, median).
+    setting: what the runs share, e.g. 'adding, T = 200'.
+    """
+    lost, agree, normal_ok, subnormal_ok = [], [], True, True
+    for act in figures.ordered(curves["model.activation"]):
+        panel = curves[curves["model.activation"] == act]
+        for rho in figures.radii(panel["model.spectral_radius"]):
+            group = figures.with_radius(panel, rho)
+            float32, float64 = (group[group["model.dtype"] == d].set_index("distance")["median"] for d in ("float32", "float64"))
+            if float32.empty or float64.empty:
+                continue
+            config = f"{act}, " + (f"ρ = {fmt(rho)}" if not math.isnan(rho) else "ρ of the init's own scale")
+            zero, zero64 = figures.first_zero(float32), figures.first_zero(float64)
+            if math.isnan(zero):
+                lost.append(f"{config}: float32 never reports 0 over {fmt(float32.index.max())} steps back, its smallest "
+                            f"norm {fmt(float32.min(), 2)}")
+            elif float64.get(zero, 0.0) > 0:
+                lost.append(f"{config}: float32 first reports exactly 0 at T − t = {fmt(zero)}, where float64 still measures "
+                            f"{fmt(float64[zero], 2)} ("
+                            + (f"float64 itself first reports 0 at T − t = {fmt(zero64)})" if not math.isnan(zero64) else
+                               f"float64 stays positive to T − t = {fmt(float64.index.max())}, down to {fmt(float64.min(), 2)})"))
+            else:
+                lost.append(f"{config}: float32 first reports 0 at T − t = {fmt(zero)}, where float64 reports 0 as well")
+            both = pd.DataFrame({"float32": float32, "float64": float64}).dropna()
+            both = both[(both["float32"] > 0) & (both["float64"] > 0)]
+            relative = (both["float32"] - both["float64"]).abs() / both["float64"]
+            normal = both["float32"] >= figures.FLOAT32.tiny
+            item = f"{config}: {ratio_text(relative[normal].max())} at the {int(normal.sum())} distances where float32's norm is normal"
+            if (~normal).any():
+                item += f", {ratio_text(relative[~normal].max())} at the {int((~normal).sum())} where it is subnormal"
+            agree.append(item)
+            normal_ok &= not (relative[normal] >= SAME_NORM).any()
+            subnormal_ok &= not (relative[~normal] >= SAME_NORM).any()
+    if not lost:
+        return []
+    if normal_ok and subnormal_ok:
+        verdict = "float32 agrees with float64 wherever both are positive"
+    elif normal_ok:
+        verdict = "float32 agrees with float64 while its norm is normal and loses precision in the subnormal range before it reaches 0"
+    else:
+        verdict = "float32 differs from float64 even where its norm is normal"
+    return [f"Where float32 loses a vanishing gradient that float64 still measures, ||dL/ds_t|| at initialization ({setting}, "
+            f"the same weights in both precisions, median over runs; float32's smallest subnormal is "
+            f"{fmt(figures.FLOAT32.smallest_subnormal, 2)}): " + "; ".join(lost) + f" (figure `{name}`).",
+            "Where both precisions report a positive ||dL/ds_t||, the largest relative difference |float32 − float64| / float64 "
+            f"(float32's smallest normal number is {fmt(figures.FLOAT32.tiny, 2)}, its ε {fmt(figures.FLOAT32.eps, 2)}): "
+            + "; ".join(agree) + f"; so, counting a relative difference below {fmt(SAME_NORM)} as agreement, {verdict} "
+            f"(figure `{name}`)."]
 
 
 def _heatmaps(study: Study, runs: pd.DataFrame, report: Report) -> Section:
@@ -528,8 +614,7 @@ def _remedies_grad(study: Study, runs: pd.DataFrame, report: Report) -> Section:
     init = figures.at_initialization(study.grad_norms(data))
     have = data[data["run_id"].isin(init["run_id"])]
     if have.empty:
-        section.missing = ("none of the remedies runs has grad_norms.parquet. Rerun them with "
-                           f"`{study.command('remedies')} tracking.skip_completed=false`.")
+        section.missing = _missing_grad_norms(study, "remedies")
         return section
     section.figure = figures.remedies_grad_through_time(init, data)
     shown = figures.longest(have)
@@ -789,7 +874,7 @@ def _notes(study: Study, runs: pd.DataFrame, used: pd.DataFrame) -> list[str]:
 
 
 # the report's sections in order: (name used in error messages, function returning its Section(s))
-PARTS = [("init", _init), ("grad_heatmaps", lambda *a: [_heatmaps(*a)]),
+PARTS = [("init", _init), ("precision", lambda *a: [_precision(*a)]), ("grad_heatmaps", lambda *a: [_heatmaps(*a)]),
          ("success_vs_length", lambda *a: [_seqlen(*a)]), ("loss curves", _loss_curves),
          ("clipping", lambda *a: [_clipping(*a)]), ("truncation", lambda *a: [_truncation(*a)]),
          ("saturation", lambda *a: [_saturation(*a)]), ("charlm_bpc", lambda *a: [_charlm(*a)]),
