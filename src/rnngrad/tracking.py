@@ -237,8 +237,9 @@ class MlflowLogger(Callback):
 
     Scalar metrics go to MLflow every `metric_every` steps, and at every step that evaluates or runs
     the diagnostics, and at the last step; the through-time arrays of every step go to the parquet
-    artifact. Metrics are buffered and sent with asynchronous log_batch calls when the buffer fills or
-    every `flush_seconds` (0: at every step); the run is closed only after every batch has landed.
+    artifact. Metrics are buffered and sent with log_batch when the buffer fills or every `flush_seconds`
+    (0: at every step). (MLflow's asynchronous logging is not used: closing a run joins its queue's
+    threads, an idle wait of about a second per run, more than the synchronous batches cost.)
     """
 
     def __init__(self, client: MlflowClient, run_id: str, *, checkpoints: int = 5, flush_seconds: float = 10.0,
@@ -247,7 +248,6 @@ class MlflowLogger(Callback):
         self.checkpoints, self.flush_seconds, self.metric_every = checkpoints, flush_seconds, metric_every
         self.config_yaml = config_yaml
         self.buffer: list[Metric] = []
-        self.pending = []  # asynchronous log_batch operations not yet waited for
         self.last_step: tuple[int, dict] | None = None  # the latest step's metrics, if not yet logged
         self.last_flush = time.monotonic()
         self.through_time: dict[int, dict[str, np.ndarray]] = {}
@@ -281,32 +281,31 @@ class MlflowLogger(Callback):
     def on_through_time(self, step, arrays):
         self.through_time[step] = arrays
 
-    def flush(self, wait: bool = False) -> None:
-        """Send the buffered metrics; with wait, block until every batch sent so far has landed."""
-        if self.last_step is not None and wait:  # the run's last step is always logged
+    def flush(self, final: bool = False) -> None:
+        """Send the buffered metrics (when the run ends, the last step's too, whatever its number)."""
+        if self.last_step is not None and final:
             self._add(*self.last_step)
         while self.buffer:
             batch, self.buffer = self.buffer[:METRICS_PER_BATCH], self.buffer[METRICS_PER_BATCH:]
-            self.pending.append(self._timed(self.client.log_batch, self.run_id, metrics=batch, synchronous=False))
+            self._timed(self.client.log_batch, self.run_id, metrics=batch)
         self.last_flush = time.monotonic()
-        if wait:
-            for operation in self.pending:
-                self._timed(operation.wait)
-            self.pending.clear()
 
     def grad_norms_frame(self) -> pd.DataFrame:
         """Columns step, t (1..T), ds_norm, jac_norm, bound, dc_norm (LSTM); NaN where not measured."""
-        frames = []
-        for step, arrays in self.through_time.items():
-            T = arrays["ds_norm"].shape[0]
-            nan = np.full(T, np.nan)
-            frames.append(pd.DataFrame({
-                "step": np.full(T, step, dtype=np.int64), "t": np.arange(1, T + 1, dtype=np.int64),
-                "ds_norm": arrays["ds_norm"], "jac_norm": arrays.get("jac_norm", nan),
-                "bound": arrays.get("bound", nan), "dc_norm": arrays.get("dc_norm", nan),
-            }))
-        columns = ["step", "t", "ds_norm", "jac_norm", "bound", "dc_norm"]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+        columns = ("ds_norm", "jac_norm", "bound", "dc_norm")
+        steps = sorted(self.through_time)
+        if not steps:
+            return pd.DataFrame(columns=["step", "t", *columns])
+        T = self.through_time[steps[0]]["ds_norm"].shape[0]
+        data = {name: np.full((len(steps), T), np.nan) for name in columns}
+        for row, step in enumerate(steps):
+            for name, values in self.through_time[step].items():
+                data[name][row] = values
+        return pd.DataFrame({
+            "step": np.repeat(np.asarray(steps, dtype=np.int64), T),
+            "t": np.tile(np.arange(1, T + 1, dtype=np.int64), len(steps)),
+            **{name: values.ravel() for name, values in data.items()},
+        })
 
     def on_end(self, result: Result):
         now = int(time.time() * 1000)
@@ -316,7 +315,7 @@ class MlflowLogger(Callback):
                 Metric(f"grad_through_time/step_{step}", float(v), now, t)
                 for t, v in enumerate(norms, start=1) if np.isfinite(v)
             )
-        self.flush(wait=True)
+        self.flush(final=True)
         self._timed(self._log_artifacts)
         tags = {"outcome": result.outcome, "steps_done": str(result.steps_done)}
         if result.solved_at is not None:

@@ -95,11 +95,11 @@ def run(cfg: DictConfig) -> dict:
         with interrupt_on_sigterm():
             result = train(settings, [logger])
     except KeyboardInterrupt:
-        logger.flush(wait=True)
+        logger.flush(final=True)
         logger.finish("KILLED", reason="interrupted by SIGINT or SIGTERM")
         raise
     except BaseException:
-        logger.flush(wait=True)
+        logger.flush(final=True)
         logger.finish("FAILED")
         raise
     logger.finish("FINISHED")
