@@ -20,11 +20,12 @@ float32, out (T, B, O) = h_t V + c, and `cell_backward` returns (grads, ds) with
            pre-activation, a simplification of Cooijmans et al., who normalize x U and h W separately).
            Batch statistics are used in training and in evaluation alike: there are no running averages.
 
-Gradients: each cell has a per-step backward that also accepts a stack of independent incoming gradients
-(leading axes), and one generic driver `_bptt` runs full or windowed-truncated BPTT over it, with the
-core's semantics (Williams & Peng 1990): the gradient of each loss term L_t reaches the states at
-t .. t-k+1 and no earlier ones; for the LSTM the cut applies to h and c alike. Weight gradients are then
-formed for all steps at once.
+Gradients: each cell has a per-step backward that works from the step's local derivatives (computed for
+all steps at once, so that the loop does only the recurrence) and also accepts a stack of independent
+incoming gradients (leading axes); two generic drivers, `_bptt_full` and `_bptt_windowed`, run full or
+windowed-truncated BPTT over it, with the core's semantics (Williams & Peng 1990): the gradient of each
+loss term L_t reaches the states at t .. t-k+1 and no earlier ones; for the LSTM the cut applies to h and
+c alike. Weight gradients are then formed for all steps at once.
 """
 
 from __future__ import annotations
@@ -146,129 +147,211 @@ def check_cell_params(params: dict, cell: str, norm: str) -> tuple[int, int, int
 
 # --------------------------------------------------------------------------------------------
 # One step of each cell. xu_t is the input projection x_t U (+ b for the gated cells), which
-# cell_forward computes for all t at once. Every backward also takes a stack of independent
-# incoming gradients (leading axes before (B, H)): the truncation windows, or a basis for Jacobians.
+# cell_forward computes for all t at once. A step's backward works from its local derivatives
+# (`*_local_derivatives`, computed from the step's cache: for one step, or for all t at once), and
+# takes a stack of independent incoming gradients (leading axes before (B, H)): the truncation
+# windows, or a basis for Jacobians. `out` lets the sequence loops write each step in place.
 # --------------------------------------------------------------------------------------------
 
 
-def lstm_step_forward(xu_t: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray, params: dict):
+def _blocks(a: np.ndarray, n: int) -> list[np.ndarray]:
+    """The n equal blocks of the last axis (the gates), as views."""
+    width = a.shape[-1] // n
+    return [a[..., j * width : (j + 1) * width] for j in range(n)]
+
+
+def lstm_step_forward(xu_t: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray, params: dict, out=None):
     """One LSTM step. xu_t (B, 4H) = x_t U + b; h_prev, c_prev (B, H).
 
     Returns h (B, H), c (B, H) and the cache (gates (B, 4H) = [i f g o] after their nonlinearities,
-    c_prev, tanh(c) (B, H), params).
+    c_prev, tanh(c) (B, H)). out: optional arrays (h, c, gates, tanh_c) to write into.
     """
     H = h_prev.shape[-1]
-    gates = xu_t + h_prev @ params["W"]
-    core.activate_(gates[:, : 2 * H], "sigmoid")
-    core.activate_(gates[:, 2 * H : 3 * H], "tanh")
-    core.activate_(gates[:, 3 * H :], "sigmoid")
-    i, f, g, o = np.split(gates, 4, axis=-1)
-    c = f * c_prev + i * g
-    tanh_c = np.tanh(c)
-    return o * tanh_c, c, (gates, c_prev, tanh_c, params)
+    if out is None:
+        out = (np.empty_like(h_prev), np.empty_like(h_prev), np.empty_like(xu_t), np.empty_like(h_prev))
+    h, c, gates, tanh_c = out
+    np.matmul(h_prev, params["W"], out=gates)
+    gates += xu_t
+    i, f, g, o = _blocks(gates, 4)
+    np.tanh(g, out=tanh_c)  # tanh_c serves as scratch: one sigmoid pass over all four blocks is cheaper
+    core.activate_(gates, "sigmoid")
+    g[...] = tanh_c
+    np.multiply(f, c_prev, out=c)
+    c += i * g
+    np.tanh(c, out=tanh_c)
+    np.multiply(o, tanh_c, out=h)
+    return h, c, (gates, c_prev, tanh_c)
 
 
-def lstm_step_backward(dh: np.ndarray, dc: np.ndarray, cache):
-    """Backward through one LSTM step. dh (..., B, H) = dL/dh_t; dc (..., B, H) = dL/dc_t through c_{t+1}.
+def lstm_local_derivatives(gates: np.ndarray, c_prev: np.ndarray, tanh_c: np.ndarray):
+    """The local derivatives of LSTM steps, from their caches: (..., B, 4H) gates, (..., B, H) otherwise.
+
+    Returns (slopes (..., B, 4, H), dc_dh (..., B, H), f (..., B, H)): slopes are the derivatives of what
+    each gate feeds (c_t for i, f, g; h_t for o) with respect to the gate's pre-activation;
+    dc_dh = o (1 - tanh(c)^2) = dh_t/dc_t; f = dc_t/dc_{t-1}. Computed in place: one pass per term.
+    """
+    i, f, g, o = _blocks(gates, 4)
+    slopes = gates * (1.0 - gates)  # sigmoid' = s (1 - s): right for i, f, o
+    slopes = slopes.reshape(i.shape[:-1] + (4, i.shape[-1]))
+    np.multiply(g, g, out=slopes[..., 2, :])
+    np.subtract(1.0, slopes[..., 2, :], out=slopes[..., 2, :])  # tanh' = 1 - y^2 for g
+    slopes[..., 0, :] *= g  # c_t = f c_{t-1} + i g
+    slopes[..., 1, :] *= c_prev
+    slopes[..., 2, :] *= i
+    slopes[..., 3, :] *= tanh_c  # h_t = o tanh(c_t)
+    dc_dh = tanh_c * tanh_c
+    np.subtract(1.0, dc_dh, out=dc_dh)
+    dc_dh *= o
+    return slopes, dc_dh, f
+
+
+def lstm_step_backward(dh: np.ndarray, dc: np.ndarray, local, W: np.ndarray, out=None):
+    """Backward through one LSTM step. dh (..., B, H) = dL/dh_t; dc (..., B, H) = dL/dc_t through c_{t+1};
+    local = lstm_local_derivatives of this step; W (H, 4H).
 
     Returns dgates (..., B, 4H) = dL/d[i f g o] before the nonlinearities (= dL/d(x_t U + h_{t-1} W + b)),
     dh_prev, dc_prev and dc_total (..., B, H), the last being dL/dc_t including the path through h_t.
+    out: optional arrays (dh_prev, dc_prev) to write into.
     """
-    gates, c_prev, tanh_c, params = cache
-    i, f, g, o = np.split(gates, 4, axis=-1)
-    dc_total = dc + dh * o * (1.0 - tanh_c * tanh_c)  # h_t = o tanh(c_t)
-    dgates = np.concatenate(
-        [
-            dc_total * g * i * (1.0 - i),  # sigmoid' = s (1 - s)
-            dc_total * c_prev * f * (1.0 - f),
-            dc_total * i * (1.0 - g * g),  # tanh' = 1 - y^2
-            dh * tanh_c * o * (1.0 - o),
-        ],
-        axis=-1,
-    )
-    dh_prev = dgates @ params["W"].T
-    dc_prev = dc_total * f  # the cell state's linear path: scaled by f only, no activation
+    slopes, dc_dh, f = local
+    H = dh.shape[-1]
+    if out is None:
+        out = (np.empty_like(dh), np.empty_like(dh))
+    dh_prev, dc_prev = out
+    dc_total = dh * dc_dh
+    dc_total += dc
+    dgates = np.empty(dh.shape[:-1] + (4, H), dtype=dh.dtype)
+    np.multiply(dc_total[..., None, :], slopes[..., :3, :], out=dgates[..., :3, :])  # i, f, g feed c_t
+    np.multiply(dh, slopes[..., 3, :], out=dgates[..., 3, :])  # o feeds h_t
+    dgates = dgates.reshape(dh.shape[:-1] + (4 * H,))
+    np.matmul(dgates, W.T, out=dh_prev)
+    np.multiply(dc_total, f, out=dc_prev)  # the cell state's linear path: scaled by f only, no activation
     return dgates, dh_prev, dc_prev, dc_total
 
 
-def gru_step_forward(xu_t: np.ndarray, h_prev: np.ndarray, params: dict):
+def gru_step_forward(xu_t: np.ndarray, h_prev: np.ndarray, params: dict, out=None):
     """One GRU step. xu_t (B, 3H) = x_t U + b; h_prev (B, H).
 
     Returns h (B, H) and the cache (gates (B, 3H) = [r z n] after their nonlinearities,
-    hw_n (B, H) = h_prev W_n + bw_n, h_prev, params).
+    hw_n (B, H) = h_prev W_n + bw_n, h_prev). out: optional arrays (h, gates, hw_n) to write into.
     """
     H = h_prev.shape[-1]
-    hw = h_prev @ params["W"] + params["bw"]
-    gates = xu_t.copy()
-    gates[:, : 2 * H] += hw[:, : 2 * H]
+    if out is None:
+        out = (np.empty_like(h_prev), np.empty_like(xu_t), np.empty_like(h_prev))
+    h, gates, hw_n = out
+    hw = h_prev @ params["W"]
+    hw += params["bw"]
+    np.add(xu_t[:, : 2 * H], hw[:, : 2 * H], out=gates[:, : 2 * H])
     core.activate_(gates[:, : 2 * H], "sigmoid")
-    r, z, n = np.split(gates, 3, axis=-1)  # views: n is filled in place
-    hw_n = hw[:, 2 * H :]
-    n += r * hw_n
-    core.activate_(n, "tanh")
-    return (1.0 - z) * n + z * h_prev, (gates, hw_n, h_prev, params)
+    r, z, n = _blocks(gates, 3)
+    hw_n[...] = hw[:, 2 * H :]
+    np.multiply(r, hw_n, out=n)
+    n += xu_t[:, 2 * H :]
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=h)  # h = (1 - z) n + z h_prev = n + z (h_prev - n)
+    h *= z
+    h += n
+    return h, (gates, hw_n, h_prev)
 
 
-def gru_step_backward(dh: np.ndarray, cache):
-    """Backward through one GRU step, given dh (..., B, H) = dL/dh_t.
+def gru_local_derivatives(gates: np.ndarray, hw_n: np.ndarray, h_prev: np.ndarray):
+    """The local derivatives of GRU steps, from their caches: (..., B, 3H) gates, (..., B, H) otherwise.
 
-    Returns dxu (..., B, 3H) = dL/d(x_t U + b), dhw (..., B, 3H) = dL/d(h_{t-1} W + bw), dh_prev (..., B, H).
+    Returns (slopes (..., B, 4, H), z (..., B, H)): slopes = dh_t/d[r z n_h n_x], the pre-activations of
+    r and z, the recurrent part of n's (n_h = h_{t-1} W_n + bw_n, scaled by r) and its input part
+    (n_x = x_t U_n + b_n); z = the direct path dh_t/dh_{t-1} besides W. Computed in place.
     """
-    gates, hw_n, h_prev, params = cache
-    r, z, n = np.split(gates, 3, axis=-1)
-    dn = dh * (1.0 - z) * (1.0 - n * n)  # through n = tanh(.)
-    dr = dn * hw_n * r * (1.0 - r)
-    dz = dh * (h_prev - n) * z * (1.0 - z)
-    dxu = np.concatenate([dr, dz, dn], axis=-1)
-    dhw = np.concatenate([dr, dz, dn * r], axis=-1)  # r scales the recurrent part of n
-    dh_prev = dh * z + dhw @ params["W"].T  # z also copies h_{t-1} straight through
-    return dxu, dhw, dh_prev
+    r, z, n = _blocks(gates, 3)
+    slopes = np.empty(r.shape[:-1] + (4, r.shape[-1]), dtype=gates.dtype)
+    dr, dz, dn_h, dn_x = (slopes[..., j, :] for j in range(4))
+    np.multiply(n, n, out=dn_x)
+    np.subtract(1.0, dn_x, out=dn_x)  # through n = tanh(.)
+    dn_x *= 1.0 - z  # h_t = (1 - z) n + z h_{t-1}
+    np.multiply(dn_x, r, out=dn_h)
+    np.subtract(1.0, r, out=dr)  # sigmoid' = s (1 - s)
+    dr *= r
+    dr *= hw_n
+    dr *= dn_x
+    np.subtract(1.0, z, out=dz)
+    dz *= z
+    dz *= h_prev - n
+    return slopes, z
 
 
-def norm_step_forward(xu_t: np.ndarray, s_prev: np.ndarray, params: dict, *, norm: str, activation: str):
+def gru_step_backward(dh: np.ndarray, local, W: np.ndarray):
+    """Backward through one GRU step, given dh (..., B, H) = dL/dh_t, local = gru_local_derivatives of
+    this step and W (H, 3H).
+
+    Returns dpre (..., B, 4H) = dL/d[r z n_h n_x] (see gru_local_derivatives) and dh_prev (..., B, H).
+    dL/d(h_{t-1} W + bw) is dpre[..., :3H]; dL/d(x_t U + b) is dpre's r, z and n_x blocks.
+    """
+    slopes, z = local
+    H = dh.shape[-1]
+    dpre = (dh[..., None, :] * slopes).reshape(dh.shape[:-1] + (4 * H,))
+    dhw = dpre[..., : 3 * H].reshape(-1, 3 * H)  # rows with a stride: as one 2-d product, BLAS takes them as they are
+    dh_prev = (dhw @ W.T).reshape(dh.shape)
+    dh_prev += dh * z  # z also copies h_{t-1} straight through
+    return dpre, dh_prev
+
+
+def norm_step_forward(xu_t: np.ndarray, s_prev: np.ndarray, params: dict, *, norm: str, activation: str, out=None):
     """One normalized RNN step s_t = f(g â_t + b), â_t = normalize(x_t U + s_{t-1} W). xu_t (B, H) = x_t U.
 
     norm "layer" normalizes each sample over its H units, "batch" each unit over the B samples (B >= 2).
-    Returns s (B, H) and the cache (â (B, H), 1/std ((B, 1) or (1, H)), s, s_prev, params, norm, activation).
+    Returns s (B, H) and the cache (â (B, H), 1/std ((B, 1) or (1, H)), s).
+    out: optional arrays (s, â, 1/std) to write into.
     """
     core.check_activation(activation)
-    if norm == "batch" and xu_t.shape[0] < 2:
-        raise ValueError(f"norm='batch' needs a batch of at least 2 samples, got {xu_t.shape[0]}")
+    B, H = xu_t.shape
+    if norm == "batch" and B < 2:
+        raise ValueError(f"norm='batch' needs a batch of at least 2 samples, got {B}")
     axis = _NORM_AXIS[norm]
-    a = xu_t + s_prev @ params["W"]
-    a -= a.mean(axis=axis, keepdims=True)
-    rstd = 1.0 / np.sqrt(np.mean(a * a, axis=axis, keepdims=True) + NORM_EPS)
-    a_hat = a * rstd
-    s = core.activate_(params["g"] * a_hat + params["b"], activation)
-    return s, (a_hat, rstd, s, s_prev, params, norm, activation)
+    if out is None:
+        out = (np.empty_like(xu_t), np.empty_like(xu_t), np.empty((B, 1) if norm == "layer" else (1, H), xu_t.dtype))
+    s, a_hat, rstd = out
+    np.matmul(s_prev, params["W"], out=a_hat)
+    a_hat += xu_t
+    a_hat -= a_hat.mean(axis=axis, keepdims=True)
+    np.divide(1.0, np.sqrt(np.mean(a_hat * a_hat, axis=axis, keepdims=True) + NORM_EPS), out=rstd)
+    a_hat *= rstd
+    np.multiply(params["g"], a_hat, out=s)
+    s += params["b"]
+    core.activate_(s, activation)
+    return s, (a_hat, rstd, s)
 
 
-def norm_step_backward(ds: np.ndarray, cache):
-    """Backward through one normalized step, given ds (..., B, H) = dL/ds_t.
+def norm_local_derivatives(a_hat: np.ndarray, rstd: np.ndarray, s: np.ndarray, activation: str):
+    """The local derivatives of normalized RNN steps, from their caches (one step, or (T, ...) at once).
+
+    Returns (a_hat, rstd, f'(y)) with y = g â + b: the normalization's own derivative depends on the
+    whole group, so the step backward forms it from â and 1/std.
+    """
+    return a_hat, rstd, core.dactivation(s, activation)
+
+
+def norm_step_backward(ds: np.ndarray, local, params: dict, norm: str):
+    """Backward through one normalized step, given ds (..., B, H) = dL/ds_t and local =
+    norm_local_derivatives of this step.
 
     Returns da (..., B, H) = dL/d(x_t U + s_{t-1} W), dy (..., B, H) = dL/d(g â_t + b), ds_prev (..., B, H).
     """
-    a_hat, rstd, s, s_prev, params, norm, activation = cache
+    a_hat, rstd, fprime = local
     axis = _NORM_AXIS[norm]
-    dy = ds * core.dactivation(s, activation)
+    dy = ds * fprime
     da_hat = dy * params["g"]
     # through the normalization: the mean and the variance depend on every a in the group
-    da = rstd * (
-        da_hat - da_hat.mean(axis=axis, keepdims=True) - a_hat * np.mean(da_hat * a_hat, axis=axis, keepdims=True)
-    )
+    da = da_hat - da_hat.mean(axis=axis, keepdims=True)
+    da -= a_hat * np.mean(da_hat * a_hat, axis=axis, keepdims=True)
+    da *= rstd
     return da, dy, da @ params["W"].T
 
 
 # --------------------------------------------------------------------------------------------
-# Each cell over a whole sequence: the forward loop, the step cache at time t, one backward step
-# of the state gradient g (n, P, B, H) (P = 2 state parts h, c for the LSTM, else 1), and the
-# parameter gradients from the per-step pieces that backward step returns.
+# Each cell over a whole sequence: the forward loop (writing every step in place), the local
+# derivatives of all steps at once, one backward step of the state gradient g (n, P, B, H)
+# (P = 2 state parts h, c for the LSTM, else 1) given the local derivatives at t, and the parameter
+# gradients from the per-step pieces that backward step returns.
 # --------------------------------------------------------------------------------------------
-
-
-def _before(cache: dict, key0: str, key: str, t: int) -> np.ndarray:
-    """The state entering step t: the initial one for t = 0."""
-    return cache[key0] if t == 0 else cache[key][t - 1]
 
 
 def _sum_outer(a: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -276,93 +359,92 @@ def _sum_outer(a: np.ndarray, d: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1]).T @ d.reshape(-1, d.shape[-1])
 
 
-def _sum_outer_prev(h0: np.ndarray, s: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """sum_t s_{t-1}^T d_t with s_{-1} = h0: the gradient of a recurrent weight."""
-    total = h0.T @ d[0]
-    if len(s) > 1:
-        total += _sum_outer(s[:-1], d[1:])
-    return total
+def _states(initial: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """Storage for a state over a sequence: (new, prev), (T, B, H) views of one (T + 1, B, H) buffer,
+    prev[t] = new[t - 1] and prev[0] = initial, so a recurrent weight's gradient is one product."""
+    buffer = np.empty((T + 1,) + initial.shape, dtype=initial.dtype)
+    buffer[0] = initial
+    return buffer[1:], buffer[:-1]
 
 
 def _lstm_forward(params, xu, cache):
     T, B, G = xu.shape
-    H = G // 4
-    seq = {key: np.empty((T, B, H), dtype=xu.dtype) for key in ("s", "c", "tanh_c")}
-    seq["gates"] = np.empty_like(xu)
-    h, c = cache["h0"], cache["c0"]
+    seq = {"gates": np.empty_like(xu), "tanh_c": np.empty((T, B, G // 4), dtype=xu.dtype)}
+    seq["s"], seq["s_prev"] = _states(cache["h0"], T)
+    seq["c"], seq["c_prev"] = _states(cache["c0"], T)
     for t in range(T):
-        h, c, (gates, _, tanh_c, _) = lstm_step_forward(xu[t], h, c, params)
-        seq["s"][t], seq["c"][t], seq["gates"][t], seq["tanh_c"][t] = h, c, gates, tanh_c
+        out = (seq["s"][t], seq["c"][t], seq["gates"][t], seq["tanh_c"][t])
+        lstm_step_forward(xu[t], seq["s_prev"][t], seq["c_prev"][t], params, out=out)
     return seq
 
 
-def _lstm_step_cache(params, cache, t):
-    return cache["gates"][t], _before(cache, "c0", "c", t), cache["tanh_c"][t], params
+def _lstm_local(cache):
+    return lstm_local_derivatives(cache["gates"], cache["c_prev"], cache["tanh_c"])
 
 
-def _lstm_backprop_step(params, cache, t, g):
-    dgates, dh_prev, dc_prev, dc_total = lstm_step_backward(g[:, 0], g[:, 1], _lstm_step_cache(params, cache, t))
-    return np.stack([dh_prev, dc_prev], axis=1), (dgates, dc_total)
+def _lstm_backprop_step(params, cache, local_t, g):
+    g_prev = np.empty_like(g)
+    dgates, _, _, dc_total = lstm_step_backward(g[:, 0], g[:, 1], local_t, params["W"], out=(g_prev[:, 0], g_prev[:, 1]))
+    return g_prev, (dgates, dc_total)
 
 
 def _lstm_grads(params, cache, pieces):
     dgates, _ = pieces
     return {
         "U": _sum_outer(cache["x"], dgates),
-        "W": _sum_outer_prev(cache["h0"], cache["s"], dgates),
+        "W": _sum_outer(cache["s_prev"], dgates),
         "b": dgates.sum(axis=(0, 1)),
     }
 
 
 def _gru_forward(params, xu, cache):
     T, B, G = xu.shape
-    H = G // 3
-    seq = {"s": np.empty((T, B, H), dtype=xu.dtype), "hw_n": np.empty((T, B, H), dtype=xu.dtype)}
-    seq["gates"] = np.empty_like(xu)
-    h = cache["h0"]
+    seq = {"gates": np.empty_like(xu), "hw_n": np.empty((T, B, G // 3), dtype=xu.dtype)}
+    seq["s"], seq["s_prev"] = _states(cache["h0"], T)
     for t in range(T):
-        h, (gates, hw_n, _, _) = gru_step_forward(xu[t], h, params)
-        seq["s"][t], seq["gates"][t], seq["hw_n"][t] = h, gates, hw_n
+        gru_step_forward(xu[t], seq["s_prev"][t], params, out=(seq["s"][t], seq["gates"][t], seq["hw_n"][t]))
     return seq
 
 
-def _gru_step_cache(params, cache, t):
-    return cache["gates"][t], cache["hw_n"][t], _before(cache, "h0", "s", t), params
+def _gru_local(cache):
+    return gru_local_derivatives(cache["gates"], cache["hw_n"], cache["s_prev"])
 
 
-def _gru_backprop_step(params, cache, t, g):
-    dxu, dhw, dh_prev = gru_step_backward(g[:, 0], _gru_step_cache(params, cache, t))
-    return dh_prev[:, None], (dxu, dhw)
+def _gru_backprop_step(params, cache, local_t, g):
+    dpre, dh_prev = gru_step_backward(g[:, 0], local_t, params["W"])
+    return dh_prev[:, None], (dpre,)
 
 
 def _gru_grads(params, cache, pieces):
-    dxu, dhw = pieces
+    (dpre,) = pieces
+    H = dpre.shape[-1] // 4
+    dsum = dpre.sum(axis=(0, 1))
+    # h_{t-1} W + bw feeds r, z and n_h; x_t U + b feeds r, z and n_x
     return {
-        "U": _sum_outer(cache["x"], dxu),
-        "W": _sum_outer_prev(cache["h0"], cache["s"], dhw),
-        "b": dxu.sum(axis=(0, 1)),
-        "bw": dhw.sum(axis=(0, 1)),
+        "U": np.hstack([_sum_outer(cache["x"], dpre[..., : 2 * H]), _sum_outer(cache["x"], dpre[..., 3 * H :])]),
+        "W": _sum_outer(cache["s_prev"], dpre[..., : 3 * H]),
+        "b": np.concatenate([dsum[: 2 * H], dsum[3 * H :]]),
+        "bw": dsum[: 3 * H],
     }
 
 
 def _norm_forward(params, xu, cache):
     T, B, H = xu.shape
-    seq = {"s": np.empty_like(xu), "a_hat": np.empty_like(xu)}
+    seq = {"a_hat": np.empty_like(xu)}
     seq["rstd"] = np.empty((T, B, 1) if cache["norm"] == "layer" else (T, 1, H), dtype=xu.dtype)
-    s = cache["h0"]
+    seq["s"], seq["s_prev"] = _states(cache["h0"], T)
     for t in range(T):
-        s, (a_hat, rstd, *_) = norm_step_forward(xu[t], s, params, norm=cache["norm"], activation=cache["activation"])
-        seq["s"][t], seq["a_hat"][t], seq["rstd"][t] = s, a_hat, rstd
+        out = (seq["s"][t], seq["a_hat"][t], seq["rstd"][t])
+        norm_step_forward(xu[t], seq["s_prev"][t], params, norm=cache["norm"], activation=cache["activation"], out=out)
     return seq
 
 
-def _norm_step_cache(params, cache, t):
-    s_prev = _before(cache, "h0", "s", t)
-    return cache["a_hat"][t], cache["rstd"][t], cache["s"][t], s_prev, params, cache["norm"], cache["activation"]
+def _norm_local(cache):
+    return norm_local_derivatives(cache["a_hat"], cache["rstd"], cache["s"], cache["activation"])
 
 
-def _norm_backprop_step(params, cache, t, g):
-    da, dy, ds_prev = norm_step_backward(g[:, 0], _norm_step_cache(params, cache, t))
+def _norm_backprop_step(params, cache, local_t, g):
+    da, dy, ds_prev = norm_step_backward(g[:, 0], local_t, params, cache["norm"])
     return ds_prev[:, None], (da, dy)
 
 
@@ -370,17 +452,17 @@ def _norm_grads(params, cache, pieces):
     da, dy = pieces
     return {
         "U": _sum_outer(cache["x"], da),
-        "W": _sum_outer_prev(cache["h0"], cache["s"], da),
+        "W": _sum_outer(cache["s_prev"], da),
         "g": np.einsum("tbh,tbh->h", dy, cache["a_hat"]),
         "b": dy.sum(axis=(0, 1)),
     }
 
 
-# cell -> (state parts P, forward loop, one backward step, parameter gradients)
+# cell -> (state parts P, forward loop, local derivatives of all steps, one backward step, parameter gradients)
 _CELL_PATHS = {
-    "lstm": (2, _lstm_forward, _lstm_backprop_step, _lstm_grads),
-    "gru": (1, _gru_forward, _gru_backprop_step, _gru_grads),
-    "rnn": (1, _norm_forward, _norm_backprop_step, _norm_grads),
+    "lstm": (2, _lstm_forward, _lstm_local, _lstm_backprop_step, _lstm_grads),
+    "gru": (1, _gru_forward, _gru_local, _gru_backprop_step, _gru_grads),
+    "rnn": (1, _norm_forward, _norm_local, _norm_backprop_step, _norm_grads),
 }
 
 
@@ -414,9 +496,10 @@ def cell_forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activatio
     fixed nonlinearities and ignore it.
 
     Returns out (T, B, O) = h_t V + c and the cache for cell_backward:
-      all:  "cell", "norm", "activation" (None for lstm/gru), "x" (T, B, D), "h0" (B, H), "s" (T, B, H) = h_t
-      lstm: "c0" (B, H), "c" (T, B, H), "gates" (T, B, 4H) = i f g o, "tanh_c" (T, B, H);
-            after cell_backward also "dc" (T, B, H) = dL/dc_t
+      all:  "cell", "norm", "activation" (None for lstm/gru), "x" (T, B, D), "h0" (B, H), "s" (T, B, H) = h_t,
+            "s_prev" (T, B, H) = h_{t-1} (h0 first; a view of the same buffer as s)
+      lstm: "c0" (B, H), "c" (T, B, H), "c_prev" (T, B, H) likewise, "gates" (T, B, 4H) = i f g o,
+            "tanh_c" (T, B, H); after cell_backward also "dc" (T, B, H) = dL/dc_t
       gru:  "gates" (T, B, 3H) = r z n, "hw_n" (T, B, H) = h_{t-1} W_n + bw_n
       rnn:  "a_hat" (T, B, H), the normalized pre-activation before the gain; "rstd" 1/sqrt(var + eps),
             (T, B, 1) for layer, (T, 1, H) for batch
@@ -437,7 +520,7 @@ def cell_forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activatio
     xu = (x.reshape(T * B, D) @ params["U"]).reshape(T, B, -1)
     if cell != "rnn":  # the normalized rnn adds b after the normalization
         xu += params["b"]
-    _, forward_loop, _, _ = _CELL_PATHS[cell]
+    forward_loop = _CELL_PATHS[cell][1]
     cache.update(forward_loop(params, xu, cache))
     out = (cache["s"].reshape(T * B, H) @ params["V"]).reshape(T, B, O)
     out += params["c"]
@@ -459,17 +542,20 @@ def cell_backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: in
     dout = core.check_dout(dout, T, B, O, s.dtype)
     k = core.check_truncation(truncation)
     if k is not None and k >= T:
-        k = None  # no window is cut: the same computation as full BPTT, bit for bit
+        k = None  # no window is cut: full BPTT
 
-    n_parts, _, backprop_step, param_grads = _CELL_PATHS[cell]
-    ds_out = (dout.reshape(T * B, O) @ params["V"].T).reshape(T, B, H)  # the direct path o_t -> h_t
-    dstate, pieces = _bptt(
-        lambda t, g: backprop_step(params, cache, t, g),
-        ds_out,
-        n_parts,
-        k,
-        loss_steps=np.any(dout != 0, axis=(1, 2)),
-    )
+    n_parts, _, local_derivatives, backprop_step, param_grads = _CELL_PATHS[cell]
+    loss_steps = np.any(dout != 0, axis=(1, 2))  # often only the last step carries loss
+    ds_out = np.zeros_like(s)
+    ds_out[loss_steps] = dout[loss_steps] @ params["V"].T  # the direct path o_t -> h_t
+    local = local_derivatives(cache)  # of every step at once: the loop below only does the recurrence
+    def step(t, g):
+        return backprop_step(params, cache, [a[t] for a in local], g)
+
+    if k is None:
+        dstate, pieces = _bptt_full(step, ds_out, n_parts, loss_steps)
+    else:
+        dstate, pieces = _bptt_windowed(step, ds_out, n_parts, k, loss_steps)
     grads = param_grads(params, cache, pieces)
     grads["V"] = _sum_outer(s, dout)
     grads["c"] = dout.sum(axis=(0, 1))
@@ -478,42 +564,57 @@ def cell_backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: in
     return {key: grads[key] for key in params}, dstate[:, 0]
 
 
-def _bptt(backprop_step, ds_out: np.ndarray, n_parts: int, k: int | None, loss_steps: np.ndarray):
-    """Backpropagation through time over a per-step backward, full (k None) or windowed-truncated.
+def _bptt_full(backprop_step, ds_out: np.ndarray, n_parts: int, loss_steps: np.ndarray):
+    """Full backpropagation through time over a per-step backward: every loss term joins one gradient.
 
     backprop_step(t, g) -> (g_prev, pieces): g (n, P, B, H) stacks n independent gradients w.r.t. the
     state at t (P parts: h, and c for the LSTM), g_prev is the same w.r.t. the state at t-1, and pieces is
-    a tuple of arrays (n, B, width), linear in g, from which the parameter gradients are formed.
+    a tuple of arrays (n, B, width), linear in g, from which the parameter gradients are formed; here n = 1.
+    ds_out (T, B, H) is the direct gradient o_t -> h_t. Returns dstate (T, P, B, H), the gradient w.r.t.
+    each state, and the pieces (T, B, width) each.
+    """
+    T, B, H = ds_out.shape
+    dstate = np.empty((T, n_parts, B, H), dtype=ds_out.dtype)
+    pieces = None
+    g = np.zeros((1, n_parts, B, H), dtype=ds_out.dtype)
+    for t in range(T - 1, -1, -1):
+        if loss_steps[t]:
+            g[0, 0] += ds_out[t]
+        dstate[t] = g[0]
+        g, step_pieces = backprop_step(t, g)
+        if pieces is None:
+            pieces = tuple(np.empty((T,) + p.shape[1:], dtype=ds_out.dtype) for p in step_pieces)
+        for total, p in zip(pieces, step_pieces):
+            total[t] = p[0]
+    return dstate, pieces
+
+
+def _bptt_windowed(backprop_step, ds_out: np.ndarray, n_parts: int, k: int, loss_steps: np.ndarray):
+    """Windowed-truncated backpropagation through time, with _bptt_full's arguments and results.
 
     As in core._bptt_windowed, each loss step u (loss_steps[u] True) keeps its own gradient window,
     carried from the state at u back to the state at u-k+1 and no further; all windows are propagated
-    together as one stack. With k None no window ever ends, so every loss term joins a single window.
-    ds_out (T, B, H) is the direct gradient o_t -> h_t. Returns dstate (T, P, B, H), the summed window
-    gradients w.r.t. each state, and the pieces summed over the windows, (T, B, width) each.
+    together as one stack g (n, P, B, H), and dstate and the pieces are summed over the windows.
     """
     T, B, H = ds_out.shape
     dstate = np.empty((T, n_parts, B, H), dtype=ds_out.dtype)
     pieces = None
     g = np.zeros((0, n_parts, B, H), dtype=ds_out.dtype)
-    starts: list[int] = []  # the loss step of each window in g
+    starts: list[int] = []  # the loss step of each window in g, oldest window first
     for t in range(T - 1, -1, -1):
         if loss_steps[t]:
-            if k is None and starts:  # full BPTT: the one window never ends, later loss terms join it
-                g[0, 0] += ds_out[t]
-            else:
-                new = np.zeros((1, n_parts, B, H), dtype=ds_out.dtype)
-                new[0, 0] = ds_out[t]
-                g = np.concatenate([g, new])
-                starts.append(t)
-        dstate[t] = g.sum(axis=0)
+            new = np.zeros((1, n_parts, B, H), dtype=ds_out.dtype)
+            new[0, 0] = ds_out[t]
+            g = np.concatenate([g, new])
+            starts.append(t)
+        np.sum(g, axis=0, out=dstate[t])
         g, step_pieces = backprop_step(t, g)
         if pieces is None:
             pieces = tuple(np.empty((T,) + p.shape[1:], dtype=ds_out.dtype) for p in step_pieces)
         for total, p in zip(pieces, step_pieces):
-            total[t] = p.sum(axis=0)
-        # the window that started k-1 steps ago has reached its oldest state
-        keep = [j for j, u in enumerate(starts) if k is None or u - t < k - 1]
-        g, starts = g[keep], [starts[j] for j in keep]
+            np.sum(p, axis=0, out=total[t])
+        if starts and starts[0] - t == k - 1:  # the oldest window has reached its last state
+            g, starts = g[1:], starts[1:]
     return dstate, pieces
 
 
@@ -553,12 +654,13 @@ def step_jacobians(params: dict, cache: dict, sample: int = 0) -> np.ndarray:
         if isinstance(value, np.ndarray)
     }
     one.update({key: value for key, value in cache.items() if not isinstance(value, np.ndarray)})
-    n_parts, _, backprop_step, _ = _CELL_PATHS[cell]
+    n_parts, _, local_derivatives, backprop_step, _ = _CELL_PATHS[cell]
+    local = local_derivatives(one)
     basis = np.zeros((H, n_parts, 1, H), dtype=dtype)  # the lstm's c part stays zero: c_{t-1} fixed
     basis[:, 0, 0, :] = np.eye(H, dtype=dtype)
     J = np.empty((T, H, H), dtype=dtype)
     for t in range(T):
-        g_prev, _ = backprop_step(params, one, t, basis)
+        g_prev, _ = backprop_step(params, one, [a[t] for a in local], basis)
         J[t] = g_prev[:, 0, 0, :].T  # row j of g_prev is d h_t[j] / d h_{t-1}
     return J
 

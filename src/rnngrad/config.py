@@ -88,7 +88,7 @@ class TrainConfig:
     steps: int = 1000  # 0: measure at initialization only
     batch_size: int = 32
     eval_interval: int = 100
-    diag_interval: int = 50
+    diag_interval: int = 100  # the instruments stay under 10% of a step (scripts/bench.py)
     stop_when_solved: bool = False
     lyapunov_k: int = 1
     verbose: bool = True

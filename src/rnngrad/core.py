@@ -270,7 +270,8 @@ def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", 
     """Run the RNN over a sequence.
 
     params: see init_params; x (T, B, D); h0 (B, H) or None (zeros).
-    Returns out (T, B, O) and a cache for `backward` holding x, h0 and the states s (T, B, H).
+    Returns out (T, B, O) and a cache for `backward` holding x, h0, the states s (T, B, H) and
+    s_prev (T, B, H) = s_{t-1} for every t (h0 first); s and s_prev are views of one (T + 1, B, H) buffer.
     `cell` (lstm, gru) and `norm` (layer, batch) select a remedy cell with the same contract (`rnngrad.cells`).
     """
     if cell != "rnn" or norm != "none":
@@ -286,19 +287,22 @@ def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", 
         raise ValueError(f"h0 must be a {np.dtype(dtype)} array of shape ({B}, {H})")
 
     U, W, b, V, c = (params[k] for k in PARAM_KEYS)
-    s = np.empty((T, B, H), dtype=dtype)
+    # states[t] = s_{t-1}: the states each step reads (s_prev) and writes (s) are one buffer, so that
+    # backward forms dW, h0's term included, in a single product
+    states = np.empty((T + 1, B, H), dtype=dtype)
+    states[0] = h0
+    s = states[1:]
     # every x_t U + b at once: the input path does not depend on the recurrence
     np.matmul(x.reshape(T * B, D), U, out=s.reshape(T * B, H))
     s += b
     rec = np.empty((B, H), dtype=dtype)
-    s_prev = h0
     for t in range(T):
-        np.matmul(s_prev, W, out=rec)
+        np.matmul(states[t], W, out=rec)
         s[t] += rec
-        s_prev = activate_(s[t], activation)
+        activate_(s[t], activation)
     out = (s.reshape(T * B, H) @ V).reshape(T, B, O)
     out += c
-    cache = {"x": x, "h0": h0, "s": s, "activation": activation}
+    cache = {"x": x, "h0": h0, "s": s, "s_prev": states[:-1], "activation": activation}
     return out, cache
 
 
@@ -320,59 +324,61 @@ def backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: int | N
     if "cell" in cache:
         return cells.cell_backward(params, cache, dout, truncation=truncation)
     D, H, O = check_params(params)
-    x, h0, s, activation = cache["x"], cache["h0"], cache["s"], cache["activation"]
+    x, s, s_prev, activation = cache["x"], cache["s"], cache["s_prev"], cache["activation"]
     T, B, _ = x.shape
-    dtype = s.dtype
-    dout = check_dout(dout, T, B, O, dtype)
+    dout = check_dout(dout, T, B, O, s.dtype)
     k = check_truncation(truncation)
 
     U, W, b, V, c = (params[key] for key in PARAM_KEYS)
-    dV = s.reshape(T * B, H).T @ dout.reshape(T * B, O)
-    dc = dout.sum(axis=(0, 1))
-    ds_out = (dout.reshape(T * B, O) @ V.T).reshape(T, B, H)  # the direct path o_t -> s_t
-    fprime = dactivation(s, activation)
-
+    loss_steps = np.any(dout != 0, axis=(1, 2))  # often only the last step carries loss
+    ds_out = np.zeros_like(s)
+    ds_out[loss_steps] = dout[loss_steps] @ V.T  # the direct path o_t -> s_t
+    da = dactivation(s, activation)  # f'(a_t), made dL/da_t in place by the BPTT below
+    WT = np.ascontiguousarray(W.T)
     if k is None or k >= T:
-        ds, da = _bptt_full(ds_out, fprime, W)
+        ds = _bptt_full(ds_out, da, WT, loss_steps)
     else:
-        ds, da = _bptt_windowed(ds_out, fprime, W, k, loss_steps=np.any(dout != 0, axis=(1, 2)))
+        ds = _bptt_windowed(ds_out, da, WT, k, loss_steps)
 
-    # weight gradients: one product each over all T*B rows (W sees s_{t-1}, starting from h0)
+    # the weight gradients: one product each over all T*B rows (W sees s_{t-1}, h0 first)
     da_flat = da.reshape(T * B, H)
     dU = x.reshape(T * B, D).T @ da_flat
-    dW = h0.T @ da[0]
-    if T > 1:
-        dW += s[:-1].reshape((T - 1) * B, H).T @ da[1:].reshape((T - 1) * B, H)
+    dW = s_prev.reshape(T * B, H).T @ da_flat
     db = da_flat.sum(axis=0)
+    dV = s.reshape(T * B, H).T @ dout.reshape(T * B, O)
+    dc = dout.sum(axis=(0, 1))
     return {"U": dU, "W": dW, "b": db, "V": dV, "c": dc}, ds
 
 
-def _bptt_full(ds_out: np.ndarray, fprime: np.ndarray, W: np.ndarray):
-    """ds_t = ds_out_t + da_{t+1} W^T, da_t = ds_t * f'(a_t); all arrays (T, B, H)."""
-    T, B, H = ds_out.shape
-    ds = np.empty_like(ds_out)
-    da = np.empty_like(ds_out)
-    WT = np.ascontiguousarray(W.T)
-    carry = np.zeros((B, H), dtype=ds_out.dtype)  # dL/ds_t through s_{t+1}
+def _bptt_full(ds: np.ndarray, da: np.ndarray, WT: np.ndarray, loss_steps: np.ndarray) -> np.ndarray:
+    """ds_t = ds_out_t + da_{t+1} W^T, da_t = ds_t * f'(a_t), in place; returns ds.
+
+    ds (T, B, H) holds the direct gradients ds_out on entry (zero where loss_steps is False) and
+    dL/ds_t on return; da (T, B, H) holds f'(a_t) on entry and dL/da_t on return; WT = W^T (H, H).
+    """
+    T, B, H = ds.shape
+    carry = np.empty((B, H), dtype=ds.dtype)  # dL/ds_t through s_{t+1}
     for t in range(T - 1, -1, -1):
-        np.add(ds_out[t], carry, out=ds[t])
-        np.multiply(ds[t], fprime[t], out=da[t])
-        if t > 0:
-            np.matmul(da[t], WT, out=carry)
-    return ds, da
+        if t < T - 1:
+            if loss_steps[t]:
+                np.matmul(da[t + 1], WT, out=carry)
+                ds[t] += carry
+            else:  # no direct gradient to add: write straight into ds_t
+                np.matmul(da[t + 1], WT, out=ds[t])
+        da[t] *= ds[t]
+    return ds
 
 
-def _bptt_windowed(ds_out, fprime, W, k: int, loss_steps: np.ndarray):
+def _bptt_windowed(ds_out, da, WT, k: int, loss_steps: np.ndarray) -> np.ndarray:
     """Windowed truncation: each loss term's gradient travels back k states and stops.
 
     Each loss step u (loss_steps[u] True) keeps its own gradient g_u, which is propagated from s_u
     back to s_{u-k+1}; at time t, ds_t is the sum of the g_u whose window covers t. The windows are
-    propagated together as one stacked product per step. ds_out, fprime (T, B, H).
+    propagated together as one stacked product per step. ds_out (T, B, H) are the direct gradients;
+    da (T, B, H) holds f'(a_t) on entry and dL/da_t on return; WT = W^T (H, H). Returns ds (T, B, H).
     """
     T, B, H = ds_out.shape
     ds = np.zeros_like(ds_out)
-    da = np.empty_like(ds_out)
-    WT = np.ascontiguousarray(W.T)
     g = np.zeros((k, B, H), dtype=ds_out.dtype)  # g[u % k]: the gradient of L_u at the current t
     active: list[int] = []  # loss steps whose window covers t, newest last
     for t in range(T - 1, -1, -1):
@@ -382,10 +388,10 @@ def _bptt_windowed(ds_out, fprime, W, k: int, loss_steps: np.ndarray):
         slots = [u % k for u in active]
         if slots:
             ds[t] = g[slots].sum(axis=0)
-        np.multiply(ds[t], fprime[t], out=da[t])
         # windows that reach further back continue to s_{t-1}; the one that started k-1 steps ago ends
         active = [u for u in active if u - t < k - 1]
         if active and t > 0:
             slots = [u % k for u in active]
-            g[slots] = ((g[slots] * fprime[t]).reshape(-1, H) @ WT).reshape(len(slots), B, H)
-    return ds, da
+            g[slots] = ((g[slots] * da[t]).reshape(-1, H) @ WT).reshape(len(slots), B, H)
+        da[t] *= ds[t]  # f'(a_t) is no longer needed: dL/da_t
+    return ds
