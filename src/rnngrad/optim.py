@@ -5,12 +5,13 @@ estimates, step count) per key, created the first time the key is seen. `step` r
 L2 norm of the update actually applied, lr included, over all parameters: the training loop watches
 it to detect divergence.
 """
+import abc
 import inspect
 
 import numpy as np
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Base class: `step` applies `params[k] -= delta_k` for the delta each subclass computes."""
 
     def __init__(self, lr):
@@ -41,9 +42,9 @@ class Optimizer:
             sq_norm += np.sum(delta * delta)
         return float(np.sqrt(sq_norm))
 
+    @abc.abstractmethod
     def _delta(self, key, g):
         """The amount to subtract from parameter `key` given its gradient `g`, lr included."""
-        raise NotImplementedError
 
 
 class SGD(Optimizer):

@@ -29,6 +29,7 @@ an input and a loss term that needs it.
   `solve_fraction` (default 0.8) times the unigram baseline in bits.
 """
 import functools
+import abc
 import inspect
 
 import numpy as np
@@ -56,7 +57,7 @@ def _one_hot(ids, n):
     return np.eye(n)[ids]
 
 
-class Task:
+class Task(abc.ABC):
     """A sequence task: batches from `sample`, a fixed `test_set`, `accuracy` and `is_solved`.
 
     Subclasses set `name`, `loss`, `input_size`, `output_size`, `baseline`, `dependency` and draw
@@ -86,9 +87,9 @@ class Task:
         _check_count(batch_size, "batch_size", 1)
         return self._draw(batch_size, rng)
 
+    @abc.abstractmethod
     def _draw(self, batch_size, rng):
         """The task's batch (x, y, mask); subclasses document its shapes."""
-        raise NotImplementedError
 
     def _draw_test(self, batch_size, rng):
         """A test batch; synthetic tasks draw it from the training distribution."""
