@@ -145,13 +145,6 @@ def prepare_store(uri: str, experiment: str) -> str:
     return client.create_experiment(experiment, artifact_location=artifact_location(uri))
 
 
-def experiment_id(client: MlflowClient, experiment: str) -> str:
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ValueError(f"experiment {experiment!r} does not exist in {redact(client.tracking_uri)}")
-    return found.experiment_id
-
-
 def find_finished(client: MlflowClient, exp_id: str, config_hash: str) -> str | None:
     """The id of a FINISHED run with this config_hash, if any (used to resume a sweep)."""
     runs = client.search_runs(
