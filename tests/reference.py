@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rnngrad import core
+from rnngrad import cells, core
 
 
 def forward_steps(params, x, activation, h0=None):
@@ -40,3 +40,20 @@ def backward_steps(params, x, activation, dout, truncation=None):
             grads["W"] += dW
             grads["b"] += db
     return grads, ds
+
+
+def make_cell_model(cell, norm, T, B, D, H, O, seed=0):
+    """A remedy cell with nonzero biases (and gain), an input x (T, B, D) and a random initial state
+    (an (h0, c0) pair for the LSTM), all float64."""
+    rng = np.random.default_rng(seed)
+    params = cells.init_cell_params(cell, norm, D, H, O, init="gaussian", scale=1.2, rng=rng)
+    for key in ("b", "bw", "c"):
+        if key in params:
+            params[key] = params[key] + rng.normal(0, 0.3, params[key].shape)
+    if "g" in params:
+        params["g"] = params["g"] + rng.normal(0, 0.2, H)
+    x = rng.normal(size=(T, B, D))
+    h0 = rng.normal(0, 0.5, size=(B, H))
+    if cell == "lstm":
+        h0 = (h0, rng.normal(0, 0.5, size=(B, H)))
+    return params, x, h0

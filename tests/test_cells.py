@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from conftest import rel_error
+from reference import make_cell_model
 
 from rnngrad import cells, core, diagnostics
 
@@ -17,18 +18,8 @@ IDS = ["-".join(cfg) for cfg in CONFIGS]
 
 
 def make_model(cell, norm, seed=0, batch=B, dtype=np.float64):
-    """Small float64 parameters with nonzero biases, an input x (T, batch, D) and a random initial state."""
-    rng = np.random.default_rng(seed)
-    params = cells.init_cell_params(cell, norm, D, H, O, init="gaussian", scale=1.2, rng=rng)
-    for key in ("b", "bw", "c"):
-        if key in params:
-            params[key] = params[key] + rng.normal(0, 0.3, params[key].shape)
-    if "g" in params:
-        params["g"] = params["g"] + rng.normal(0, 0.2, H)
-    x = rng.normal(size=(T, batch, D))
-    h0 = rng.normal(0, 0.5, size=(batch, H))
-    if cell == "lstm":
-        h0 = (h0, rng.normal(0, 0.5, size=(batch, H)))
+    """Small parameters with nonzero biases, an input x (T, batch, D) and a random initial state."""
+    params, x, h0 = make_cell_model(cell, norm, T, batch, D, H, O, seed)
     cast = {k: v.astype(dtype) for k, v in params.items()}
     return cast, x.astype(dtype), h0 if dtype == np.float64 else None
 

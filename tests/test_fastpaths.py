@@ -9,7 +9,7 @@ The references loop the public step functions one step and one loss term at a ti
 import numpy as np
 import pytest
 from conftest import rel_error
-from reference import backward_steps, forward_steps
+from reference import backward_steps, forward_steps, make_cell_model
 
 from rnngrad import cells, core, diagnostics
 from rnngrad.training import Settings, train
@@ -67,21 +67,6 @@ def test_core_cache_holds_the_previous_states():
 
 
 # ---------------------------------------------------------------- the cells
-
-
-def make_cell(cell, norm, seed=0):
-    rng = np.random.default_rng(seed)
-    params = cells.init_cell_params(cell, norm, D, H, O, init="gaussian", scale=1.2, rng=rng)
-    for key in ("b", "bw", "c"):
-        if key in params:
-            params[key] = params[key] + rng.normal(0, 0.3, params[key].shape)
-    if "g" in params:
-        params["g"] = params["g"] + rng.normal(0, 0.2, H)
-    x = rng.normal(size=(T, B, D))
-    h0 = rng.normal(0, 0.5, size=(B, H))
-    if cell == "lstm":
-        h0 = (h0, rng.normal(0, 0.5, size=(B, H)))
-    return params, x, h0
 
 
 def cell_steps_forward(params, x, cfg, h0):
@@ -147,7 +132,7 @@ def cell_steps_backward(params, x, cfg, h0, dout, truncation):
 @pytest.mark.parametrize("truncation", [None, 1, 3])
 def test_cells_equal_per_step_reference(cfg, kind, truncation):
     cell, norm, activation = cfg
-    params, x, h0 = make_cell(cell, norm)
+    params, x, h0 = make_cell_model(cell, norm, T, B, D, H, O)
     dout = make_dout(kind, np.random.default_rng(1))
     out, cache = cells.cell_forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
     s_ref, out_ref, _, c_ref = cell_steps_forward(params, x, cfg, h0)
