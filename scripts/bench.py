@@ -98,9 +98,11 @@ def time_core(repeats: int) -> dict:
         s, W, rec = rng.standard_normal((B, H)), params["W"], np.empty((B, H))
         a, d = rng.standard_normal((H, T * B)), rng.standard_normal((T * B, H))
 
+        workspace = core.Workspace()  # as the training loop runs the core: buffers allocated once
+
         def forward_backward():
-            _, cache = core.forward(params, x, activation="tanh")
-            core.backward(params, cache, dout)
+            _, cache = core.forward(params, x, activation="tanh", workspace=workspace)
+            core.backward(params, cache, dout, workspace=workspace)
 
         def gemm_bound():  # the products of any BPTT of these shapes: 2T recurrent, one weight gradient
             for _ in range(2 * T):

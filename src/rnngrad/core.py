@@ -266,12 +266,41 @@ def step_backward(ds: np.ndarray, cache):
 # --------------------------------------------------------------------------------------------
 
 
-def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", norm: str = "none", h0=None):
+class Workspace:
+    """Buffers that `forward` and `backward` reuse from call to call.
+
+    A training step of the vanilla RNN needs three (T, B, H) arrays (states, dL/ds, dL/da). Allocated
+    afresh, each costs page faults on first touch, which at (T, B, H) = (200, 32, 128) is about a fifth
+    of the step; a loop that hands the same workspace to every call allocates once. What a call with a
+    workspace returns (the cache's s and s_prev, ds, the gradients' sources) are views of its buffers:
+    valid until the next call with the same workspace, so a caller that keeps results across steps
+    copies them, and a second backward of the same cache (e.g. the full gradient next to a truncated
+    one) is called without it. The remedy cells (`rnngrad.cells`) allocate their own arrays and ignore it.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """The buffer `name` with this shape and dtype (uninitialized), reallocated only when they change."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
+        return buf
+
+
+def _buffer(workspace: Workspace | None, name: str, shape: tuple, dtype) -> np.ndarray:
+    return np.empty(shape, dtype=dtype) if workspace is None else workspace.get(name, shape, dtype)
+
+
+def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", norm: str = "none", h0=None,
+            workspace: Workspace | None = None):
     """Run the RNN over a sequence.
 
     params: see init_params; x (T, B, D); h0 (B, H) or None (zeros).
     Returns out (T, B, O) and a cache for `backward` holding x, h0, the states s (T, B, H) and
-    s_prev (T, B, H) = s_{t-1} for every t (h0 first); s and s_prev are views of one (T + 1, B, H) buffer.
+    s_prev (T, B, H) = s_{t-1} for every t (h0 first); s and s_prev are views of one (T + 1, B, H) buffer,
+    taken from `workspace` when one is given (see Workspace).
     `cell` (lstm, gru) and `norm` (layer, batch) select a remedy cell with the same contract (`rnngrad.cells`).
     """
     if cell != "rnn" or norm != "none":
@@ -289,20 +318,23 @@ def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", 
     U, W, b, V, c = (params[k] for k in PARAM_KEYS)
     # states[t] = s_{t-1}: the states each step reads (s_prev) and writes (s) are one buffer, so that
     # backward forms dW, h0's term included, in a single product
-    states = np.empty((T + 1, B, H), dtype=dtype)
+    states = _buffer(workspace, "states", (T + 1, B, H), dtype)
     states[0] = h0
     s = states[1:]
-    # every x_t U + b at once: the input path does not depend on the recurrence
-    np.matmul(x.reshape(T * B, D), U, out=s.reshape(T * B, H))
-    s += b
-    rec = np.empty((B, H), dtype=dtype)
+    # every x_t U + b at once, as [x_t, 1] [U; b]: the input path does not depend on the recurrence,
+    # and backward gets dU and db from one product with the same [x_t, 1]
+    x1 = _buffer(workspace, "x1", (T * B, D + 1), dtype)
+    x1[:, :D] = x.reshape(T * B, D)
+    x1[:, D] = 1.0
+    np.matmul(x1, np.vstack((U, b)), out=s.reshape(T * B, H))
+    rec = _buffer(workspace, "rec", (B, H), dtype)
     for t in range(T):
         np.matmul(states[t], W, out=rec)
         s[t] += rec
         activate_(s[t], activation)
     out = (s.reshape(T * B, H) @ V).reshape(T, B, O)
     out += c
-    cache = {"x": x, "h0": h0, "s": s, "s_prev": states[:-1], "activation": activation}
+    cache = {"x": x, "x1": x1, "h0": h0, "s": s, "s_prev": states[:-1], "activation": activation}
     return out, cache
 
 
@@ -314,12 +346,14 @@ def check_dout(dout, T: int, B: int, O: int, dtype) -> np.ndarray:
     return np.asarray(dout, dtype=dtype)
 
 
-def backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: int | None = None):
+def backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: int | None = None,
+             workspace: Workspace | None = None):
     """Exact BPTT, full or windowed-truncated.
 
     dout (T, B, O) = dL/do_t. Returns (grads, ds): grads has the keys and shapes of params;
     ds (T, B, H) is dL/ds_t, the total derivative through all later states (within the window when
     truncating). truncation=k: the gradient of L_t reaches s_t .. s_{t-k+1} only; k >= T is full BPTT.
+    With a `workspace`, ds and the intermediate dL/da_t live in its buffers (see Workspace).
     """
     if "cell" in cache:
         return cells.cell_backward(params, cache, dout, truncation=truncation)
@@ -331,21 +365,31 @@ def backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: int | N
 
     U, W, b, V, c = (params[key] for key in PARAM_KEYS)
     loss_steps = np.any(dout != 0, axis=(1, 2))  # often only the last step carries loss
-    ds_out = np.zeros_like(s)
-    ds_out[loss_steps] = dout[loss_steps] @ V.T  # the direct path o_t -> s_t
-    da = dactivation(s, activation)  # f'(a_t), made dL/da_t in place by the BPTT below
+    da = dactivation(s, activation, out=_buffer(workspace, "da", s.shape, s.dtype))  # f'(a_t), made dL/da_t below
     WT = np.ascontiguousarray(W.T)
+    ds = _buffer(workspace, "ds", s.shape, s.dtype)
     if k is None or k >= T:
-        ds = _bptt_full(ds_out, da, WT, loss_steps)
+        # the direct path o_t -> s_t; the BPTT overwrites the other steps' ds_t, except the last
+        ds[loss_steps] = dout[loss_steps] @ V.T
+        if not loss_steps[-1]:
+            ds[-1] = 0.0
+        _bptt_full(ds, da, WT, loss_steps)
     else:
-        ds = _bptt_windowed(ds_out, da, WT, k, loss_steps)
+        ds_out = np.zeros_like(s)
+        ds_out[loss_steps] = dout[loss_steps] @ V.T
+        _bptt_windowed(ds_out, da, WT, k, loss_steps, out=ds)
 
-    # the weight gradients: one product each over all T*B rows (W sees s_{t-1}, h0 first)
+    # the weight gradients: one product each over all T*B rows (W sees s_{t-1}, h0 first; [dU; db]
+    # comes from [x_t, 1])
     da_flat = da.reshape(T * B, H)
-    dU = x.reshape(T * B, D).T @ da_flat
+    dUb = cache["x1"].T @ da_flat
+    dU, db = dUb[:D], dUb[D]
     dW = s_prev.reshape(T * B, H).T @ da_flat
-    db = da_flat.sum(axis=0)
-    dV = s.reshape(T * B, H).T @ dout.reshape(T * B, O)
+    if loss_steps.all():
+        dV = s.reshape(T * B, H).T @ dout.reshape(T * B, O)
+    else:  # only the steps that carry loss contribute: often just the last
+        steps = np.flatnonzero(loss_steps)
+        dV = s[steps].reshape(-1, H).T @ dout[steps].reshape(-1, O)
     dc = dout.sum(axis=(0, 1))
     return {"U": dU, "W": dW, "b": db, "V": dV, "c": dc}, ds
 
@@ -369,16 +413,18 @@ def _bptt_full(ds: np.ndarray, da: np.ndarray, WT: np.ndarray, loss_steps: np.nd
     return ds
 
 
-def _bptt_windowed(ds_out, da, WT, k: int, loss_steps: np.ndarray) -> np.ndarray:
+def _bptt_windowed(ds_out, da, WT, k: int, loss_steps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Windowed truncation: each loss term's gradient travels back k states and stops.
 
     Each loss step u (loss_steps[u] True) keeps its own gradient g_u, which is propagated from s_u
     back to s_{u-k+1}; at time t, ds_t is the sum of the g_u whose window covers t. The windows are
     propagated together as one stacked product per step. ds_out (T, B, H) are the direct gradients;
-    da (T, B, H) holds f'(a_t) on entry and dL/da_t on return; WT = W^T (H, H). Returns ds (T, B, H).
+    da (T, B, H) holds f'(a_t) on entry and dL/da_t on return; WT = W^T (H, H). Returns ds (T, B, H),
+    written to `out` if given.
     """
     T, B, H = ds_out.shape
-    ds = np.zeros_like(ds_out)
+    ds = np.zeros_like(ds_out) if out is None else out
+    ds.fill(0.0)
     g = np.zeros((k, B, H), dtype=ds_out.dtype)  # g[u % k]: the gradient of L_u at the current t
     active: list[int] = []  # loss steps whose window covers t, newest last
     for t in range(T - 1, -1, -1):

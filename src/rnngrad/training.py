@@ -175,6 +175,8 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
     probe_x = test_x[:, :2]
     stream = task.stream(st.batch_size, data_rng) if st.bptt_mode == "chunked" else None
     h_carry = None
+    # the training step's big arrays are allocated once; nothing below keeps them past the step
+    workspace = core.Workspace()
 
     info = {
         "task": task.name, "length": task.length, "dependency": task.dependency,
@@ -242,12 +244,12 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
                     x, y, mask = task.sample(st.batch_size, data_rng)
                     h0 = None
                 x = x.astype(dtype)
-                out, cache = core.forward(params, x, **model, h0=h0)
+                out, cache = core.forward(params, x, **model, h0=h0, workspace=workspace)
                 loss, dout = loss_fn(out.astype(np.float64), y, mask)
                 if not math.isfinite(loss):
                     raise Diverged("non-finite training loss")
                 window = None if st.bptt_mode == "chunked" else st.truncation
-                grads, ds = core.backward(params, cache, dout.astype(dtype), truncation=window)
+                grads, ds = core.backward(params, cache, dout.astype(dtype), truncation=window, workspace=workspace)
                 if stream is not None:  # the state crosses chunks, the gradient does not
                     h_carry = cache["s"][-1].copy()
                     if st.cell == "lstm":
