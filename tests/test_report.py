@@ -201,9 +201,6 @@ def test_grad_heatmaps_share_one_log_scale_and_blank_zero_norms():
     np.testing.assert_allclose(two.get_array(), [[2, 4]])
     assert one.get_clim() == two.get_clim() == (-3, 4)
     assert [ax.get_title() for ax in fig.axes[:2]] == ["vanishing", "exploding"]
-    single = figures.grad_heatmap(first, title="run")  # the tracking layer's per-run figure
-    assert single.axes[0].get_title() == "run"
-    np.testing.assert_allclose(single.axes[0].images[0].get_array().filled(np.nan), [[-3, 0], [np.nan, 1]])
 
 
 def test_success_vs_length_plots_the_fraction_solved_diverged_counting_as_failed():

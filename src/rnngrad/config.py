@@ -99,8 +99,8 @@ class TrackingConfig:
     uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db
     experiment: str = "rnngrad"
     skip_completed: bool = True
-    through_time_checkpoints: int = 5
-    metric_every: int = 10  # per-step scalars to MLflow every N steps (and at every eval/diagnostic step)
+    through_time_checkpoints: int = 3
+    metric_every: int = 50  # per-step scalars to MLflow every N steps (and at every eval/diagnostic step)
     flush_seconds: float = 10.0
 
 

@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> dict:
     run_id = tracking.start_run(client, exp_id, name, config_mod.flatten(data), tags, parent_id)
     logger = tracking.MlflowLogger(
         client, run_id, checkpoints=cfg.tracking.through_time_checkpoints,
-        flush_seconds=cfg.tracking.flush_seconds, metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)),
+        flush_seconds=cfg.tracking.flush_seconds, metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)), run_name=name,
     )
     try:
         with interrupt_on_sigterm():

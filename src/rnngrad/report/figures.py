@@ -316,20 +316,6 @@ def _draw_heatmap(ax, frame: pd.DataFrame, vmin=None, vmax=None):
     return image
 
 
-def grad_heatmap(frame: pd.DataFrame, title: str | None = None):
-    """log10 ||dL/ds_t|| over training step (rows) x t (columns).
-
-    frame: columns step, t, ds_norm (one row per step and t), as in grad_norms.parquet.
-    """
-    fig, ax = plt.subplots(figsize=(6, 4))
-    image = _draw_heatmap(ax, frame)
-    fig.colorbar(image, ax=ax, label=LOG10_GRAD_LABEL)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
 def grad_heatmaps(frames: dict[str, pd.DataFrame]):
     """log10 ||dL/ds_t|| over training step (rows) x t (columns) for a few runs, on one colour scale.
 
