@@ -1,9 +1,9 @@
 """Entry point: `python -m rnngrad.train [overrides]`, or `-m` for a sweep.
 
 A thin `@hydra.main` around `run(cfg) -> dict`, which tests call directly. A sweep goes through the
-`grids` sweeper (hydra_plugins/rnngrad_sweeper), which composes and validates every job and then
-calls `open_sweep` here once, before any job starts: that creates the store, the experiment and the
-sweep's parent run, and hands the jobs their ids through the environment.
+`grids` sweeper (hydra_plugins/rnngrad_sweeper), which composes every job and checks it (`check_job`),
+then calls `open_sweep` here once, before any job starts: that creates the store, the experiment and
+the sweep's parent run, whose ids reach the jobs as environment variables (hydra.job.env_set).
 """
 
 from __future__ import annotations
@@ -64,6 +64,35 @@ def checked_settings(cfg: DictConfig):
     except ValueError as err:
         raise config_mod.ConfigError(str(err)) from None
     return settings
+
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # recurrent (H, H) products per step, relative to the vanilla RNN
+
+
+@dataclass
+class JobCheck:
+    """What the sweep needs to know of a job before anything is created (plain values: it crosses processes)."""
+
+    error: str | None  # the configuration error, if any
+    cost: float = 0.0  # relative work, for scheduling the longest jobs first
+    target: tuple[str, str] | None = None  # (tracking uri, experiment)
+
+
+def check_job(cfg: DictConfig) -> JobCheck:
+    """Validate a composed job configuration and estimate its work.
+
+    The estimate is the recurrent products of training: steps x T x B x H^2 x the cell's gate count
+    (evaluation and instruments scale alike). It only orders the jobs: a sweep that starts its longest
+    jobs first does not end with one worker running a long job while the others idle.
+    """
+    try:
+        settings = checked_settings(cfg)
+        length = validate(settings).length
+    except config_mod.ConfigError as err:
+        return JobCheck(str(err))
+    tracking = _tracking()  # also imports MLflow in a sweep worker before its first job needs it
+    cost = (settings.steps + 1) * length * settings.batch_size * settings.hidden_size ** 2 * GATES.get(settings.cell, 1)
+    return JobCheck(None, float(cost), (tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -141,23 +170,28 @@ def config_errors_exit():
 class Sweep:
     client: object  # mlflow.tracking.MlflowClient
     parent_id: str
+    exp_id: str
+
+    def job_overrides(self) -> list[str]:
+        """Overrides that hand a job the parent run and the experiment: Hydra sets them as environment
+        variables around the job (hydra.job.env_set), in whatever process or machine runs it."""
+        return [f"++hydra.job.env_set.{PARENT_ENV}='{self.parent_id}'", f"++hydra.job.env_set.{EXPERIMENT_ENV}='{self.exp_id}'"]
 
     def close(self, status: str) -> None:
         self.client.set_terminated(self.parent_id, status)
-        os.environ.pop(PARENT_ENV, None)
-        os.environ.pop(EXPERIMENT_ENV, None)
 
 
-def open_sweep(master_cfg: DictConfig, job_cfgs: list[DictConfig]) -> Sweep:
-    """Validate every job, then create the store, the experiment and the sweep's parent run once."""
-    for job in job_cfgs:
-        try:
-            checked_settings(job)
-        except config_mod.ConfigError as err:
-            overrides = " ".join(job.hydra.overrides.task)
-            raise config_mod.ConfigError(f"job [{overrides}]: {err}") from None
+def open_sweep(master_cfg: DictConfig, jobs: list[list[str]], checks: list[JobCheck]) -> Sweep:
+    """Given every job's check, create the store, the experiment and the sweep's parent run once.
+
+    jobs: each job's overrides (for error messages); checks: `check_job` of each. Raises ConfigError
+    naming the first bad job, before anything exists.
+    """
+    for overrides, check in zip(jobs, checks):
+        if check.error is not None:
+            raise config_mod.ConfigError(f"job [{' '.join(overrides)}]: {check.error}")
     tracking = _tracking()
-    targets = {(tracking.resolve_uri(j.tracking.uri), j.tracking.experiment) for j in job_cfgs}
+    targets = {check.target for check in checks}
     if len(targets) != 1:
         raise config_mod.ConfigError("all jobs of a sweep must log to the same tracking.uri and tracking.experiment")
     uri, experiment = targets.pop()
@@ -169,13 +203,11 @@ def open_sweep(master_cfg: DictConfig, job_cfgs: list[DictConfig]) -> Sweep:
     choice = master_cfg.hydra.runtime.choices.get("experiment") or "adhoc"
     name = f"sweep-{choice}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent = client.create_run(exp_id, run_name=name, tags={
-        **tracking.process_tags(), "rnngrad.sweep": "true", "rnngrad.jobs": str(len(job_cfgs)),
+        **tracking.process_tags(), "rnngrad.sweep": "true", "rnngrad.jobs": str(len(jobs)),
         "hydra.overrides": loggable_overrides(master_cfg.hydra.overrides.task),
     })
-    os.environ[PARENT_ENV] = parent.info.run_id
-    os.environ[EXPERIMENT_ENV] = exp_id
-    print(f"sweep {name}: {len(job_cfgs)} jobs into experiment {experiment!r} at {tracking.redact(uri)}", flush=True)
-    return Sweep(client, parent.info.run_id)
+    print(f"sweep {name}: {len(jobs)} jobs into experiment {experiment!r} at {tracking.redact(uri)}", flush=True)
+    return Sweep(client, parent.info.run_id, exp_id)
 
 
 @hydra.main(config_path="../../conf", config_name="config", version_base="1.3")

@@ -3,18 +3,26 @@
 `hydra.sweeper.params` is one cartesian grid, as for the basic sweeper. `hydra.sweeper.grids` maps
 names to more such grids; the sweep runs the union of all of them, so the study preset can include
 the presets of its questions (their `grids` entries merge) and run everything in one sweep.
-Command-line overrides apply to every job and win over grid values.
+Command-line overrides apply to every job and win over grid values. `hydra.sweeper.shard=i/n` runs
+every n-th job starting at the i-th (0 <= i < n): a study split over n machines or sessions.
 
-Before launching anything it composes every job's config and validates it (`rnngrad.train.open_sweep`):
+Before launching anything it composes every job's config and checks it (`rnngrad.train.check_job`):
 a bad value anywhere fails the whole sweep before a single run, store or experiment is created.
+On the joblib launcher the checks run on the launcher's own worker processes, which the jobs then
+reuse: composing a job takes Hydra ~0.1 s, so checking the study's hundreds of jobs in one process
+would leave the other cores idle, and the workers' start-up (imports, MLflow included) is paid while
+the checks run. Jobs then launch longest first (the check's work estimate), so that a sweep does not
+end with one worker finishing a long job while the others idle.
 """
 
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
 
 
 @dataclass
@@ -23,6 +31,7 @@ class GridsSweeperConf:
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
     grids: Optional[Dict[str, Any]] = None
+    shard: Optional[str] = None  # "i/n": every n-th job from the i-th
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="grids", node=GridsSweeperConf, provider="rnngrad")
@@ -43,21 +52,85 @@ def expand_grids(params: Optional[Dict[str, str]], grids: Optional[Dict[str, Any
     return jobs
 
 
+def parse_shard(shard: Optional[str]) -> Optional[Tuple[int, int]]:
+    """'i/n' -> (i, n), with 0 <= i < n; None -> None. Raises ValueError naming the valid form."""
+    if shard is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+    if not match or not int(match[2]) > int(match[1]) >= 0:
+        raise ValueError(f"hydra.sweeper.shard must be 'i/n' with 0 <= i < n (e.g. 0/4), got {shard!r}")
+    return int(match[1]), int(match[2])
+
+
+def check_job(idx: int, overrides: Sequence[str], hydra_context: Any, config: DictConfig,
+              singleton_state: Dict[Any, Any]) -> Any:
+    """Compose one job's config as the launcher will and check it (runs in a launcher worker or in-process)."""
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import setup_globals
+
+    from rnngrad.train import JobCheck
+    from rnngrad.train import check_job as check  # the project's side
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    try:
+        cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    except Exception as err:  # noqa: BLE001  Hydra's composition errors: their causes name the valid choices
+        messages, cause = [], err
+        while cause is not None and len(messages) < 5:
+            text = str(cause).strip()
+            if text and text not in messages:
+                messages.append(text)
+            cause = cause.__cause__ or cause.__context__
+        return JobCheck("; ".join(messages) or type(err).__name__)
+    return check(cfg)
+
+
 class GridsSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
-                 grids: Optional[Dict[str, Any]] = None) -> None:
+                 grids: Optional[Dict[str, Any]] = None, shard: Optional[str] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.grids = dict(grids or {})
+        self.shard = shard
+
+    def _check_all(self, jobs: List[List[str]]) -> List[Any]:
+        from hydra.core.singleton import Singleton
+
+        state = Singleton.get_state()
+        joblib_cfg = getattr(self.launcher, "joblib", None)  # the joblib launcher's Parallel arguments
+        if joblib_cfg is not None and len(jobs) > 1:
+            from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+            from joblib import Parallel, cpu_count, delayed
+
+            # exactly the launcher's Parallel arguments, so that joblib hands the jobs the same
+            # (reusable) worker processes instead of starting new ones
+            options = dict(joblib_cfg, backend="loky")
+            process_joblib_cfg(options)
+            n_jobs = options.get("n_jobs") or 1
+            if (cpu_count() if n_jobs < 0 else n_jobs) > 1:
+                return Parallel(**options)(
+                    delayed(check_job)(i, o, self.hydra_context, self.config, state) for i, o in enumerate(jobs))
+        return [check_job(i, o, self.hydra_context, self.config, state) for i, o in enumerate(jobs)]
 
     def sweep(self, arguments: List[str]) -> Any:
         from rnngrad.train import config_errors_exit, open_sweep  # the project's side
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = expand_grids(self.params, self.grids, arguments, parser)
-        loader = self.hydra_context.config_loader
-        job_cfgs = [loader.load_sweep_config(master_config=self.config, sweep_overrides=list(o)) for o in jobs]
         with config_errors_exit():
-            sweep = open_sweep(self.config, job_cfgs)
+            try:
+                shard = parse_shard(self.shard)
+            except ValueError as err:
+                from rnngrad.config import ConfigError
+
+                raise ConfigError(str(err)) from None
+            if shard is not None:
+                jobs = jobs[shard[0]::shard[1]]
+            checks = self._check_all(jobs)
+            sweep = open_sweep(self.config, jobs, checks)
+        order = sorted(range(len(jobs)), key=lambda i: -checks[i].cost)  # longest first; stable otherwise
+        handoff = sweep.job_overrides()
+        jobs = [list(jobs[i]) + handoff for i in order]
         returns = []
         try:
             initial_job_idx = 0
