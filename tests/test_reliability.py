@@ -2,6 +2,7 @@
 
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -128,12 +129,18 @@ def test_eight_concurrent_writers_lose_nothing(tmp_path, repeat):
 
 
 def test_same_seed_gives_identical_metrics_across_launchers(tmp_path):
+    """The joblib launcher runs the configs the sweeper's checks composed; the basic launcher composes
+    each job itself (Hydra's own path). Both must give every job the same config and the same metrics."""
     sweep = [*TINY, "model.activation=tanh,relu", "seed=0,1"]
-    histories = []
+    histories, job_files = [], []
     for launcher, store in (("joblib", "a"), ("basic", "b"), ("joblib", "c")):
         uri = f"sqlite:///{tmp_path / store / 'mlflow.db'}"
         proc = run_cli(tmp_path, *sweep, f"hydra/launcher={launcher}", multirun=True, uri=uri)
         assert proc.returncode == 0, proc.stderr
+        text = lambda path: path.read_text().replace(str(tmp_path / store), "STORE")  # noqa: E731
+        job_files.append({text(job / ".hydra" / "overrides.yaml"): text(job / ".hydra" / "config.yaml")
+                          for job in (tmp_path / "multirun").iterdir() if job.is_dir()})
+        shutil.rmtree(tmp_path / "multirun")
         client, found = runs(tmp_path, uri=uri)
         histories.append({
             r.info.run_name: {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)]
@@ -142,6 +149,8 @@ def test_same_seed_gives_identical_metrics_across_launchers(tmp_path):
         })
     assert len(histories[0]) == 4
     assert histories[0] == histories[1] == histories[2]
+    assert len(job_files[0]) == 4 and all("seed: 1" in text or "seed: 0" in text for text in job_files[0].values())
+    assert job_files[0] == job_files[1] == job_files[2]
 
 
 def make_readonly(tmp_path):

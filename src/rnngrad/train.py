@@ -172,10 +172,14 @@ class Sweep:
     parent_id: str
     exp_id: str
 
+    def job_env(self) -> dict[str, str]:
+        """What hands a job the parent run and the experiment: Hydra sets these as environment variables
+        around the job (hydra.job.env_set), in whatever process or machine runs it."""
+        return {PARENT_ENV: self.parent_id, EXPERIMENT_ENV: self.exp_id}
+
     def job_overrides(self) -> list[str]:
-        """Overrides that hand a job the parent run and the experiment: Hydra sets them as environment
-        variables around the job (hydra.job.env_set), in whatever process or machine runs it."""
-        return [f"++hydra.job.env_set.{PARENT_ENV}='{self.parent_id}'", f"++hydra.job.env_set.{EXPERIMENT_ENV}='{self.exp_id}'"]
+        """`job_env` as overrides, for a launcher that composes each job's config itself."""
+        return [f"++hydra.job.env_set.{key}='{value}'" for key, value in self.job_env().items()]
 
     def close(self, status: str) -> None:
         self.client.set_terminated(self.parent_id, status)
