@@ -1,6 +1,10 @@
 """The performance benchmark: prints a table and writes reports/bench.md.
 
-    python scripts/bench.py [--torch-python /path/to/python] [--study-seconds S | --run-study]
+    python scripts/bench.py [--torch-python /path/to/python] [--sweep-shard 0/8 --sweep-repeats 2]
+
+By default the sweep comparison runs the whole default study with 1 worker, then with 2 (~20 min in all):
+the study's throughput is what the target is about, and the 2-worker run is the study's wall time. A slice
+(`--sweep-shard 0/8`: every 8th job) is quicker, but its fixed start (imports, the store) weighs more.
 
 Every figure is measured by this run, side by side in one process (or in subprocesses it starts at the
 same time), as medians over repeats; the machine (cores, BLAS, load) is described with the figures.
@@ -8,7 +12,7 @@ It is a benchmark, not a test: nothing here fails, each target is reported PASS 
 
 Sections: the core's forward + backward against the matrix products any BPTT of the same shapes does
 (the GEMM bound) and against torch nn.RNN; the cost of the per-step instruments; the share of a run
-spent in MLflow and the per-job start-up; sweep throughput with 1 and 2 workers; where float32
+spent in MLflow and the per-job start-up; sweep throughput with 1 and 2 workers on a slice of the study; where float32
 underflows a vanishing gradient that float64 still measures; the default study's wall time.
 """
 
@@ -312,8 +316,11 @@ def bench_mlflow(runs: int) -> dict:
 
 
 # like the study's seqlen grid, its largest part (fixed work: no stop_when_solved)
-SWEEP_GRID = ["task=temporal_order", "task.seq_len=20,40,80", "model.hidden_size=32", "optim.lr=0.01",
-              "train.steps=600", "seed=0,1,2,3"]
+SWEEP_SHARD = "0/1"  # the sweep compared with 1 and 2 workers: the default study, all of it
+
+
+def sweep_arguments(shard: str) -> list[str]:
+    return ["+experiment=study", f"hydra.sweeper.shard={shard}"]
 
 
 def study_jobs() -> int:
@@ -344,16 +351,18 @@ def run_sweep(arguments: list[str], n_jobs: int, tmp: Path) -> dict:
     uri = f"sqlite:///{store}/mlflow.db"
     command = [sys.executable, "-m", "rnngrad.train", "-m", *arguments, "train.verbose=false",
                f"hydra.launcher.n_jobs={n_jobs}", f"tracking.uri={uri}", f"hydra.sweep.dir={store}/multirun"]
-    start = time.perf_counter()
+    start, epoch = time.perf_counter(), time.time()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     wall = time.perf_counter() - start
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("rnngrad")
     runs = [r for r in client.search_runs([exp.experiment_id], max_results=5000) if "steps_done" in r.data.tags]
     steps = sum(int(r.data.tags["steps_done"]) for r in runs)
-    span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
-    return {"jobs": len(runs), "steps": steps, "wall_s": wall, "steps_per_s": steps / wall,
-            "span_s": span, "steady_steps_per_s": steps / span}
+    first, last = min(r.info.start_time for r in runs) / 1000, max(r.info.end_time for r in runs) / 1000
+    span = last - first
+    return {"jobs": len(runs), "steps": steps, "wall_s": wall, "steps_per_s": steps / wall, "span_s": span,
+            "steady_steps_per_s": steps / span, "before_s": first - epoch, "after_s": epoch + wall - last,
+            "run_s": sum(r.info.end_time - r.info.start_time for r in runs) / 1000}
 
 
 def worker_blas_threads(n_jobs: int) -> list[int]:
@@ -363,19 +372,26 @@ def worker_blas_threads(n_jobs: int) -> list[int]:
     return sorted(set(Parallel(n_jobs=n_jobs)(delayed(blas_threads)() for _ in range(2 * n_jobs))))
 
 
-def bench_sweeps() -> dict:
-    """Each sweep twice, in the order 1, 2, 2, 1 workers (drift in the machine's load hits both alike); the medians."""
+def sweep_order(repeats: int) -> list[int]:
+    """Worker counts in the order run: 1, 2, then 2, 1, ... (drift in the machine's load hits both alike)."""
+    return [n for i in range(repeats) for n in ((1, 2) if i % 2 == 0 else (2, 1))]
+
+
+def bench_sweeps(shard: str, repeats: int) -> dict:
+    """The study's shard `repeats` times per worker count (order: `sweep_order`); the medians."""
     runs = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, n_jobs in enumerate((1, 2, 2, 1)):
-            runs[n_jobs].append(run_sweep(SWEEP_GRID, n_jobs, Path(tmp) / str(i)))
+        for i, n_jobs in enumerate(sweep_order(repeats)):
+            runs[n_jobs].append(run_sweep(sweep_arguments(shard), n_jobs, Path(tmp) / str(i)))
     one, two = ({key: float(np.median([r[key] for r in runs[n]])) for key in runs[n][0]} for n in (1, 2))
-    return {"one": one, "two": two, "speedup": two["steps_per_s"] / one["steps_per_s"],
+    return {"shard": shard, "repeats": repeats, "one": one, "two": two, "speedup": two["steps_per_s"] / one["steps_per_s"],
             "steady_speedup": two["steady_steps_per_s"] / one["steady_steps_per_s"],
             "worker_threads": worker_blas_threads(2), "serial_threads": blas_threads()}
 
 
-def bench_study(seconds: float | None, run: bool) -> dict | None:
+def bench_study(seconds: float | None, run: bool, sweeps: dict | None) -> dict | None:
+    if sweeps is not None and sweeps["shard"] == "0/1" and sweeps["repeats"] == 1:
+        return {**sweeps["two"], "source": "the 2-worker sweep above, the default study's launcher settings"}
     if run:
         with tempfile.TemporaryDirectory() as tmp:
             return {**run_sweep(["+experiment=study"], -1, Path(tmp)), "source": "measured by this run"}
@@ -534,21 +550,31 @@ def report(info, core_table, threads, torch_result, torch_from, instruments, mlf
     if sweeps is None:
         lines += ["Not measured (--skip-sweeps)."]
     else:
-        lines += [f"The same sweep (`{' '.join(SWEEP_GRID)}`, {int(sweeps['one']['jobs'])} jobs) with `hydra.launcher.n_jobs=1` and `=2`, "
+        n, shard = study_jobs(), sweeps["shard"].split("/")
+        what = (f"the default study, all {n} jobs (`+experiment=study`)" if shard[1] == "1" else
+                f"a slice of the default study (`{' '.join(sweep_arguments(sweeps['shard']))}`: one job in {shard[1]} of its {n}, "
+                f"{int(sweeps['one']['jobs'])} jobs)")
+        lines += [f"The same sweep, {what}, with `hydra.launcher.n_jobs=1` and `=2`, "
                   "each in a subprocess into its own store; steps counted from the runs (tag steps_done). "
                   f"Parallel workers get {sweeps['worker_threads']} BLAS thread(s) each (joblib's loky backend sets the BLAS "
                   f"thread variables to cores // n_jobs; see conf/config.yaml); the single-worker sweep runs in the main process "
                   f"with {sweeps['serial_threads']}.", ""]
-        lines += ["Medians of two sweeps each, run in the order 1, 2, 2, 1 workers.", ""]
-        lines += table(["workers", "jobs", "training steps", "wall s", "steps / s", "first start to last end s", "steps / s there"],
-                       [[n, int(s["jobs"]), int(s["steps"]), f"{s['wall_s']:.1f}", f"{s['steps_per_s']:.0f}", f"{s['span_s']:.1f}",
-                         f"{s['steady_steps_per_s']:.0f}"] for n, s in (("1", sweeps["one"]), ("2", sweeps["two"]))])
+        order = ", ".join(map(str, sweep_order(sweeps["repeats"])))
+        lines += [("One sweep each" if sweeps["repeats"] == 1 else f"Medians of {sweeps['repeats']} sweeps each")
+                  + f", run in the order {order} workers (`--sweep-shard`, `--sweep-repeats`).", ""]
+        lines += table(["workers", "jobs", "training steps", "wall s", "steps / s", "before the first job s",
+                        "first start to last end s", "steps / s there", "after the last job s", "sum of the runs' own times s"],
+                       [[n, int(s["jobs"]), int(s["steps"]), f"{s['wall_s']:.1f}", f"{s['steps_per_s']:.0f}", f"{s['before_s']:.1f}",
+                         f"{s['span_s']:.1f}", f"{s['steady_steps_per_s']:.0f}", f"{s['after_s']:.1f}", f"{s['run_s']:.1f}"]
+                        for n, s in (("1", sweeps["one"]), ("2", sweeps["two"]))])
         lines += ["", f"Speed-up with 2 workers: {sweeps['steady_speedup']:.2f}x while jobs run, {sweeps['speedup']:.2f}x over "
-                  "the whole wall time, which includes the fixed start (imports, composing every job, starting the worker "
-                  f"processes: seconds, amortized over the {study_jobs()} jobs of the study but not over this short sweep)."]
+                  "the whole wall time. Before the first job: Python and imports, composing and checking every job (on the "
+                  "workers when there are two, after starting them), creating the store and the parent run. After the last: "
+                  "closing the parent run, stopping the workers, the interpreter's exit. The runs' own times (MLflow's start to end "
+                  "of each run, summed) show whether a job itself ran slower with 1 worker or with 2."]
     lines += ["", f"Default study (`python -m rnngrad.train -m +experiment=study`, {study_jobs()} jobs): "
               + (f"{study['wall_s']:.0f} s wall ({study['source']})" if study else "not measured (pass --study-seconds or --run-study)")
-              + (f", {study['steps']} training steps, {study['steps_per_s']:.0f} steps/s." if study and "steps" in study else ".")]
+              + (f", {int(study['steps'])} training steps, {study['steps_per_s']:.0f} steps/s." if study and "steps" in study else ".")]
 
     lines += ["", "## float32 against float64", "",
               "`model.dtype=float32` runs the same code in float32. ||dL/ds_t|| at initialization on the adding problem "
@@ -569,6 +595,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="training steps per instrument-cost run")
     parser.add_argument("--mlflow-runs", type=int, default=3, help="default-config runs for the MLflow share (after a first one)")
     parser.add_argument("--skip-sweeps", action="store_true", help="do not run the 1- and 2-worker sweeps")
+    parser.add_argument("--sweep-shard", default=SWEEP_SHARD,
+                        help=f"the slice i/n of the study they run (default {SWEEP_SHARD}: the whole study, ~20 min for both)")
+    parser.add_argument("--sweep-repeats", type=int, default=1, help="sweeps per worker count (medians), in the order 1, 2, 2, 1, ...")
     parser.add_argument("--study-seconds", type=float, help="the default study's wall time, measured elsewhere")
     parser.add_argument("--run-study", action="store_true", help="run the default study (hundreds of jobs: minutes) and time it")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.md")
@@ -596,11 +625,11 @@ def main() -> None:
         mlflow = bench_mlflow(args.mlflow_runs)
         print(f"mlflow: share {mlflow['share_pct']:.1f}%, start-up {mlflow['overhead_s']:.3f} s per job", flush=True)
         float32 = bench_float32()
-    sweeps = None if args.skip_sweeps else bench_sweeps()
+    sweeps = None if args.skip_sweeps else bench_sweeps(args.sweep_shard, args.sweep_repeats)
     if sweeps:
         print(f"sweeps: {sweeps['one']['steps_per_s']:.0f} -> {sweeps['two']['steps_per_s']:.0f} steps/s "
               f"({sweeps['speedup']:.2f}x; {sweeps['steady_speedup']:.2f}x while jobs run)", flush=True)
-    study = bench_study(args.study_seconds, args.run_study)
+    study = bench_study(args.study_seconds, args.run_study, sweeps)
     info["load_end"] = os.getloadavg()
     goals = targets(core_table, torch_result, instruments, default_interval, mlflow, sweeps)
     text = report(info, core_table, threads, torch_result, torch_from, instruments, mlflow, sweeps, study, float32, goals,
