@@ -390,8 +390,9 @@ def bench_sweeps(shard: str, repeats: int) -> dict:
 
 
 def bench_study(seconds: float | None, run: bool, sweeps: dict | None) -> dict | None:
-    if sweeps is not None and sweeps["shard"] == "0/1" and sweeps["repeats"] == 1:
-        return {**sweeps["two"], "source": "the 2-worker sweep above, the default study's launcher settings"}
+    if sweeps is not None and sweeps["shard"] == "0/1":
+        return {**sweeps["two"], "source": "the 2-worker sweep" + (" above" if sweeps["repeats"] == 1 else "s above, median")
+                + ": the default study's launcher settings"}
     if run:
         with tempfile.TemporaryDirectory() as tmp:
             return {**run_sweep(["+experiment=study"], -1, Path(tmp)), "source": "measured by this run"}
