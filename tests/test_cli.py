@@ -32,6 +32,9 @@ def test_single_run_logs_params_tags_metrics_and_artifacts(tmp_path):
     assert "clip=norm" in tags["hydra.overrides"] and "mlflow.parentRunId" not in tags
     assert (tags["task.length"], tags["task.dependency"], tags["steps_done"]) == ("8", "7", "20")  # sent with the metrics
     assert METRICS | {"grad/trunc_cosine"} <= set(run.data.metrics)
+    history = client.get_metric_history(run.info.run_id, "grad/norm")
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "grad/norm_peak")] == \
+        [(20, max(m.value for m in history))]
     # every step's scalar metrics, at step = training step
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(21))
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/loss")] == [0, 10, 20]

@@ -69,6 +69,8 @@ def test_metrics_reach_callbacks(adding_runs):
     assert m0["grad/ds_last"] == pytest.approx(rec.arrays[0]["ds_norm"][-1], rel=1e-15)
     assert rec.info["baseline"] == pytest.approx(1 / 6) and rec.info["length"] == 10
     assert r_full.outcome in ("solved", "unsolved") and r_full.steps_done == 1500
+    # the peak pre-clip norm is over every step, exactly
+    assert r_full.grad_norm_peak == max(m["grad/norm"] for m in rec.steps.values())
 
 
 def test_same_seed_is_bit_identical():

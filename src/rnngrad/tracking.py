@@ -318,6 +318,8 @@ class MlflowLogger(Callback):
                 Metric(f"grad_through_time/step_{step}", float(v), now, t)
                 for t, v in enumerate(norms, start=1) if np.isfinite(v)
             )
+        if np.isfinite(result.grad_norm_peak):  # exact whatever metric_every thins grad/norm to
+            self.buffer.append(Metric("grad/norm_peak", float(result.grad_norm_peak), now, result.steps_done))
         tags = {"outcome": result.outcome, "steps_done": str(result.steps_done)}
         if result.solved_at is not None:
             tags["solved_at"] = str(result.solved_at)

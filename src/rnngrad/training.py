@@ -73,6 +73,7 @@ class Result:
     diverged_at: int | None = None
     diverged_reason: str | None = None
     final: dict = field(default_factory=dict)  # the last finite value of every metric
+    grad_norm_peak: float = float("nan")  # the largest global gradient norm before clipping, over every step
     baseline: float = float("nan")
     wall_time: float = 0.0
 
@@ -233,6 +234,7 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
 
     final: dict[str, float] = {}
     outcome, solved_at, diverged_at, reason = "unsolved", None, None, None
+    grad_norm_peak = float("nan")  # over every step, whether or not a logger keeps that step
     step = 0
     try:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -271,6 +273,8 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
                 metrics["grad/clipped"] = float(clip_info["clipped"])
                 if not math.isfinite(clip_info["norm"]):
                     raise Diverged("non-finite gradient")
+                if not grad_norm_peak >= clip_info["norm"]:  # NaN at the start compares False
+                    grad_norm_peak = clip_info["norm"]
                 if step % st.diag_interval == 0 or step == st.steps:
                     diag, arrays = measure(grads, cache, ds, dout)
                     metrics.update(diag)
@@ -297,7 +301,7 @@ def train(settings: Settings, callbacks: list[Callback] = ()) -> Result:
 
     result = Result(
         outcome=outcome, steps_done=step, solved_at=solved_at, diverged_at=diverged_at,
-        diverged_reason=reason, final=final, baseline=float(task.baseline),
+        diverged_reason=reason, final=final, grad_norm_peak=grad_norm_peak, baseline=float(task.baseline),
         wall_time=time.perf_counter() - t_start,
     )
     for cb in callbacks:

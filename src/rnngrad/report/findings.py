@@ -734,7 +734,10 @@ def _clipping(study: Study, runs: pd.DataFrame, report: Report) -> Section:
                        f"dashed: the norm threshold); right: fraction of runs diverged per mode and threshold (without "
                        f"clipping the threshold is unused, so those runs are pooled). {describe(data, study.params)}.")
     diverged = data["outcome"] == "diverged"
-    peak = history.groupby("run_id")["value"].max()
+    if "grad/norm_peak" in data and data["grad/norm_peak"].notna().all():
+        peak = data.set_index("run_id")["grad/norm_peak"]  # over every step, logged once per run
+    else:  # a store from before grad/norm_peak: the peak over the logged steps only
+        peak = history.groupby("run_id")["value"].max()
     parts = []
     for mode, group in data.groupby("clip.mode"):
         d = diverged[group.index]
