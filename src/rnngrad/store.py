@@ -1,0 +1,165 @@
+"""The MLflow store: where it is, what it may be, and how values are written into it and read back.
+
+Shared by the app (which creates stores and writes runs) and the report (which only reads them);
+it imports nothing else of rnngrad, so the report can use it without the model stack.
+
+- `resolve_uri`: the tracking URI to use (argument, $MLFLOW_TRACKING_URI, or the project's SQLite file).
+- `sqlite_path`: the database file of a sqlite:/// URI (None for any other URI).
+- `redact`, `credentials_to_environment`: credentials never stored or printed.
+- `check_store`: refuse a store that cannot work before anything is written (`must_exist` for readers).
+- `encode_param` / `decode_param`: the parameter codec (None <-> "null", bools <-> "true"/"false").
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SQLITE_PREFIX = "sqlite:///"
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "databricks")
+MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}
+HEALTH_TIMEOUT = 5.0  # seconds a tracking server has to answer its health check
+
+
+class StoreError(ValueError):
+    """The tracking store (tracking.uri) cannot be used; the message names it (credentials redacted)."""
+
+
+class StoreNotFound(StoreError, FileNotFoundError):
+    """A reader was pointed at a store that does not exist (opening it would create an empty one)."""
+
+
+def default_uri() -> str:
+    """$MLFLOW_TRACKING_URI if set, else the embedded SQLite store at the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE_PREFIX}{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, None for any other kind of store."""
+    return Path(uri[len(SQLITE_PREFIX):]) if uri.startswith(SQLITE_PREFIX) else None
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The tracking URI to use; a relative sqlite path is made absolute (never relative to a run dir)."""
+    uri = uri or default_uri()
+    scheme = urlsplit(uri).scheme
+    if scheme not in SCHEMES:
+        raise StoreError(
+            f"unsupported tracking URI {redact(uri)!r}: use sqlite:///<absolute path>, http(s)://host:port "
+            "or a database URI (the ./mlruns file store is deprecated and not used)"
+        )
+    if scheme == "sqlite":
+        path = uri[len(SQLITE_PREFIX):] if uri.startswith(SQLITE_PREFIX) else ""
+        if not path or path == ":memory:":
+            raise StoreError(f"tracking URI {uri!r} must name a database file (sqlite:///<path>)")
+        uri = f"{SQLITE_PREFIX}{Path(path).expanduser().resolve()}"
+    return uri
+
+
+def redact(uri: str) -> str:
+    """The URI without user:password@ (credentials must come from MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def credentials_to_environment(uri: str) -> str:
+    """Move user:password@ from a server URI into MLFLOW_TRACKING_USERNAME/PASSWORD; return the bare URI.
+
+    MLflow then takes the credentials from the environment only, and no URI it prints or stores
+    carries them.
+    """
+    parts = urlsplit(uri)
+    if parts.username is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+
+
+def artifact_location(uri: str) -> str | None:
+    """For a SQLite store, artifacts live beside the database in mlartifacts/; a server decides its own."""
+    path = sqlite_path(uri)
+    return None if path is None else (path.parent / "mlartifacts").as_uri()
+
+
+def _check_sqlite(path: Path, must_exist: bool) -> None:
+    if must_exist and not path.is_file():
+        raise StoreNotFound(f"no MLflow store at {path}")
+    if not must_exist:
+        folder = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+        if not (folder.stat().st_mode & 0o222) or not os.access(folder, os.W_OK):
+            raise StoreError(f"tracking store directory {folder} is read-only: cannot write {path.name} there")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as fh:
+        if fh.read(16) != b"SQLite format 3\x00":
+            raise StoreError(f"tracking store {path} is not a SQLite database (corrupt?); move it away or "
+                             "point tracking.uri elsewhere")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"tracking store {path} cannot be read as SQLite ({err})") from None
+    if tables and not MLFLOW_TABLES <= tables:
+        raise StoreError(f"tracking store {path} is a SQLite database of another program "
+                         f"(tables: {', '.join(sorted(tables)[:5])}), not an MLflow store; refusing to touch it")
+
+
+def _check_server(uri: str) -> None:
+    parts = urlsplit(uri)
+    health = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise StoreError(f"tracking server {redact(uri)} is unreachable ({reason})") from None
+
+
+def check_store(uri: str, *, must_exist: bool = False) -> None:
+    """Fail fast, before anything is written, when the store cannot work.
+
+    SQLite: an existing file must be an MLflow database (a corrupt file or another program's database
+    is refused, never migrated); a writer (must_exist=False) needs a writable directory; a reader
+    (must_exist=True) needs the file to exist (StoreNotFound). A server: it must answer its health
+    check within HEALTH_TIMEOUT seconds.
+    """
+    path = sqlite_path(uri)
+    if path is not None:
+        _check_sqlite(path, must_exist)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+
+
+def encode_param(value) -> str:
+    """A config value as an MLflow param string: None -> 'null', True -> 'true', else str(value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def decode_param(text: str | None):
+    """The inverse of `encode_param`: 'null' -> None, 'true'/'false' -> bool, numbers -> int/float."""
+    if text is None or text == "null":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
