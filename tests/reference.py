@@ -5,6 +5,13 @@ import numpy as np
 from rnngrad import cells, core
 
 
+def rel_error(a, b) -> float:
+    """||a - b|| / max(||a||, ||b||): the size of the disagreement relative to the gradient."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(np.linalg.norm(a), np.linalg.norm(b))
+    return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
+
+
 def forward_steps(params, x, activation, h0=None):
     """s (T, B, H) and out (T, B, O) by looping core.step_forward; also the step caches."""
     T, B, _ = x.shape

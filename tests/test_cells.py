@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-from conftest import rel_error
-from reference import make_cell_model
+from reference import make_cell_model, rel_error
 
 from rnngrad import cells, core, diagnostics
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-from conftest import rel_error
-from reference import backward_steps, forward_steps
+from reference import backward_steps, forward_steps, rel_error
 
 from rnngrad import core
 

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import rel_error
+from reference import rel_error
 
 from rnngrad import core, diagnostics
 

@@ -8,8 +8,7 @@ The references loop the public step functions one step and one loss term at a ti
 
 import numpy as np
 import pytest
-from conftest import rel_error
-from reference import backward_steps, forward_steps, make_cell_model
+from reference import backward_steps, forward_steps, make_cell_model, rel_error
 
 from rnngrad import cells, core, diagnostics
 from rnngrad.training import Settings, train
