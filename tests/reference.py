@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rnngrad import cells, core
+from rnngrad import core
 
 
 def rel_error(a, b) -> float:
@@ -53,7 +53,7 @@ def make_cell_model(cell, norm, T, B, D, H, O, seed=0):
     """A remedy cell with nonzero biases (and gain), an input x (T, B, D) and a random initial state
     (an (h0, c0) pair for the LSTM), all float64."""
     rng = np.random.default_rng(seed)
-    params = cells.init_cell_params(cell, norm, D, H, O, init="gaussian", scale=1.2, rng=rng)
+    params = core.init_params(D, H, O, cell=cell, norm=norm, init="gaussian", scale=1.2, rng=rng)
     for key in ("b", "bw", "c"):
         if key in params:
             params[key] = params[key] + rng.normal(0, 0.3, params[key].shape)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from reference import make_cell_model, rel_error
 
-from rnngrad import cells, core, diagnostics
+from rnngrad import core, diagnostics
+from rnngrad.nn import cells
 
 T, B, D, H, O = 6, 3, 3, 4, 2
 # (cell, norm, activation)
@@ -25,7 +26,7 @@ def make_model(cell, norm, seed=0, batch=B, dtype=np.float64):
 
 def run(params, x, cfg, h0=None):
     cell, norm, activation = cfg
-    return cells.cell_forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
+    return cells.forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
 
 
 def make_dout(kind, rng, batch=B):
@@ -37,7 +38,7 @@ def make_dout(kind, rng, batch=B):
 
 def state_after(cache, t):
     """The full state after step t: h, and (h, c) for the lstm."""
-    if cache["cell"] == "lstm":
+    if cache.spec.cell == "lstm":
         return cache["s"][t].copy(), cache["c"][t].copy()
     return cache["s"][t].copy()
 
@@ -66,7 +67,7 @@ def test_gradients_match_central_differences(cfg, truncation, kind):
     params, x, h0 = make_model(*cfg[:2])
     dout = make_dout(kind, np.random.default_rng(1))
     _, cache = run(params, x, cfg, h0)
-    grads, _ = cells.cell_backward(params, cache, dout, truncation=truncation)
+    grads, _ = cells.backward(params, cache, dout, truncation=truncation)
     assert grads.keys() == params.keys()
     frozen = [state_after(cache, t) for t in range(T)]
     eps = 1e-6
@@ -100,7 +101,7 @@ def test_ds_is_the_total_derivative_of_the_state(cfg):
     params, x, h0 = make_model(*cfg[:2])
     dout = make_dout("many_to_many", np.random.default_rng(2))
     _, cache = run(params, x, cfg, h0)
-    _, ds = cells.cell_backward(params, cache, dout)
+    _, ds = cells.backward(params, cache, dout)
     eps = 1e-6
     numeric = np.zeros_like(ds)
     for t, b, j in np.ndindex(ds.shape):
@@ -119,7 +120,7 @@ def test_lstm_dc_is_the_total_derivative_of_the_cell_state():
     params, x, h0 = make_model("lstm", "none")
     dout = make_dout("many_to_many", np.random.default_rng(3))
     _, cache = run(params, x, cfg, h0)
-    cells.cell_backward(params, cache, dout)
+    cells.backward(params, cache, dout)
     eps = 1e-6
     numeric = np.zeros_like(cache["dc"])
     for t, b, j in np.ndindex(numeric.shape):
@@ -201,12 +202,12 @@ def test_saturated_lstm_carries_dc_unchanged():
     params["b"][3 * H :] = 50.0  # o -> 1: the loss at T reaches h_{T-1} only through the dead gates
     _, cache = run(params, x, CONFIGS[0])
     dout = make_dout("many_to_one", np.random.default_rng(5))
-    _, ds = cells.cell_backward(params, cache, dout)
+    _, ds = cells.backward(params, cache, dout)
     dc = cache["dc"]
     assert np.linalg.norm(dc[-1]) > 0.1
     np.testing.assert_allclose(dc, np.broadcast_to(dc[-1], dc.shape), rtol=1e-10, atol=0)
     assert np.all(np.abs(ds[:-1]) < 1e-15)  # meanwhile the h path carries nothing back
-    np.testing.assert_array_equal(cells.cell_state_jacobian_diag(cache, sample=1), np.ones((T, H)))
+    np.testing.assert_array_equal(diagnostics.cell_state_jacobian_diag(cache, sample=1), np.ones((T, H)))
 
 
 def test_gru_with_z_one_copies_the_state():
@@ -247,8 +248,8 @@ def test_float32_parameters_stay_float32():
         dout = make_dout("many_to_many", np.random.default_rng(6))
         out, cache = run(params, x, cfg)
         out32, cache32 = run(params32, x32, cfg)
-        grads, ds = cells.cell_backward(params, cache, dout, truncation=2)
-        grads32, ds32 = cells.cell_backward(params32, cache32, dout.astype(np.float32), truncation=2)
+        grads, ds = cells.backward(params, cache, dout, truncation=2)
+        grads32, ds32 = cells.backward(params32, cache32, dout.astype(np.float32), truncation=2)
         assert out32.dtype == ds32.dtype == np.float32
         assert all(g.dtype == np.float32 for g in grads32.values())
         assert cells.step_jacobians(params32, cache32).dtype == np.float32
@@ -265,16 +266,16 @@ def test_truncation_at_least_T_is_full_bptt(cfg):
     params, x, h0 = make_model(*cfg[:2])
     dout = make_dout("many_to_many", np.random.default_rng(7))
     _, cache = run(params, x, cfg, h0)
-    full, ds_full = cells.cell_backward(params, cache, dout)
+    full, ds_full = cells.backward(params, cache, dout)
     dc_full = cache.get("dc")
     for k in (T, T + 1, 100):
-        grads, ds = cells.cell_backward(params, cache, dout, truncation=k)
+        grads, ds = cells.backward(params, cache, dout, truncation=k)
         np.testing.assert_array_equal(ds, ds_full)
         for key in full:
             np.testing.assert_array_equal(grads[key], full[key])
         if dc_full is not None:
             np.testing.assert_array_equal(cache["dc"], dc_full)
-    grads, _ = cells.cell_backward(params, cache, dout, truncation=T - 1)
+    grads, _ = cells.backward(params, cache, dout, truncation=T - 1)
     assert rel_error(grads["U"], full["U"]) > 1e-6  # the oldest path is cut
 
 
@@ -283,10 +284,10 @@ def test_truncation_stops_outside_the_window(cfg):
     params, x, h0 = make_model(*cfg[:2])
     dout = make_dout("many_to_one", np.random.default_rng(8))
     _, cache = run(params, x, cfg, h0)
-    _, ds = cells.cell_backward(params, cache, dout, truncation=1)
+    _, ds = cells.backward(params, cache, dout, truncation=1)
     assert np.all(ds[:-1] == 0.0)
     np.testing.assert_allclose(ds[-1], dout[-1] @ params["V"].T, rtol=1e-15)
-    _, ds = cells.cell_backward(params, cache, dout, truncation=3)
+    _, ds = cells.backward(params, cache, dout, truncation=3)
     assert np.all(ds[: T - 3] == 0.0)
     assert np.all(np.linalg.norm(ds[T - 3 :].reshape(3, -1), axis=1) > 0)
     if cfg[0] == "lstm":  # the cut applies to the cell state too
@@ -335,7 +336,7 @@ def test_step_jacobians_match_central_differences(cfg):
 def test_cell_state_jacobian_is_the_forget_gate():
     params, x, h0 = make_model("lstm", "none")
     _, cache = run(params, x, CONFIGS[0], h0)
-    f = cells.cell_state_jacobian_diag(cache, sample=1)
+    f = diagnostics.cell_state_jacobian_diag(cache, sample=1)
     t, eps = 3, 1e-6
     xu = x[t, 1:2] @ params["U"] + params["b"]
     h_prev, c_prev = cache["s"][t - 1, 1:2], cache["c"][t - 1, 1:2]
@@ -348,20 +349,20 @@ def test_cell_state_jacobian_is_the_forget_gate():
         numeric[i] = ((plus - minus) / (2 * eps))[0]
     assert rel_error(np.diag(f[t]), numeric) < 1e-8
     with pytest.raises(ValueError, match="lstm"):
-        cells.cell_state_jacobian_diag(run(*make_model("gru", "none")[:2], CONFIGS[1])[1])
+        diagnostics.cell_state_jacobian_diag(run(*make_model("gru", "none")[:2], CONFIGS[1])[1])
 
 
 def test_saturation_fraction_of_gates():
     params, x, _ = make_model("lstm", "none")
     params["U"][:], params["W"][:] = 0.0, 0.0
     params["b"] = np.repeat([-50.0, 50.0, 0.0, 50.0], H)  # i, f, o saturated; g = tanh(0) is not
-    assert cells.saturation_fraction(run(params, x, CONFIGS[0])[1]) == 0.75
+    assert diagnostics.saturation(run(params, x, CONFIGS[0])[1], "tanh") == 0.75
     params, x, _ = make_model("gru", "none")
     params["U"][:], params["W"][:], params["bw"][:] = 0.0, 0.0, 0.0
     params["b"] = np.repeat([50.0, -50.0, 0.0], H)  # r, z saturated; n = tanh(0) is not
-    assert cells.saturation_fraction(run(params, x, CONFIGS[1])[1]) == pytest.approx(2 / 3)
+    assert diagnostics.saturation(run(params, x, CONFIGS[1])[1], "tanh") == pytest.approx(2 / 3)
     params["b"][2 * H :] = 20.0
-    assert cells.saturation_fraction(run(params, x, CONFIGS[1])[1]) == 1.0
+    assert diagnostics.saturation(run(params, x, CONFIGS[1])[1], "tanh") == 1.0
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[2:], ids=IDS[2:])
@@ -369,8 +370,8 @@ def test_saturation_fraction_of_normalized_rnn_is_the_core_definition(cfg):
     params, x, _ = make_model(*cfg[:2], batch=16)
     params["g"] *= 3.0  # the normalized pre-activation is O(1): a larger gain lets some units saturate
     _, cache = run(params, x, cfg)
-    expected = diagnostics.saturation(cache, cfg[2])
-    assert cells.saturation_fraction(cache) == expected
+    expected = diagnostics.saturated_fraction(cache["s"], cfg[2])
+    assert diagnostics.saturation(cache, cfg[2]) == expected
     assert 0 < expected < 1
 
 
@@ -378,35 +379,35 @@ def test_saturation_fraction_of_normalized_rnn_is_the_core_definition(cfg):
 
 
 def test_init_shapes_and_biases():
-    p = cells.init_cell_params("lstm", "none", D, H, O, rng=0)
+    p = core.init_params(D, H, O, cell="lstm", init="xavier", rng=0)
     assert {k: v.shape for k, v in p.items()} == {
         "U": (D, 4 * H), "W": (H, 4 * H), "b": (4 * H,), "V": (H, O), "c": (O,)
     }
     np.testing.assert_array_equal(p["b"], np.repeat([0.0, 1.0, 0.0, 0.0], H))
-    p = cells.init_cell_params("lstm", "none", D, H, O, rng=0, forget_bias=2.5)
+    p = core.init_params(D, H, O, cell="lstm", init="xavier", rng=0, forget_bias=2.5)
     np.testing.assert_array_equal(p["b"][H : 2 * H], 2.5)
-    p = cells.init_cell_params("gru", "none", D, H, O, rng=0)
+    p = core.init_params(D, H, O, cell="gru", init="xavier", rng=0)
     assert {k: v.shape for k, v in p.items()} == {
         "U": (D, 3 * H), "W": (H, 3 * H), "b": (3 * H,), "bw": (3 * H,), "V": (H, O), "c": (O,)
     }
     assert not p["b"].any() and not p["bw"].any()
     for norm in ("layer", "batch"):
-        p = cells.init_cell_params("rnn", norm, D, H, O, init="orthogonal", rng=1)
+        p = core.init_params(D, H, O, norm=norm, init="orthogonal", rng=1)
         ref = core.init_params(D, H, O, init="orthogonal", rng=1)
         for key in ref:
             np.testing.assert_array_equal(p[key], ref[key])
         np.testing.assert_array_equal(p["g"], np.ones(H))
-    p = cells.init_cell_params("gru", "none", D, H, O, rng=0, dtype=np.float32)
+    p = core.init_params(D, H, O, cell="gru", init="xavier", rng=0, dtype=np.float32)
     assert all(v.dtype == np.float32 for v in p.values())
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_init_applies_the_recurrent_init_to_each_gate_block(cell):
     n = cells.N_GATES[cell]
-    W = cells.init_cell_params(cell, "none", D, 16, O, init="orthogonal", scale=2.0, rng=3)["W"]
+    W = core.init_params(D, 16, O, cell=cell, init="orthogonal", scale=2.0, rng=3)["W"]
     for block in np.split(W, n, axis=1):
         np.testing.assert_allclose(block.T @ block, 4 * np.eye(16), atol=1e-12)
-    W = cells.init_cell_params(cell, "none", D, 16, O, init="gaussian", spectral_radius=0.9, rng=3)["W"]
+    W = core.init_params(D, 16, O, cell=cell, init="gaussian", spectral_radius=0.9, rng=3)["W"]
     for block in np.split(W, n, axis=1):
         assert abs(np.max(np.abs(np.linalg.eigvals(block))) - 0.9) < 1e-12
     blocks = np.split(W, n, axis=1)
@@ -416,19 +417,24 @@ def test_init_applies_the_recurrent_init_to_each_gate_block(cell):
 @pytest.mark.parametrize(
     "cell, norm, match",
     [
-        ("lstm", "layer", "valid cell/norm: lstm/none, gru/none, rnn/layer, rnn/batch"),
+        ("lstm", "layer", "valid cell/norm: rnn/none, lstm/none, gru/none, rnn/layer, rnn/batch"),
         ("gru", "batch", "valid cell/norm"),
-        ("rnn", "none", "rnngrad.core"),
         ("transformer", "none", "valid choices: rnn, lstm, gru"),
         ("lstm", "weight", "valid choices: none, layer, batch"),
     ],
 )
 def test_invalid_cell_and_norm(cell, norm, match):
     with pytest.raises(ValueError, match=match):
-        cells.init_cell_params(cell, norm, D, H, O, rng=0)
+        core.init_params(D, H, O, cell=cell, norm=norm, init="xavier", rng=0)
     params, x, _ = make_model("gru", "none")
     with pytest.raises(ValueError, match=match):
-        cells.cell_forward(params, x, cell=cell, norm=norm, activation="tanh")
+        core.forward(params, x, cell=cell, norm=norm, activation="tanh")
+
+
+def test_the_cells_leave_the_vanilla_rnn_to_its_own_module():
+    params, x, _ = make_model("rnn", "layer")
+    with pytest.raises(ValueError, match="vanilla RNN"):
+        cells.forward(params, x, cell="rnn", norm="none", activation="tanh")
 
 
 def test_forward_and_backward_reject_bad_input():
@@ -450,9 +456,9 @@ def test_forward_and_backward_reject_bad_input():
         run(*make_model("rnn", "layer")[:2], ("rnn", "layer", "softplus"))
     _, cache = run(params, x, cfg)
     with pytest.raises(ValueError, match="dout must have shape"):
-        cells.cell_backward(params, cache, np.zeros((T, 1, O)))
+        cells.backward(params, cache, np.zeros((T, 1, O)))
     for k in (0, -2, 2.5, True):
         with pytest.raises(ValueError, match="truncation"):
-            cells.cell_backward(params, cache, np.zeros((T, B, O)), truncation=k)
+            cells.backward(params, cache, np.zeros((T, B, O)), truncation=k)
     with pytest.raises(ValueError, match="sample"):
         cells.step_jacobians(params, cache, sample=B)

@@ -180,7 +180,7 @@ def test_init_is_reproducible_and_float32_available():
     b = core.init_params(3, 6, 2, init="xavier", rng=np.random.default_rng(9))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
-    p32 = core.init_params(3, 6, 2, rng=9, dtype=np.float32)
+    p32 = core.init_params(3, 6, 2, init="xavier", rng=9, dtype=np.float32)
     assert all(v.dtype == np.float32 for v in p32.values())
 
 
@@ -194,13 +194,13 @@ def test_init_is_reproducible_and_float32_available():
 )
 def test_init_rejects_bad_choices(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        core.init_params(2, 4, 1, rng=0, **kwargs)
+        core.init_params(2, 4, 1, **{"init": "xavier", "rng": 0, **kwargs})
 
 
 @pytest.mark.parametrize("sizes", [(0, 4, 1), (2, -1, 1), (2, 4, 0), (2, 4.5, 1)])
 def test_init_rejects_non_positive_sizes(sizes):
     with pytest.raises(ValueError, match="positive integer"):
-        core.init_params(*sizes, rng=0)
+        core.init_params(*sizes, init="xavier", rng=0)
 
 
 # ---------------------------------------------------------------- bad input

@@ -3,6 +3,7 @@ import pytest
 from reference import rel_error
 
 from rnngrad import core, diagnostics
+from rnngrad.nn import init as nn_init
 
 
 def explicit_jacobian_products(params, s_sample, activation):
@@ -84,20 +85,20 @@ def test_spectral_radius_and_sigma_max():
 
 def test_saturation_counts_exactly():
     s = np.array([[[0.9999, 0.0, -0.99999, 0.5]]])  # tanh: 1 - s^2 < 0.01 for |s| > 0.99499
-    assert diagnostics.saturation({"s": s}, "tanh") == pytest.approx(0.5)
+    assert diagnostics.saturated_fraction(s, "tanh") == pytest.approx(0.5)
     relu = np.array([[[0.0, 1.0, 0.0, 2.0, 0.0]]])
-    assert diagnostics.saturation({"s": relu}, "relu") == pytest.approx(0.6)
+    assert diagnostics.saturated_fraction(relu, "relu") == pytest.approx(0.6)
     sig = np.array([[[0.999, 0.5, 0.001, 0.9]]])  # s(1-s) < 0.0025
-    assert diagnostics.saturation({"s": sig}, "sigmoid") == pytest.approx(0.5)
-    assert diagnostics.saturation({"s": relu}, "linear") == 0.0
+    assert diagnostics.saturated_fraction(sig, "sigmoid") == pytest.approx(0.5)
+    assert diagnostics.saturated_fraction(relu, "linear") == 0.0
 
 
 def test_lyapunov_linear_symmetric_matches_log_eigenvalues():
     rng = np.random.default_rng(5)
     H = 8
-    Q = core._orthogonal(H, rng)
+    Q = nn_init.orthogonal(H, rng)
     eig = np.array([1.3, -1.1, 0.9, 0.7, -0.6, 0.5, 0.4, -0.3])
-    params = core.init_params(2, H, 1, rng=rng)
+    params = core.init_params(2, H, 1, init="xavier", rng=rng)
     params["W"] = (Q * eig) @ Q.T  # symmetric
     x = rng.normal(size=(1000, 1, 2)) * 1e-3
     exps = diagnostics.lyapunov_exponents(params, x, "linear", 5)
@@ -107,7 +108,7 @@ def test_lyapunov_linear_symmetric_matches_log_eigenvalues():
 
 
 def test_lyapunov_rejects_bad_k():
-    params = core.init_params(2, 4, 1, rng=0)
+    params = core.init_params(2, 4, 1, init="xavier", rng=0)
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 4\]"):
         diagnostics.lyapunov_exponents(params, np.zeros((5, 1, 2)), "tanh", 5)
 

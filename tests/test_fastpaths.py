@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from reference import backward_steps, forward_steps, make_cell_model, rel_error
 
-from rnngrad import cells, core, diagnostics
+from rnngrad import core, diagnostics
+from rnngrad.nn import cells
 from rnngrad.training import Settings, train
 
 T, B, D, H, O = 9, 3, 3, 5, 2
@@ -82,7 +83,7 @@ def test_core_with_a_reused_workspace_equals_the_reference():
 
 def test_core_cache_holds_the_previous_states():
     rng = np.random.default_rng(1)
-    params = core.init_params(D, H, O, rng=rng)
+    params = core.init_params(D, H, O, init="xavier", rng=rng)
     h0 = rng.normal(size=(B, H))
     _, cache = core.forward(params, rng.normal(size=(T, B, D)), activation="tanh", h0=h0)
     np.testing.assert_array_equal(cache["s_prev"][0], h0)
@@ -158,13 +159,13 @@ def test_cells_equal_per_step_reference(cfg, kind, truncation):
     cell, norm, activation = cfg
     params, x, h0 = make_cell_model(cell, norm, T, B, D, H, O)
     dout = make_dout(kind, np.random.default_rng(1))
-    out, cache = cells.cell_forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
+    out, cache = cells.forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
     s_ref, out_ref, _, c_ref = cell_steps_forward(params, x, cfg, h0)
     close(cache["s"], s_ref)
     close(out, out_ref)
     if cell == "lstm":
         close(cache["c"], c_ref)
-    grads, ds = cells.cell_backward(params, cache, dout, truncation=truncation)
+    grads, ds = cells.backward(params, cache, dout, truncation=truncation)
     grads_ref, ds_ref, dc_ref = cell_steps_backward(params, x, cfg, h0, dout, truncation)
     close(ds, ds_ref)
     if cell == "lstm":

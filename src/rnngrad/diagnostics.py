@@ -1,8 +1,8 @@
 """The instruments of the study: how gradients travel back through time.
 
-All functions take what the core already computed (states in the forward cache, ds from backward)
-and never rerun the model, except `lyapunov_exponents`, which needs a trajectory of its own.
-Row-vector convention as in `rnngrad.core`: the Jacobian of one step is
+All functions take what the model already computed (states in the forward cache, ds from backward)
+and never rerun the model, except `lyapunov_exponents`, which needs a trajectory of its own. They read
+every cell's cache through `nn.model`. Row-vector convention as in `nn.rnn`: the Jacobian of one step is
 
     ds_t / ds_{t-1} = W diag(f'(a_t))      (H, H)
 
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnngrad import cells
-from rnngrad.core import GAMMA, check_activation, dactivation, forward
+from rnngrad.nn import model
+from rnngrad.nn.functional import GAMMA, check_activation, check_sample, dactivation, is_integer
+from rnngrad.nn.spec import Cache
 
 _SATURATION_LEVEL = 0.01  # a unit is saturated when f'(a) < 1% of max |f'|
 
@@ -58,25 +59,21 @@ def sigma_max(W: np.ndarray) -> float:
     return float(np.linalg.norm(W, 2))
 
 
-def step_jacobians(params: dict, cache: dict, sample: int = 0) -> np.ndarray:
+def step_jacobians(params: dict, cache: Cache, sample: int = 0) -> np.ndarray:
     """J[t] = ds_t/ds_{t-1} in row form for one sample of the batch, every cell. Returns (T, H, H).
 
-    Vanilla RNN: W diag(f'(a_t)); the remedy cells: `rnngrad.cells.step_jacobians`.
+    Vanilla RNN: W diag(f'(a_t)); the remedy cells: `nn.cells.step_jacobians`.
     """
-    if "cell" in cache:
-        return cells.step_jacobians(params, cache, sample)
-    fprime = dactivation(cache["s"][:, sample, :], cache["activation"])  # (T, H)
-    return params["W"][None, :, :] * fprime[:, None, :]
+    return model.step_jacobians(params, cache, sample)
 
 
-def jacobian_norms(params: dict, cache: dict, activation: str, sample: int = 0) -> np.ndarray:
+def jacobian_norms(params: dict, cache: Cache, activation: str, sample: int = 0) -> np.ndarray:
     """Spectral norm of ds_T/ds_t for t = 1..T, for one sample of the batch. Returns (T,).
 
     The exact product of the per-step Jacobians J_u (`step_jacobians`): M_T = I, M_t = J_{t+1} M_{t+1}.
-    `activation` names the vanilla RNN's f (the cache of a remedy cell carries its own).
+    `activation` names the rnn's f, checked against the cache (the lstm and gru ignore it).
     """
-    if "cell" not in cache:
-        check_activation(activation)
+    cache.spec.check_activation(activation)
     J = step_jacobians(params, cache, sample).astype(np.float64)
     T, H, _ = J.shape
     products = np.empty((T, H, H))
@@ -112,17 +109,40 @@ def pascanu_bound(params: dict, activation: str, T: int) -> np.ndarray:
     return eta ** np.arange(T - 1, -1, -1, dtype=np.float64)
 
 
-def saturation(cache: dict, activation: str) -> float:
-    """Fraction of units (over t, batch, units) with f'(a) below 1% of max |f'|.
+def saturated_fraction(y: np.ndarray, activation: str) -> float:
+    """Fraction of the outputs y = f(a) (any shape) with f'(a) below 1% of max |f'|.
 
-    For relu these are the dead units (f'(a) = 0); a linear unit never saturates. For the gated
-    cells, the fraction of saturated gates (`rnngrad.cells.saturation_fraction`).
+    For relu these are the dead units (f'(a) = 0); a linear unit never saturates; a sigmoid s counts
+    when s (1 - s) < 1% of 1/4, a tanh y when 1 - y^2 < 0.01.
     """
-    if cache.get("cell") in ("lstm", "gru"):
-        return cells.saturation_fraction(cache)
     check_activation(activation)
-    fprime = dactivation(cache["s"], activation)
+    fprime = dactivation(y, activation)
     return float(np.mean(fprime < _SATURATION_LEVEL * GAMMA[activation]))
+
+
+def saturation(cache: Cache, activation: str) -> float:
+    """Fraction of saturated nonlinearities (`saturated_fraction`) of the model, over t, batch and units.
+
+    The rnn cells: of the states s; lstm and gru: over all gate activations (T, B, 4H or 3H).
+    `activation` names the rnn's f, checked against the cache (the lstm and gru ignore it).
+    """
+    cache.spec.check_activation(activation)
+    # equal-sized blocks: the mean of their fractions is the fraction over all of them
+    return float(np.mean([saturated_fraction(y, f) for y, f in model.nonlinearities(cache).values()]))
+
+
+def cell_state_jacobian_diag(cache: Cache, sample: int = 0) -> np.ndarray:
+    """The LSTM's c -> c Jacobian d c_t / d c_{t-1} = diag(f_t) at fixed h_{t-1}: returns f_t (T, H).
+
+    Its product over time is what carries dL/dc back unsquashed (the constant error carousel of
+    Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
+    """
+    outputs = model.nonlinearities(cache)
+    if "f" not in outputs:
+        raise ValueError(f"cell_state_jacobian_diag needs an lstm cache (its forget gate f), got cell {cache.spec.cell!r}")
+    forget, _ = outputs["f"]
+    sample = check_sample(sample, forget.shape[1])
+    return forget[:, sample].copy()
 
 
 def lyapunov_exponents(
@@ -135,7 +155,7 @@ def lyapunov_exponents(
     norm: str = "none",
     h0: np.ndarray | None = None,
     rng: np.random.Generator | int = 0,
-    cache: dict | None = None,
+    cache: Cache | None = None,
 ) -> np.ndarray:
     """The top k Lyapunov exponents (nats per step) of the state dynamics along the trajectory of x.
 
@@ -147,22 +167,12 @@ def lyapunov_exponents(
     For a linear RNN the exponents are log |eig(W)|.
     """
     H = params["W"].shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= H:
+    if not is_integer(k) or not 1 <= k <= H:
         raise ValueError(f"k must be an integer in [1, {H}], got {k!r}")
     if cache is None:
-        _, cache = forward(params, x, activation=activation, cell=cell, norm=norm, h0=h0)
-    if "cell" in cache:
-        JT = np.swapaxes(step_jacobians(params, cache, 0).astype(np.float64), 1, 2)
-
-        def advance(t, q):
-            return JT[t] @ q
-    else:  # the vanilla RNN without forming J: diag(f'(a_t)) W^T Q
-        fprime = dactivation(cache["s"][:, 0, :].astype(np.float64), activation)
-        WT = params["W"].T.astype(np.float64)
-
-        def advance(t, q):
-            return fprime[t][:, None] * (WT @ q)
-
+        _, cache = model.forward(params, x, activation=activation, cell=cell, norm=norm, h0=h0)
+    cache.spec.check_activation(activation)
+    advance = model.tangent_map(params, cache, 0)
     T = cache["s"].shape[0]
     q, _ = np.linalg.qr(np.random.default_rng(rng).standard_normal((H, k)))
     log_growth = np.zeros(k)

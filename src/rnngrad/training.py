@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rnngrad import cells, core, diagnostics
+from rnngrad import core, diagnostics
 from rnngrad.clip import clip_grads, global_norm
 from rnngrad.losses import make_loss
 from rnngrad.optim import make_optimizer
@@ -128,7 +128,7 @@ def validate(st: Settings):
     if st.dtype not in ("float64", "float32"):
         raise ValueError(f"unknown dtype {st.dtype!r}; valid choices: float64, float32")
     if st.cell != "rnn" or st.norm != "none":
-        cells.check_cell(st.cell, st.norm)
+        core.check_cell(st.cell, st.norm)
         if st.norm == "batch" and st.batch_size < 2:
             raise ValueError("norm 'batch' needs batch_size >= 2 (batch statistics)")
     core.check_activation(st.activation)

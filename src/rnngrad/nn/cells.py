@@ -1,8 +1,8 @@
-"""The remedies for vanishing gradients as cells on the core's contract: LSTM, GRU, and the vanilla RNN
-with layer or batch normalization.
+"""The remedies for vanishing gradients as cells on the vanilla RNN's contract (`nn.rnn`): LSTM, GRU, and
+the vanilla RNN with layer or batch normalization.
 
-Same conventions as `rnngrad.core`: row vectors, time-major arrays, float64 unless the parameters are
-float32, out (T, B, O) = h_t V + c, and `cell_backward` returns (grads, ds) with ds (T, B, H) = dL/dh_t.
+Same conventions as `nn.rnn`: row vectors, time-major arrays, float64 unless the parameters are float32,
+out (T, B, O) = h_t V + c, and `backward` returns (grads, ds) with ds (T, B, H) = dL/dh_t.
 
     lstm   (Hochreiter & Schmidhuber 1997, with the forget gate of Gers, Schmidhuber & Cummins 2000;
             exactly PyTorch's nn.LSTM, its two biases summed into b)
@@ -22,88 +22,54 @@ float32, out (T, B, O) = h_t V + c, and `cell_backward` returns (grads, ds) with
 
 Gradients: each cell has a per-step backward that works from the step's local derivatives (computed for
 all steps at once, so that the loop does only the recurrence) and also accepts a stack of independent
-incoming gradients (leading axes); two generic drivers, `_bptt_full` and `_bptt_windowed`, run full or
-windowed-truncated BPTT over it, with the core's semantics (Williams & Peng 1990): the gradient of each
-loss term L_t reaches the states at t .. t-k+1 and no earlier ones; for the LSTM the cut applies to h and
-c alike. Weight gradients are then formed for all steps at once.
+incoming gradients (leading axes); the generic driver `nn.bptt.bptt` runs full or windowed-truncated
+BPTT over it, with the vanilla RNN's semantics (Williams & Peng 1990): the gradient of each loss term L_t
+reaches the states at t .. t-k+1 and no earlier ones; for the LSTM the cut applies to h and c alike.
+Weight gradients are then formed for all steps at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from rnngrad import core
+from rnngrad.nn import functional as F
+from rnngrad.nn.bptt import bptt
+from rnngrad.nn.spec import Cache, Spec
 
-CELLS = ("rnn", "lstm", "gru")
-NORMS = ("none", "layer", "batch")
-VALID_COMBINATIONS = (("lstm", "none"), ("gru", "none"), ("rnn", "layer"), ("rnn", "batch"))
 NORM_EPS = 1e-5
 
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-GATE_ACTIVATIONS = {"lstm": ("sigmoid", "sigmoid", "tanh", "sigmoid"), "gru": ("sigmoid", "sigmoid", "tanh")}
+# each gate's name and nonlinearity, in the order of their blocks in U, W and b
+GATES = {
+    "lstm": (("i", "sigmoid"), ("f", "sigmoid"), ("g", "tanh"), ("o", "sigmoid")),
+    "gru": (("r", "sigmoid"), ("z", "sigmoid"), ("n", "tanh")),
+}
 # mean and variance over: the units of each sample (layer), the batch for each unit (batch)
 _NORM_AXIS = {"layer": -1, "batch": -2}
 
 
-def check_cell(cell: str, norm: str) -> None:
-    if cell not in CELLS:
-        raise ValueError(f"unknown cell {cell!r}; valid choices: {', '.join(CELLS)}")
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
-    if (cell, norm) not in VALID_COMBINATIONS:
-        valid = ", ".join(f"{c}/{n}" for c, n in VALID_COMBINATIONS)
-        hint = " (the plain RNN is rnngrad.core)" if (cell, norm) == ("rnn", "none") else ""
-        raise ValueError(f"cell {cell!r} with norm {norm!r} is not available{hint}; valid cell/norm: {valid}")
-
-
 # --------------------------------------------------------------------------------------------
-# Initialization
+# Parameters
 # --------------------------------------------------------------------------------------------
 
 
-def init_cell_params(
-    cell: str,
-    norm: str,
-    input_size: int,
-    hidden_size: int,
-    output_size: int,
-    *,
-    init: str = "xavier",
-    spectral_radius: float | None = None,
-    scale: float = 1.0,
-    rng: np.random.Generator | int,
-    dtype=np.float64,
-    forget_bias: float = 1.0,
-) -> dict[str, np.ndarray]:
-    """Parameters of a cell; `init`, `spectral_radius` and `scale` mean what they mean in core.init_params.
+def add_cell_params(params: dict, cell: str, *, forget_bias: float) -> dict[str, np.ndarray]:
+    """Complete the weights of nn.init.gate_blocks (N_GATES[cell] draws) to the parameters of a cell.
 
     lstm: {"U": (D, 4H), "W": (H, 4H), "b": (4H,), "V": (H, O), "c": (O,)}, gates i, f, g, o.
     gru:  {"U": (D, 3H), "W": (H, 3H), "b": (3H,), "bw": (3H,), "V": (H, O), "c": (O,)}, gates r, z, n.
-    rnn with norm: core.init_params plus the gain "g" (H,) = 1; "b" (H,) is the shift after normalization.
+    rnn with norm: the vanilla RNN's plus the gain "g" (H,) = 1; "b" (H,) is the shift after normalization.
 
-    For the gated cells each gate's (D, H) block of U and (H, H) block of W is drawn as core.init_params
-    draws U and W (so `spectral_radius` rescales each W block on its own). Biases start at zero except the
-    LSTM forget gate's, `forget_bias` (1 by default: Gers et al. 2000; Jozefowicz, Zaremba & Sutskever
-    2015), so that the cell state is remembered from the start. `forget_bias` is ignored by other cells.
+    Biases start at zero except the LSTM forget gate's, `forget_bias` (1 by default: Gers et al. 2000;
+    Jozefowicz, Zaremba & Sutskever 2015), so that the cell state is remembered from the start.
+    `forget_bias` is ignored by other cells. Modifies and returns params.
     """
-    check_cell(cell, norm)
-    rng = np.random.default_rng(rng)
-    blocks = [
-        core.init_params(
-            input_size, hidden_size, output_size, init=init, spectral_radius=spectral_radius,
-            scale=scale, rng=rng, dtype=dtype,
-        )
-        for _ in range(N_GATES[cell])
-    ]
-    params = blocks[0]
-    H = params["W"].shape[0]
+    H, dtype = params["W"].shape[0], params["W"].dtype
     if cell == "rnn":
         params["g"] = np.ones(H, dtype=dtype)
-        return params
-    params["U"] = np.hstack([blk["U"] for blk in blocks])
-    params["W"] = np.hstack([blk["W"] for blk in blocks])
-    params["b"] = np.zeros(N_GATES[cell] * H, dtype=dtype)
-    if cell == "lstm":
+    elif cell == "lstm":
         params["b"][H : 2 * H] = forget_bias
     else:
         params["bw"] = np.zeros(3 * H, dtype=dtype)
@@ -127,27 +93,14 @@ def _param_shapes(cell: str, D: int, H: int, O: int) -> dict[str, tuple[int, ...
     return shapes
 
 
-def check_cell_params(params: dict, cell: str, norm: str) -> tuple[int, int, int]:
-    """Validate a cell's parameter dict (see init_cell_params); return (D, H, O)."""
-    check_cell(cell, norm)
-    U, W, V = (params.get(key) for key in ("U", "W", "V"))
-    if any(not isinstance(p, np.ndarray) or p.ndim != 2 for p in (U, W, V)):
-        raise ValueError(f"params needs 2-d arrays U, W and V; a {cell} has {_SHAPES_TEXT[cell]}")
-    expected = _param_shapes(cell, U.shape[0], W.shape[0], V.shape[1])
-    if set(params) != set(expected):
-        raise ValueError(f"params has keys {sorted(params)}; a {cell} needs {sorted(expected)}")
-    wrong = {k: params[k].shape for k, shape in expected.items() if params[k].shape != shape}
-    if wrong:
-        raise ValueError(f"inconsistent parameter shapes {wrong}; a {cell} has {_SHAPES_TEXT[cell]}")
-    dtypes = {params[k].dtype for k in expected}
-    if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
-        raise ValueError("parameters must all be float32 or all float64")
-    return U.shape[0], W.shape[0], V.shape[1]
+def check_params(params: dict, cell: str) -> tuple[int, int, int]:
+    """Validate a cell's parameter dict (see add_cell_params); return (D, H, O)."""
+    return F.check_params(params, lambda D, H, O: _param_shapes(cell, D, H, O), f"a {cell} has {_SHAPES_TEXT[cell]}")
 
 
 # --------------------------------------------------------------------------------------------
 # One step of each cell. xu_t is the input projection x_t U (+ b for the gated cells), which
-# cell_forward computes for all t at once. A step's backward works from its local derivatives
+# forward computes for all t at once. A step's backward works from its local derivatives
 # (`*_local_derivatives`, computed from the step's cache: for one step, or for all t at once), and
 # takes a stack of independent incoming gradients (leading axes before (B, H)): the truncation
 # windows, or a basis for Jacobians. `out` lets the sequence loops write each step in place.
@@ -174,7 +127,7 @@ def lstm_step_forward(xu_t: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray, 
     gates += xu_t
     i, f, g, o = _blocks(gates, 4)
     np.tanh(g, out=tanh_c)  # tanh_c serves as scratch: one sigmoid pass over all four blocks is cheaper
-    core.activate_(gates, "sigmoid")
+    F.activate_(gates, "sigmoid")
     g[...] = tanh_c
     np.multiply(f, c_prev, out=c)
     c += i * g
@@ -242,7 +195,7 @@ def gru_step_forward(xu_t: np.ndarray, h_prev: np.ndarray, params: dict, out=Non
     hw = h_prev @ params["W"]
     hw += params["bw"]
     np.add(xu_t[:, : 2 * H], hw[:, : 2 * H], out=gates[:, : 2 * H])
-    core.activate_(gates[:, : 2 * H], "sigmoid")
+    F.activate_(gates[:, : 2 * H], "sigmoid")
     r, z, n = _blocks(gates, 3)
     hw_n[...] = hw[:, 2 * H :]
     np.multiply(r, hw_n, out=n)
@@ -301,7 +254,7 @@ def norm_step_forward(xu_t: np.ndarray, s_prev: np.ndarray, params: dict, *, nor
     Returns s (B, H) and the cache (â (B, H), 1/std ((B, 1) or (1, H)), s).
     out: optional arrays (s, â, 1/std) to write into.
     """
-    core.check_activation(activation)
+    F.check_activation(activation)
     B, H = xu_t.shape
     if norm == "batch" and B < 2:
         raise ValueError(f"norm='batch' needs a batch of at least 2 samples, got {B}")
@@ -316,7 +269,7 @@ def norm_step_forward(xu_t: np.ndarray, s_prev: np.ndarray, params: dict, *, nor
     a_hat *= rstd
     np.multiply(params["g"], a_hat, out=s)
     s += params["b"]
-    core.activate_(s, activation)
+    F.activate_(s, activation)
     return s, (a_hat, rstd, s)
 
 
@@ -326,7 +279,7 @@ def norm_local_derivatives(a_hat: np.ndarray, rstd: np.ndarray, s: np.ndarray, a
     Returns (a_hat, rstd, f'(y)) with y = g â + b: the normalization's own derivative depends on the
     whole group, so the step backward forms it from â and 1/std.
     """
-    return a_hat, rstd, core.dactivation(s, activation)
+    return a_hat, rstd, F.dactivation(s, activation)
 
 
 def norm_step_backward(ds: np.ndarray, local, params: dict, norm: str):
@@ -431,20 +384,20 @@ def _gru_grads(params, cache, pieces):
 def _norm_forward(params, xu, cache):
     T, B, H = xu.shape
     seq = {"a_hat": np.empty_like(xu)}
-    seq["rstd"] = np.empty((T, B, 1) if cache["norm"] == "layer" else (T, 1, H), dtype=xu.dtype)
+    seq["rstd"] = np.empty((T, B, 1) if cache.spec.norm == "layer" else (T, 1, H), dtype=xu.dtype)
     seq["s"], seq["s_prev"] = _states(cache["h0"], T)
     for t in range(T):
         out = (seq["s"][t], seq["a_hat"][t], seq["rstd"][t])
-        norm_step_forward(xu[t], seq["s_prev"][t], params, norm=cache["norm"], activation=cache["activation"], out=out)
+        norm_step_forward(xu[t], seq["s_prev"][t], params, norm=cache.spec.norm, activation=cache.spec.activation, out=out)
     return seq
 
 
 def _norm_local(cache):
-    return norm_local_derivatives(cache["a_hat"], cache["rstd"], cache["s"], cache["activation"])
+    return norm_local_derivatives(cache["a_hat"], cache["rstd"], cache["s"], cache.spec.activation)
 
 
 def _norm_backprop_step(params, cache, local_t, g):
-    da, dy, ds_prev = norm_step_backward(g[:, 0], local_t, params, cache["norm"])
+    da, dy, ds_prev = norm_step_backward(g[:, 0], local_t, params, cache.spec.norm)
     return ds_prev[:, None], (da, dy)
 
 
@@ -472,75 +425,67 @@ _CELL_PATHS = {
 
 
 def _initial_state(h0, cell: str, B: int, H: int, dtype) -> dict:
-    def check(name, value):
-        if value is None:
-            return np.zeros((B, H), dtype=dtype)
-        if not isinstance(value, np.ndarray) or value.shape != (B, H) or value.dtype != dtype:
-            raise ValueError(f"{name} must be a {np.dtype(dtype)} array of shape ({B}, {H})")
-        return value
-
     if cell != "lstm":
-        return {"h0": check("h0", h0)}
+        return {"h0": F.check_state("h0", h0, B, H, dtype)}
     if h0 is None:
         h0 = (None, None)
     if not isinstance(h0, tuple) or len(h0) != 2:
         raise ValueError("h0 of an lstm must be None or a tuple (h0, c0)")
-    return {"h0": check("h0", h0[0]), "c0": check("c0", h0[1])}
+    return {"h0": F.check_state("h0", h0[0], B, H, dtype), "c0": F.check_state("c0", h0[1], B, H, dtype)}
 
 
-def cell_forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0=None):
+def forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0=None):
     """Run a cell over a sequence.
 
-    params: see init_cell_params; x (T, B, D); h0 (B, H) or None (zeros), for the lstm a tuple
+    params: see add_cell_params; x (T, B, D); h0 (B, H) or None (zeros), for the lstm a tuple
     (h0, c0) of (B, H) arrays or None. `activation` is f of the normalized rnn; the lstm and gru have
     fixed nonlinearities and ignore it.
 
-    Returns out (T, B, O) = h_t V + c and the cache for cell_backward:
-      all:  "cell", "norm", "activation" (None for lstm/gru), "x" (T, B, D), "h0" (B, H), "s" (T, B, H) = h_t,
+    Returns out (T, B, O) = h_t V + c and the Cache for backward, whose spec has activation None for
+    lstm/gru, and whose arrays are:
+      all:  "x" (T, B, D), "h0" (B, H), "s" (T, B, H) = h_t,
             "s_prev" (T, B, H) = h_{t-1} (h0 first; a view of the same buffer as s)
       lstm: "c0" (B, H), "c" (T, B, H), "c_prev" (T, B, H) likewise, "gates" (T, B, 4H) = i f g o,
-            "tanh_c" (T, B, H); after cell_backward also "dc" (T, B, H) = dL/dc_t
+            "tanh_c" (T, B, H); after backward also "dc" (T, B, H) = dL/dc_t
       gru:  "gates" (T, B, 3H) = r z n, "hw_n" (T, B, H) = h_{t-1} W_n + bw_n
       rnn:  "a_hat" (T, B, H), the normalized pre-activation before the gain; "rstd" 1/sqrt(var + eps),
             (T, B, 1) for layer, (T, 1, H) for batch
     A chunk can continue from the last state: h0 = cache["s"][-1] (lstm: (cache["s"][-1], cache["c"][-1])).
     """
-    D, H, O = check_cell_params(params, cell, norm)
-    if cell == "rnn":
-        core.check_activation(activation)
-    else:
-        activation = None
+    spec = Spec(cell, norm, activation if cell == "rnn" else None)
+    if spec.vanilla:
+        raise ValueError("cell 'rnn' with norm 'none' is the vanilla RNN: nn.rnn.forward (or nn.model.forward)")
+    D, H, O = check_params(params, cell)
     dtype = params["W"].dtype
-    x = core.check_input(x, D, dtype)
+    x = F.check_input(x, D, dtype)
     T, B, _ = x.shape
-    cache = {"cell": cell, "norm": norm, "activation": activation, "x": x}
-    cache.update(_initial_state(h0, cell, B, H, dtype))
+    cache = Cache(spec, {"x": x, **_initial_state(h0, cell, B, H, dtype)})
 
     # every x_t U at once: the input path does not depend on the recurrence
     xu = (x.reshape(T * B, D) @ params["U"]).reshape(T, B, -1)
     if cell != "rnn":  # the normalized rnn adds b after the normalization
         xu += params["b"]
     forward_loop = _CELL_PATHS[cell][1]
-    cache.update(forward_loop(params, xu, cache))
+    cache.arrays.update(forward_loop(params, xu, cache))
     out = (cache["s"].reshape(T * B, H) @ params["V"]).reshape(T, B, O)
     out += params["c"]
     return out, cache
 
 
-def cell_backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: int | None = None):
-    """Exact BPTT through a cell, full or windowed-truncated, with core.backward's contract.
+def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | None = None):
+    """Exact BPTT through a cell, full or windowed-truncated, with nn.rnn.backward's contract.
 
     dout (T, B, O) = dL/do_t. Returns (grads, ds): grads has the keys and shapes of params; ds (T, B, H)
     is dL/dh_t, the total derivative through all later states (within the window when truncating).
     For the lstm, cache["dc"] (T, B, H) is set to dL/dc_t, likewise total (through h_t and c_{t+1}).
     truncation=k: the gradient of L_t reaches the states (h, and c) at t .. t-k+1 only; k >= T is full BPTT.
     """
-    cell, norm = cache["cell"], cache["norm"]
-    _, H, O = check_cell_params(params, cell, norm)
+    cell = cache.spec.cell
+    _, H, O = check_params(params, cell)
     s = cache["s"]
     T, B, _ = s.shape
-    dout = core.check_dout(dout, T, B, O, s.dtype)
-    k = core.check_truncation(truncation)
+    dout = F.check_dout(dout, T, B, O, s.dtype)
+    k = F.check_truncation(truncation)
     if k is not None and k >= T:
         k = None  # no window is cut: full BPTT
 
@@ -549,112 +494,48 @@ def cell_backward(params: dict, cache: dict, dout: np.ndarray, *, truncation: in
     ds_out = np.zeros_like(s)
     ds_out[loss_steps] = dout[loss_steps] @ params["V"].T  # the direct path o_t -> h_t
     local = local_derivatives(cache)  # of every step at once: the loop below only does the recurrence
+
     def step(t, g):
         return backprop_step(params, cache, [a[t] for a in local], g)
 
-    if k is None:
-        dstate, pieces = _bptt_full(step, ds_out, n_parts, loss_steps)
-    else:
-        dstate, pieces = _bptt_windowed(step, ds_out, n_parts, k, loss_steps)
+    dstate, pieces = bptt(step, ds_out, n_parts, loss_steps, k)
     grads = param_grads(params, cache, pieces)
     grads["V"] = _sum_outer(s, dout)
     grads["c"] = dout.sum(axis=(0, 1))
     if cell == "lstm":
-        cache["dc"] = pieces[1]
+        cache.arrays["dc"] = pieces[1]
     return {key: grads[key] for key in params}, dstate[:, 0]
 
 
-def _bptt_full(backprop_step, ds_out: np.ndarray, n_parts: int, loss_steps: np.ndarray):
-    """Full backpropagation through time over a per-step backward: every loss term joins one gradient.
-
-    backprop_step(t, g) -> (g_prev, pieces): g (n, P, B, H) stacks n independent gradients w.r.t. the
-    state at t (P parts: h, and c for the LSTM), g_prev is the same w.r.t. the state at t-1, and pieces is
-    a tuple of arrays (n, B, width), linear in g, from which the parameter gradients are formed; here n = 1.
-    ds_out (T, B, H) is the direct gradient o_t -> h_t. Returns dstate (T, P, B, H), the gradient w.r.t.
-    each state, and the pieces (T, B, width) each.
-    """
-    T, B, H = ds_out.shape
-    dstate = np.empty((T, n_parts, B, H), dtype=ds_out.dtype)
-    pieces = None
-    g = np.zeros((1, n_parts, B, H), dtype=ds_out.dtype)
-    for t in range(T - 1, -1, -1):
-        if loss_steps[t]:
-            g[0, 0] += ds_out[t]
-        dstate[t] = g[0]
-        g, step_pieces = backprop_step(t, g)
-        if pieces is None:
-            pieces = tuple(np.empty((T,) + p.shape[1:], dtype=ds_out.dtype) for p in step_pieces)
-        for total, p in zip(pieces, step_pieces):
-            total[t] = p[0]
-    return dstate, pieces
-
-
-def _bptt_windowed(backprop_step, ds_out: np.ndarray, n_parts: int, k: int, loss_steps: np.ndarray):
-    """Windowed-truncated backpropagation through time, with _bptt_full's arguments and results.
-
-    As in core._bptt_windowed, each loss step u (loss_steps[u] True) keeps its own gradient window,
-    carried from the state at u back to the state at u-k+1 and no further; all windows are propagated
-    together as one stack g (n, P, B, H), and dstate and the pieces are summed over the windows.
-    """
-    T, B, H = ds_out.shape
-    dstate = np.empty((T, n_parts, B, H), dtype=ds_out.dtype)
-    pieces = None
-    g = np.zeros((0, n_parts, B, H), dtype=ds_out.dtype)
-    starts: list[int] = []  # the loss step of each window in g, oldest window first
-    for t in range(T - 1, -1, -1):
-        if loss_steps[t]:
-            new = np.zeros((1, n_parts, B, H), dtype=ds_out.dtype)
-            new[0, 0] = ds_out[t]
-            g = np.concatenate([g, new])
-            starts.append(t)
-        np.sum(g, axis=0, out=dstate[t])
-        g, step_pieces = backprop_step(t, g)
-        if pieces is None:
-            pieces = tuple(np.empty((T,) + p.shape[1:], dtype=ds_out.dtype) for p in step_pieces)
-        for total, p in zip(pieces, step_pieces):
-            np.sum(p, axis=0, out=total[t])
-        if starts and starts[0] - t == k - 1:  # the oldest window has reached its last state
-            g, starts = g[1:], starts[1:]
-    return dstate, pieces
-
-
 # --------------------------------------------------------------------------------------------
-# Diagnostics
+# What the instruments read: the step Jacobians and the gates
 # --------------------------------------------------------------------------------------------
 
 
-def _check_sample(sample, B: int) -> int:
-    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or not 0 <= sample < B:
-        raise ValueError(f"sample must be an integer in [0, {B}), got {sample!r}")
-    return int(sample)
-
-
-def step_jacobians(params: dict, cache: dict, sample: int = 0) -> np.ndarray:
+def step_jacobians(params: dict, cache: Cache, sample: int = 0) -> np.ndarray:
     """The one-step Jacobians of the hidden state for one sample, in row form. Returns J (T, H, H).
 
     J[t][i, j] = d h_t[j] / d h_{t-1}[i] (h_{-1} = h0), so a row perturbation evolves as dh_t = dh_{t-1} J[t]
-    and J[t] = W diag(f'(a_t)) for the vanilla RNN (core's convention).
-    lstm: the h -> h path with c_{t-1} held fixed; the c -> c path is cell_state_jacobian_diag.
+    and J[t] = W diag(f'(a_t)) for the vanilla RNN (nn.rnn's convention).
+    lstm: the h -> h path with c_{t-1} held fixed; the c -> c path is diag(f_t), the forget gate.
     rnn with norm="batch": the per-sample Jacobian with the batch statistics held fixed, i.e. ignoring
     that h_{t-1} of this sample also moves the mean and variance seen by every sample:
     J[t] = W diag(g f'(y_t) / std_t).
     Computed by running the step backward on the basis e_1 .. e_H of dL/dh_t.
     """
-    cell, norm = cache["cell"], cache["norm"]
+    spec = cache.spec
     T, B, H = cache["s"].shape
-    sample = _check_sample(sample, B)
+    sample = F.check_sample(sample, B)
     dtype = cache["s"].dtype
-    if norm == "batch":
-        fprime = core.dactivation(cache["s"][:, sample], cache["activation"])  # (T, H)
+    if spec.norm == "batch":
+        fprime = F.dactivation(cache["s"][:, sample], spec.activation)  # (T, H)
         return params["W"] * (params["g"] * cache["rstd"][:, 0] * fprime)[:, None, :]
     # the cache of this sample alone (batch axis kept with size 1)
-    one = {
+    one = Cache(spec, {
         key: value[sample : sample + 1] if key in ("h0", "c0") else value[:, sample : sample + 1]
         for key, value in cache.items()
-        if isinstance(value, np.ndarray)
-    }
-    one.update({key: value for key, value in cache.items() if not isinstance(value, np.ndarray)})
-    n_parts, _, local_derivatives, backprop_step, _ = _CELL_PATHS[cell]
+    })
+    n_parts, _, local_derivatives, backprop_step, _ = _CELL_PATHS[spec.cell]
     local = local_derivatives(one)
     basis = np.zeros((H, n_parts, 1, H), dtype=dtype)  # the lstm's c part stays zero: c_{t-1} fixed
     basis[:, 0, 0, :] = np.eye(H, dtype=dtype)
@@ -665,33 +546,17 @@ def step_jacobians(params: dict, cache: dict, sample: int = 0) -> np.ndarray:
     return J
 
 
-def cell_state_jacobian_diag(cache: dict, sample: int = 0) -> np.ndarray:
-    """The LSTM's c -> c Jacobian d c_t / d c_{t-1} = diag(f_t) at fixed h_{t-1}: returns f_t (T, H).
+def tangent_map(params: dict, cache: Cache, sample: int = 0) -> Callable[[int, np.ndarray], np.ndarray]:
+    """(t, Q (H, k)) -> J[t]^T Q in float64, J from step_jacobians (formed once for all t)."""
+    JT = np.swapaxes(step_jacobians(params, cache, sample).astype(np.float64), 1, 2)
 
-    Its product over time is what carries dL/dc back unsquashed (the constant error carousel of
-    Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
-    """
-    if cache["cell"] != "lstm":
-        raise ValueError(f"cell_state_jacobian_diag needs an lstm cache, got cell {cache['cell']!r}")
-    gates = cache["gates"]
-    sample = _check_sample(sample, gates.shape[1])
-    H = gates.shape[2] // 4
-    return gates[:, sample, H : 2 * H].copy()
+    def advance(t: int, q: np.ndarray) -> np.ndarray:
+        return JT[t] @ q
+
+    return advance
 
 
-def saturation_fraction(cache: dict) -> float:
-    """Fraction of saturated nonlinearities.
-
-    lstm and gru: over all gate activations (T, B, 4H or 3H), a sigmoid gate s counting as saturated
-    when s (1 - s) < 1% of 1/4 and a tanh y when 1 - y^2 < 0.01. rnn with norm: the core's definition on
-    the states, rnngrad.diagnostics.saturation.
-    """
-    # imported here: diagnostics imports core, which may import this module
-    from rnngrad.diagnostics import saturation
-
-    if cache["cell"] == "rnn":
-        return saturation(cache, cache["activation"])
-    activations = GATE_ACTIVATIONS[cache["cell"]]
-    blocks = np.split(cache["gates"], len(activations), axis=-1)
-    # equal-sized blocks: the mean of their fractions is the fraction over all gates
-    return float(np.mean([saturation({"s": y}, act) for y, act in zip(blocks, activations)]))
+def gate_outputs(cache: Cache) -> dict[str, tuple[np.ndarray, str]]:
+    """Each gate of an lstm or gru cache: name -> (its outputs (T, B, H), a view; its nonlinearity)."""
+    gates = GATES[cache.spec.cell]
+    return {name: (y, f) for (name, f), y in zip(gates, _blocks(cache["gates"], len(gates)))}

@@ -1,0 +1,120 @@
+"""The one entry to the models: every cell behind the same five calls.
+
+    params = init_params(D, H, O, cell=..., norm=..., init=..., rng=...)
+    out, cache = forward(params, x, activation=..., cell=..., norm=...)     x (T, B, D) -> out (T, B, O)
+    grads, ds = backward(params, cache, dout, truncation=None)                ds (T, B, H) = dL/ds_t
+    J = step_jacobians(params, cache, sample)                                 (T, H, H), row form
+
+This is the only module that asks which cell it runs: the vanilla RNN (`nn.rnn`, specialised in-place
+loops with a reusable Workspace) or a remedy cell (`nn.cells`: lstm, gru, rnn with layer or batch norm).
+The cache a forward returns carries its Spec, and every call that takes a cache dispatches on that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from rnngrad.nn import cells, rnn
+from rnngrad.nn import init as nn_init
+from rnngrad.nn.functional import check_size
+from rnngrad.nn.rnn import Workspace
+from rnngrad.nn.spec import VANILLA, Cache, Spec, check_cell
+
+__all__ = ["Cache", "Spec", "Workspace", "backward", "check_cell", "forward", "init_params", "nonlinearities",
+           "step_jacobians", "tangent_map"]
+
+
+def init_params(
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    *,
+    cell: str = "rnn",
+    norm: str = "none",
+    init: str,
+    spectral_radius: float | None = None,
+    scale: float = 1.0,
+    rng: np.random.Generator | int,
+    dtype=np.float64,
+    forget_bias: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Parameters of a model: for every gate, U's (D, H) block and W's (H, H) block are drawn as
+    nn.init.draw draws a vanilla RNN's U and W (`init`, `scale`, and `spectral_radius`, which rescales each
+    W block on its own).
+
+    rnn:           {"U": (D, H), "W": (H, H), "b": (H,), "V": (H, O), "c": (O,)}
+    rnn with norm: the same plus the gain "g" (H,) = 1
+    lstm, gru:     see nn.cells.add_cell_params (`forget_bias`: the LSTM forget gate's bias; others ignore it)
+    """
+    check_cell(cell, norm)
+    D = check_size("input_size", input_size)
+    H = check_size("hidden_size", hidden_size)
+    O = check_size("output_size", output_size)
+    nn_init.check_init(init, scale, spectral_radius)
+    rng = np.random.default_rng(rng)
+    drawn = [nn_init.draw(D, H, O, init, spectral_radius, float(scale), rng, dtype) for _ in range(cells.N_GATES[cell])]
+    params = nn_init.gate_blocks(drawn)
+    if (cell, norm) == VANILLA:
+        return params
+    return cells.add_cell_params(params, cell, forget_bias=forget_bias)
+
+
+def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", norm: str = "none", h0=None,
+            workspace: Workspace | None = None) -> tuple[np.ndarray, Cache]:
+    """Run a model over a sequence: x (T, B, D) -> out (T, B, O) and the Cache for backward.
+
+    h0: the initial state (B, H), None for zeros; for the lstm a tuple (h0, c0) or None. `activation` is f
+    of the rnn cells (vanilla or normalized); the lstm and gru have fixed nonlinearities and ignore it.
+    `workspace` (see Workspace) is used by the vanilla RNN and ignored by the other cells.
+    The cache's arrays: nn.rnn.forward and nn.cells.forward.
+    """
+    if (cell, norm) == VANILLA:
+        return rnn.forward(params, x, activation=activation, h0=h0, workspace=workspace)
+    return cells.forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
+
+
+def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | None = None,
+             workspace: Workspace | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Exact BPTT, full (truncation=None) or windowed-truncated (truncation=k, Williams & Peng 1990).
+
+    dout (T, B, O) = dL/do_t. Returns (grads, ds): grads has the keys and shapes of params; ds (T, B, H)
+    is dL/ds_t, the total derivative through all later states (within the window when truncating).
+    The gradient of each L_t reaches the states at t .. t-k+1 only; k >= T is full BPTT. For the lstm,
+    backward also sets cache["dc"] (T, B, H) = dL/dc_t.
+    """
+    if cache.spec.vanilla:
+        return rnn.backward(params, cache, dout, truncation=truncation, workspace=workspace)
+    return cells.backward(params, cache, dout, truncation=truncation)
+
+
+def step_jacobians(params: dict, cache: Cache, sample: int = 0) -> np.ndarray:
+    """J[t] = ds_t/ds_{t-1} in row form for one sample of the batch, every cell. Returns (T, H, H).
+
+    Vanilla RNN: W diag(f'(a_t)); the other cells: nn.cells.step_jacobians (the lstm's with c_{t-1} fixed,
+    batch norm's with the batch statistics fixed).
+    """
+    if cache.spec.vanilla:
+        return rnn.step_jacobians(params, cache, sample)
+    return cells.step_jacobians(params, cache, sample)
+
+
+def tangent_map(params: dict, cache: Cache, sample: int = 0) -> Callable[[int, np.ndarray], np.ndarray]:
+    """The step Jacobians in column form as a map: advance(t, Q (H, k)) = J[t]^T Q, in float64.
+
+    The vanilla RNN applies diag(f'(a_t)) W^T without forming J; the other cells form J once.
+    """
+    if cache.spec.vanilla:
+        return rnn.tangent_map(params, cache, sample)
+    return cells.tangent_map(params, cache, sample)
+
+
+def nonlinearities(cache: Cache) -> dict[str, tuple[np.ndarray, str]]:
+    """The outputs of every nonlinearity of the model and its name: {name: (y (T, B, H), f)}.
+
+    The rnn cells: {"s": (states, the activation)}; lstm: gates i, f, g, o; gru: gates r, z, n (views).
+    """
+    if cache.spec.cell == "rnn":
+        return {"s": (cache["s"], cache.spec.activation)}
+    return cells.gate_outputs(cache)

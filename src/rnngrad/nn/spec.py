@@ -1,0 +1,78 @@
+"""Which model ran: the cell, its normalization and its activation, and the cache that records them.
+
+A forward pass returns a `Cache`: its `spec` says which model made it (so that `nn.model` dispatches on
+it, and nobody else has to ask), its arrays are read by name (`cache["s"]`; each forward documents its
+own). The arrays of one cache are views that backward may read and (the LSTM's dL/dc) add to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnngrad.nn.functional import check_activation
+
+CELLS = ("rnn", "lstm", "gru")
+NORMS = ("none", "layer", "batch")
+VANILLA = ("rnn", "none")  # the plain RNN, nn.rnn
+VALID_COMBINATIONS = (("rnn", "none"), ("lstm", "none"), ("gru", "none"), ("rnn", "layer"), ("rnn", "batch"))
+
+
+def check_cell(cell: str, norm: str) -> None:
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; valid choices: {', '.join(CELLS)}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
+    if (cell, norm) not in VALID_COMBINATIONS:
+        valid = ", ".join(f"{c}/{n}" for c, n in VALID_COMBINATIONS)
+        raise ValueError(f"cell {cell!r} with norm {norm!r} is not available; valid cell/norm: {valid}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A valid model: `cell` and `norm` one of VALID_COMBINATIONS; `activation` the f of the rnn cell
+    (vanilla or normalized), None for lstm and gru, whose nonlinearities are fixed."""
+
+    cell: str
+    norm: str
+    activation: str | None
+
+    def __post_init__(self):
+        check_cell(self.cell, self.norm)
+        if self.cell == "rnn":
+            check_activation(self.activation)
+        elif self.activation is not None:
+            raise ValueError(f"a {self.cell} has fixed nonlinearities: its activation is None, got {self.activation!r}")
+
+    @property
+    def vanilla(self) -> bool:
+        """The plain RNN s_t = f(x_t U + s_{t-1} W + b), without normalization."""
+        return (self.cell, self.norm) == VANILLA
+
+    def check_activation(self, activation: str | None) -> None:
+        """Check an activation a caller names for this model: for the rnn cells it must be valid and the one
+        the model ran with; the lstm and gru ignore it (as forward does)."""
+        if self.cell != "rnn":
+            return
+        check_activation(activation)
+        if activation != self.activation:
+            raise ValueError(f"activation {activation!r} is not the one the model ran with, {self.activation!r}")
+
+
+@dataclass(eq=False)
+class Cache(Mapping):
+    """What a forward pass keeps for backward and the instruments: its spec and its arrays by name."""
+
+    spec: Spec
+    arrays: dict[str, np.ndarray]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
