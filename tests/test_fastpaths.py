@@ -9,10 +9,11 @@ The references loop the public step functions one step and one loss term at a ti
 import numpy as np
 import pytest
 from reference import backward_steps, forward_steps, make_cell_model, rel_error
+from runconfig import run_config
 
 from rnngrad import core, diagnostics
 from rnngrad.nn import cells
-from rnngrad.training import Settings, train
+from rnngrad.training import train
 
 T, B, D, H, O = 9, 3, 3, 5, 2
 CELL_CONFIGS = [("lstm", "none", "tanh"), ("gru", "none", "tanh"), ("rnn", "layer", "tanh"), ("rnn", "batch", "relu")]
@@ -236,8 +237,9 @@ def test_float32_stays_float32_and_matches_float64(cfg, truncation):
 
 @pytest.mark.parametrize("cell, norm", [("rnn", "none"), ("lstm", "none"), ("gru", "none"), ("rnn", "layer"), ("rnn", "batch")])
 def test_float32_trains_end_to_end(cell, norm):
-    settings = Settings(task="adding", seq_len=10, hidden_size=16, cell=cell, norm=norm, dtype="float32", lr=0.01,
-                        steps=20, eval_interval=10, diag_interval=10, truncation=4, verbose=False)
+    settings = run_config("task.name=adding", "task.seq_len=10", "model.hidden_size=16", f"model.cell={cell}",
+                          f"model.norm={norm}", "model.dtype=float32", "optim.lr=0.01", "train.steps=20",
+                          "train.eval_interval=10", "train.diag_interval=10", "bptt.truncation=4", "train.verbose=false")
     result = train(settings)
     assert result.outcome != "diverged"
     assert {"train/loss", "eval/loss", "lyap/top", "grad/trunc_cosine"} <= set(result.final)

@@ -1,48 +1,67 @@
-"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore, range checks, and the
-translation of a composed config into `training.Settings`.
+"""Configuration: the one home of every choice list, default and range check.
 
-Enum fields make Hydra reject a wrong value while composing, naming the valid ones
-(`model.activation=softplus` -> "Invalid value 'softplus', expected one of [sigmoid, tanh, relu, linear]");
-`check(cfg)` adds the range checks a type cannot express (hidden_size > 0, lr > 0, ...).
+The schema dataclasses below are registered in Hydra's ConfigStore (`conf/config.yaml` lists
+`config_schema` first in its defaults) and are the single source of every default: a YAML file in
+`conf/` sets only the key that names its group option (`cell: lstm`, `name: sgd`) and what that
+option changes, and the training loop receives the validated schema object itself (`checked(cfg)`),
+so no default is restated anywhere. Defaults whose natural home is a library class (an optimizer's
+betas, a task's test-set size, the model's initial scale) are read from its signature.
+
+Choice fields are string enums built from the constants of the modules that implement the choices
+(`rnngrad.nn`, `tasks`, `optim`, `clip`, `training`): Hydra rejects a wrong value while composing,
+naming the valid ones (`model.activation=softplus` -> "Invalid value 'softplus', expected one of
+[sigmoid, tanh, relu, linear]"); `check(cfg)` adds every range check a type cannot express.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rnngrad.training import Settings
+from rnngrad import clip, optim, tasks, training
+from rnngrad.nn import ACTIVATIONS, CELLS, DTYPES, INITS, NORMS, VALID_COMBINATIONS
+from rnngrad.nn import model as nn_model
 
 
 class ConfigError(ValueError):
     """A configuration value out of its valid range."""
 
 
-Activation = Enum("Activation", {k: k for k in ("sigmoid", "tanh", "relu", "linear")})
-Init = Enum("Init", {k: k for k in ("gaussian", "xavier", "he", "orthogonal", "identity", "sparse")})
-Cell = Enum("Cell", {k: k for k in ("rnn", "lstm", "gru")})
-Norm = Enum("Norm", {k: k for k in ("none", "layer", "batch")})
-DType = Enum("DType", {k: k for k in ("float64", "float32")})
-TaskName = Enum("TaskName", {k: k for k in ("adding", "temporal_order", "copy", "char_lm")})
-OptimName = Enum("OptimName", {k: k for k in ("sgd", "momentum", "rmsprop", "adam")})
-ClipMode = Enum("ClipMode", {k: k for k in ("none", "norm", "value")})
-BPTTMode = Enum("BPTTMode", {k: k for k in ("window", "chunked")})
+def _choices(name: str, values) -> type[StrEnum]:
+    """A string enum of the valid values: its members compare equal to the plain strings."""
+    return StrEnum(name, {v: v for v in values})
 
-# which optimizer fields each optimizer takes (the rest of OptimConfig is ignored for it)
-OPTIMIZER_OPTIONS = {"sgd": (), "momentum": ("momentum", "nesterov"), "rmsprop": ("alpha", "eps"), "adam": ("beta1", "beta2", "eps")}
+
+Activation = _choices("Activation", ACTIVATIONS)
+Init = _choices("Init", INITS)
+Cell = _choices("Cell", CELLS)
+Norm = _choices("Norm", NORMS)
+DType = _choices("DType", DTYPES)
+TaskName = _choices("TaskName", tasks.TASKS)
+OptimName = _choices("OptimName", optim.OPTIMIZERS)
+ClipMode = _choices("ClipMode", clip.CLIP_MODES)
+BPTTMode = _choices("BPTTMode", training.BPTT_MODES)
+
+
+def _default_of(cls, name: str):
+    """The default of keyword `name` in cls's signature: the library class is that default's home."""
+    return inspect.signature(cls).parameters[name].default
+
 
 
 @dataclass
 class TaskConfig:
     name: TaskName = TaskName.adding
     seq_len: int = 50
-    test_size: int = 1000
+    test_size: int = _default_of(tasks.Task, "test_size")
     options: dict[str, Any] = field(default_factory=dict)  # task-specific, e.g. char_lm's solve_fraction
 
 
@@ -53,9 +72,9 @@ class ModelConfig:
     activation: Activation = Activation.tanh
     hidden_size: int = 64
     init: Init = Init.orthogonal
-    spectral_radius: Optional[float] = None
-    scale: float = 1.0
-    forget_bias: float = 1.0
+    spectral_radius: Optional[float] = _default_of(nn_model.init_params, "spectral_radius")  # null: W as drawn
+    scale: float = _default_of(nn_model.init_params, "scale")
+    forget_bias: float = _default_of(nn_model.init_params, "forget_bias")  # the LSTM's, at initialization
     dtype: DType = DType.float64
 
 
@@ -63,12 +82,12 @@ class ModelConfig:
 class OptimConfig:
     name: OptimName = OptimName.adam
     lr: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = False
-    alpha: float = 0.99
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    momentum: float = _default_of(optim.Momentum, "momentum")
+    nesterov: bool = _default_of(optim.Momentum, "nesterov")
+    alpha: float = _default_of(optim.RMSProp, "alpha")
+    beta1: float = _default_of(optim.Adam, "beta1")
+    beta2: float = _default_of(optim.Adam, "beta2")
+    eps: float = _default_of(optim.Adam, "eps")
 
 
 @dataclass
@@ -98,7 +117,7 @@ class TrainConfig:
 class TrackingConfig:
     uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db
     experiment: str = "rnngrad"
-    skip_completed: bool = True
+    skip_completed: bool = True  # a rerun skips configurations that already have a FINISHED run
     through_time_checkpoints: int = 3
     metric_every: int = 50  # per-step scalars to MLflow every N steps (and at every eval/diagnostic step)
     flush_seconds: float = 10.0
@@ -126,55 +145,73 @@ def _require(ok: bool, key: str, rule: str, value) -> list[str]:
     return [] if ok else [f"{key} must be {rule}, got {value!r}"]
 
 
-def check(cfg: DictConfig) -> None:
-    """Range checks a type cannot express; raises ConfigError listing every violation."""
-    m, t, o, c, b, tr = cfg.model, cfg.task, cfg.optim, cfg.clip, cfg.bptt, cfg.train
-    errors = [
+def _range_errors(cfg: DictConfig) -> list[str]:
+    m, t, o, c, b, tr, tk = cfg.model, cfg.task, cfg.optim, cfg.clip, cfg.bptt, cfg.train, cfg.tracking
+    return [
         *_require(t.seq_len >= 2, "task.seq_len", ">= 2", t.seq_len),
         *_require(t.test_size >= 1, "task.test_size", ">= 1", t.test_size),
         *_require(m.hidden_size > 0, "model.hidden_size", "> 0", m.hidden_size),
         *_require(m.scale > 0, "model.scale", "> 0", m.scale),
-        *_require(m.spectral_radius is None or m.spectral_radius > 0, "model.spectral_radius", "> 0 or null", m.spectral_radius),
+        *_require(m.spectral_radius is None or m.spectral_radius > 0, "model.spectral_radius", "> 0 or null",
+                  m.spectral_radius),
         *_require(o.lr > 0, "optim.lr", "> 0", o.lr),
         *_require(c.threshold > 0, "clip.threshold", "> 0", c.threshold),
-        *_require(b.truncation is None or b.truncation >= 1, "bptt.truncation", ">= 1 or null (full BPTT)", b.truncation),
+        *_require(b.truncation is None or b.truncation >= 1, "bptt.truncation", ">= 1 or null (full BPTT)",
+                  b.truncation),
         *_require(tr.steps >= 0, "train.steps", ">= 0", tr.steps),
         *_require(tr.batch_size >= 1, "train.batch_size", ">= 1", tr.batch_size),
         *_require(tr.eval_interval >= 1, "train.eval_interval", ">= 1", tr.eval_interval),
         *_require(tr.diag_interval >= 1, "train.diag_interval", ">= 1", tr.diag_interval),
         *_require(tr.lyapunov_k >= 1 and (m.hidden_size <= 0 or tr.lyapunov_k <= m.hidden_size),
                   "train.lyapunov_k", f"in [1, model.hidden_size={m.hidden_size}]", tr.lyapunov_k),
-        *_require(cfg.tracking.metric_every >= 1, "tracking.metric_every", ">= 1", cfg.tracking.metric_every),
-        *_require(cfg.tracking.through_time_checkpoints >= 1, "tracking.through_time_checkpoints", ">= 1", cfg.tracking.through_time_checkpoints),
+        *_require(tk.metric_every >= 1, "tracking.metric_every", ">= 1", tk.metric_every),
+        *_require(tk.through_time_checkpoints >= 1, "tracking.through_time_checkpoints", ">= 1",
+                  tk.through_time_checkpoints),
     ]
-    if b.mode.name == "chunked" and (t.name.name != "char_lm" or b.truncation is None):
+
+
+def _combination_errors(cfg: DictConfig) -> list[str]:
+    m, t, b, tr = cfg.model, cfg.task, cfg.bptt, cfg.train
+    errors = []
+    if b.mode == "chunked" and (t.name != "char_lm" or b.truncation is None):
         errors.append("bptt.mode=chunked needs task=char_lm and an integer bptt.truncation")
-    if m.norm.name != "none" and m.cell.name != "rnn":
-        errors.append(f"model.norm={m.norm.name} works with model.cell=rnn only, got model.cell={m.cell.name}")
-    if m.norm.name == "batch" and tr.batch_size < 2:
+    if (m.cell, m.norm) not in VALID_COMBINATIONS:
+        valid = ", ".join(f"{cell}/{norm}" for cell, norm in VALID_COMBINATIONS)
+        errors.append(f"model.norm={m.norm} works with model.cell=rnn only, got model.cell={m.cell} "
+                      f"(valid model.cell/model.norm: {valid})")
+    if m.norm == "batch" and tr.batch_size < 2:
         errors.append("model.norm=batch needs train.batch_size >= 2 (batch statistics)")
+    valid = [name for name in tasks.option_names(t.name) if name != "test_size"]
+    unknown = sorted(set(t.options) - set(valid))
+    if unknown:
+        errors.append(f"task.options {unknown} are not options of task {t.name}; valid options: "
+                      f"{', '.join(valid) or 'none'}")
+    return errors
+
+
+def check(cfg: DictConfig) -> None:
+    """Every range and combination check a type cannot express; raises ConfigError listing each violation."""
+    errors = _range_errors(cfg) + _combination_errors(cfg)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
 
 
-def to_settings(cfg: DictConfig) -> Settings:
-    """The training loop's Settings from a composed config (after `check`)."""
+def checked(cfg: DictConfig) -> Config:
+    """The validated run configuration, as the schema object the training loop receives.
+
+    cfg: a composed config (Hydra's own `hydra` node, if present, is left out). Raises ConfigError.
+    """
     check(cfg)
-    t, m, o = cfg.task, cfg.model, cfg.optim
-    task_options = dict(OmegaConf.to_container(t.options, resolve=True))
-    task_options["test_size"] = t.test_size
-    return Settings(
-        task=t.name.name, seq_len=t.seq_len, task_options=task_options,
-        cell=m.cell.name, norm=m.norm.name, activation=m.activation.name, hidden_size=m.hidden_size,
-        init=m.init.name, spectral_radius=m.spectral_radius, scale=m.scale, forget_bias=m.forget_bias,
-        dtype=m.dtype.name,
-        optimizer=o.name.name, lr=o.lr, optimizer_options={k: o[k] for k in OPTIMIZER_OPTIONS[o.name.name]},
-        clip_mode=cfg.clip.mode.name, clip_threshold=cfg.clip.threshold,
-        truncation=cfg.bptt.truncation, bptt_mode=cfg.bptt.mode.name,
-        steps=cfg.train.steps, batch_size=cfg.train.batch_size, eval_interval=cfg.train.eval_interval,
-        diag_interval=cfg.train.diag_interval, stop_when_solved=cfg.train.stop_when_solved,
-        lyapunov_k=cfg.train.lyapunov_k, seed=cfg.seed, verbose=cfg.train.verbose,
-    )
+    if "hydra" in cfg:  # a sweep's composed job carries Hydra's node; the schema has no such field
+        cfg = copy.copy(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+    run = OmegaConf.to_object(cfg)
+    try:  # the task's own options (e.g. char_lm's fractions) are checked by its constructor
+        training.make_run_task(run)
+    except ValueError as err:
+        raise ConfigError(f"invalid configuration:\n  task: {err}") from None
+    return run
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -207,18 +244,18 @@ def config_hash(cfg: DictConfig) -> str:
 def run_name(cfg: DictConfig) -> str:
     """A readable name that says what the run is, e.g. adding-T100-tanh-orthogonal-clipnorm1-s0."""
     m = cfg.model
-    parts = [cfg.task.name.name, f"T{cfg.task.seq_len}"]
-    parts.append(m.activation.name if m.cell.name == "rnn" else m.cell.name)
-    if m.norm.name != "none":
-        parts.append(f"{m.norm.name}norm")
-    parts.append(m.init.name)
+    parts = [str(cfg.task.name), f"T{cfg.task.seq_len}"]
+    parts.append(str(m.activation if m.cell == "rnn" else m.cell))
+    if m.norm != "none":
+        parts.append(f"{m.norm}norm")
+    parts.append(str(m.init))
     if m.spectral_radius is not None:
         parts.append(f"rho{m.spectral_radius:g}")
-    if m.dtype.name != "float64":
-        parts.append(m.dtype.name)
-    if cfg.clip.mode.name != "none":
-        parts.append(f"clip{cfg.clip.mode.name}{cfg.clip.threshold:g}")
+    if m.dtype != "float64":
+        parts.append(str(m.dtype))
+    if cfg.clip.mode != "none":
+        parts.append(f"clip{cfg.clip.mode}{cfg.clip.threshold:g}")
     if cfg.bptt.truncation is not None:
-        parts.append(f"{'chunk' if cfg.bptt.mode.name == 'chunked' else 'k'}{cfg.bptt.truncation}")
+        parts.append(f"{'chunk' if cfg.bptt.mode == 'chunked' else 'k'}{cfg.bptt.truncation}")
     parts.append(f"s{cfg.seed}")
     return "-".join(parts)

@@ -6,9 +6,10 @@ L2 norm of the update actually applied, lr included, over all parameters: the tr
 it to detect divergence.
 """
 import abc
-import inspect
 
 import numpy as np
+
+from rnngrad import registry
 
 
 class Optimizer(abc.ABC):
@@ -142,12 +143,9 @@ def make_optimizer(name, lr, **options):
 
     options are the keyword arguments of its class, e.g. make_optimizer('momentum', 0.01, nesterov=True).
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
-    cls = OPTIMIZERS[name]
-    valid = [p for p in inspect.signature(cls).parameters if p != "lr"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for optimizer {name!r}; "
-                         f"valid options: {', '.join(valid) or 'none'}")
-    return cls(lr, **options)
+    return registry.lookup("optimizer", OPTIMIZERS, name, options, "lr")(lr, **options)
+
+
+def option_names(name) -> tuple[str, ...]:
+    """The keyword options of the optimizer called `name` (e.g. ('beta1', 'beta2', 'eps') for adam)."""
+    return registry.option_names(OPTIMIZERS[name], "lr")

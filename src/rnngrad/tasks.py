@@ -28,13 +28,13 @@ an input and a loss term that needs it.
   is one step past the last input, and no longer range is required. Solved: test bits/char below
   `solve_fraction` (default 0.8) times the unigram baseline in bits.
 """
-import functools
 import abc
-import inspect
+import functools
 
 import numpy as np
 from pydoc_data.topics import topics
 
+from rnngrad import registry
 from rnngrad.losses import check_batch
 
 TEST_SEED = 1997
@@ -352,11 +352,9 @@ def make_task(name, *, seq_len, **options):
 
     options: test_seed, test_size for every task; train_fraction, solve_fraction for char_lm.
     """
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid names: {', '.join(TASKS)}")
-    cls = TASKS[name]
-    valid = [p for p in inspect.signature(cls).parameters if p != "seq_len"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for task {name!r}; valid options: {', '.join(valid)}")
-    return cls(seq_len, **options)
+    return registry.lookup("task", TASKS, name, options, "seq_len")(seq_len, **options)
+
+
+def option_names(name) -> tuple[str, ...]:
+    """The keyword options of the task called `name` (test_seed, test_size, and its own)."""
+    return registry.option_names(TASKS[name], "seq_len")

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rnngrad import config as config_mod
-from rnngrad.training import train, validate
+from rnngrad.training import train
 
 PARENT_ENV = "RNNGRAD_PARENT_RUN_ID"
 EXPERIMENT_ENV = "RNNGRAD_EXPERIMENT_ID"
@@ -56,14 +56,7 @@ def _redacted_config(cfg: DictConfig) -> dict:
 
 def checked_settings(cfg: DictConfig):
     """The run's Settings, every value checked by the module that uses it; raises ConfigError."""
-    try:
-        settings = config_mod.to_settings(cfg)
-        validate(settings)
-    except config_mod.ConfigError:
-        raise
-    except ValueError as err:
-        raise config_mod.ConfigError(str(err)) from None
-    return settings
+    return config_mod.checked(cfg)
 
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # recurrent (H, H) products per step, relative to the vanilla RNN
@@ -87,11 +80,11 @@ def check_job(cfg: DictConfig) -> JobCheck:
     """
     try:
         settings = checked_settings(cfg)
-        length = validate(settings).length
+        length = settings.task.seq_len
     except config_mod.ConfigError as err:
         return JobCheck(str(err))
     tracking = _tracking()  # also imports MLflow in a sweep worker before its first job needs it
-    cost = (settings.steps + 1) * length * settings.batch_size * settings.hidden_size ** 2 * GATES.get(settings.cell, 1)
+    cost = (settings.train.steps + 1) * length * settings.train.batch_size * settings.model.hidden_size ** 2 * GATES.get(settings.model.cell, 1)
     return JobCheck(None, float(cost), (tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment))
 
 
