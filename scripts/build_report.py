@@ -17,8 +17,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from rnngrad import tracking
-from rnngrad.report import findings, load
+from rnngrad import store
+from rnngrad.report import findings
 
 DPI = 150
 
@@ -51,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else <repo>/mlflow.db)")
     parser.add_argument("--experiment", default="rnngrad", help="MLflow experiment name (default: rnngrad)")
-    parser.add_argument("--out", type=Path, default=tracking.PROJECT_ROOT / "reports", help="output directory (default: reports/)")
+    parser.add_argument("--out", type=Path, default=store.PROJECT_ROOT / "reports", help="output directory (default: reports/)")
     args = parser.parse_args(argv)
     try:
-        uri = tracking.resolve_uri(args.tracking_uri)
+        uri = store.resolve_uri(args.tracking_uri)
         study = findings.Study.open(uri, args.experiment)
-    except load.StoreNotFound as err:
+    except store.StoreNotFound as err:
         print(f"build_report: {err}; run a sweep first (make study) or pass --tracking-uri", file=sys.stderr)
         return 2
     except ValueError as err:

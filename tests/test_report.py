@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from rnngrad import tracking
 from rnngrad.report import figures, findings, load
+from rnngrad.store import StoreNotFound
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("build_report", ROOT / "scripts" / "build_report.py")
@@ -140,8 +141,8 @@ def test_load_grad_norms_reads_artifacts_and_records_missing_ones(store, tmp_pat
 
 
 def test_missing_store_is_reported_not_created(tmp_path):
-    with pytest.raises(load.StoreNotFound):
-        load.check_store(f"sqlite:///{tmp_path / 'none.db'}")
+    with pytest.raises(StoreNotFound):
+        findings.Study.open(f"sqlite:///{tmp_path / 'none.db'}", "rnngrad")
     code, readme = build(f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}", tmp_path / "out")
     assert code == 2 and readme is None
     assert not (tmp_path / "none").exists() and not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from rnngrad import tracking
+from rnngrad import store
 from rnngrad.core import GAMMA
 from rnngrad.report import figures, load
 from rnngrad.tasks import SOLVED_ACCURACY
@@ -90,9 +90,9 @@ class Study:
     def open(cls, uri: str, experiment: str) -> Study:
         """Read the experiment's runs; a missing experiment gives an empty study (nothing is created).
 
-        Raises load.StoreNotFound when the store itself does not exist.
+        Raises store.StoreNotFound when the store itself does not exist, store.StoreError when it cannot be read.
         """
-        load.check_store(uri)
+        store.check_store(uri, must_exist=True)
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -112,8 +112,8 @@ class Study:
     def command(self, question: str) -> str:
         """The command that produces the runs of a question into this report's store and experiment."""
         parts = ["python -m rnngrad.train -m", f"+experiment={question}"]  # the preset conf/experiment/<question>.yaml
-        if self.uri != tracking.resolve_uri(None):
-            parts.append(f"tracking.uri={tracking.redact(self.uri)}")
+        if self.uri != store.resolve_uri(None):
+            parts.append(f"tracking.uri={store.redact(self.uri)}")
         if self.experiment != "rnngrad":
             parts.append(f"tracking.experiment={self.experiment}")
         return " ".join(parts)
@@ -887,7 +887,7 @@ PARTS = [("init", _init), ("precision", lambda *a: [_precision(*a)]), ("grad_hea
 def build(study: Study) -> Report:
     """The whole report from the study's runs."""
     built = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from experiment `{study.experiment}` at "
-             f"`{tracking.redact(study.uri)}`")
+             f"`{store.redact(study.uri)}`")
     found = ": the experiment does not exist in this store (no runs yet)." if study.exp_id is None else f": {len(study.runs)} runs."
     report = Report(built + found)
     used = ended(study.runs)

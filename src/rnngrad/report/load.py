@@ -20,6 +20,8 @@ import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from rnngrad import store
+
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "rnngrad.sweep"
 GRAD_NORMS = "grad_norms.parquet"
@@ -33,33 +35,9 @@ BULK_RUNS = 500  # run ids per bulk history query
 DOWNLOAD_THREADS = 8  # artifact downloads in flight (they are one request each on a server)
 
 
-class StoreNotFound(FileNotFoundError):
-    """The tracking store named by the URI does not exist."""
-
-
-def check_store(uri: str) -> None:
-    """Raise StoreNotFound when a sqlite store's file is missing (opening it would create an empty one)."""
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise StoreNotFound(f"no MLflow store at {uri[len('sqlite:///'):]}")
-
-
-def parse_value(text: str | None):
-    """A param string as logged by rnngrad.tracking: 'null' -> None, 'true'/'false' -> bool, numbers -> int/float."""
-    if text is None or text == "null":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _typed(column: pd.Series) -> pd.Series:
     """A column of parsed values: numeric when every non-null value is a number (None -> NaN)."""
-    values = [parse_value(v) if isinstance(v, str) else v for v in column]
+    values = [store.decode_param(v) if isinstance(v, str) else v for v in column]
     present = [v for v in values if v is not None]
     numeric = present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
     if numeric:
