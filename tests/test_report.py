@@ -15,10 +15,9 @@ import pandas as pd
 import pytest
 from clihelpers import run_cli
 from matplotlib.colors import to_rgba
-from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+from storehelpers import create_experiment, fake_run
 
-from rnngrad import tracking
 from rnngrad.report import figures, findings, load
 from rnngrad.store import StoreNotFound
 
@@ -69,19 +68,6 @@ def line_colour(ax, label):
     return [l for l in ax.get_lines() if l.get_label() == label][0].get_color()
 
 
-def fake_run(client, exp_id, name, params, *, metrics=None, tags=None, status="FINISHED", parent=None):
-    """A run written straight into MLflow the way rnngrad.tracking writes one (params as strings)."""
-    run_id = tracking.start_run(client, exp_id, name, params, {"config_hash": name}, parent)
-    items = [Metric(k, v, 0, step) for k, history in (metrics or {}).items() for step, v in history]
-    if items:
-        client.log_batch(run_id, metrics=items)
-    if tags:
-        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    if status != "RUNNING":
-        client.set_terminated(run_id, status)
-    return run_id
-
-
 def build(uri, out, experiment="rnngrad"):
     code = build_report.main(["--tracking-uri", uri, "--experiment", experiment, "--out", str(out)])
     return code, (out / "README.md").read_text() if (out / "README.md").exists() else None
@@ -96,7 +82,7 @@ PARAMS = {"question": "init", "task.name": "adding", "task.seq_len": 8, "model.a
 
 def test_load_runs_types_params_skips_sweep_parents_and_keeps_last_metrics(store):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     parent = client.create_run(exp, tags={"rnngrad.sweep": "true"}).info.run_id
     a = fake_run(client, exp, "a", PARAMS, metrics={"grad/norm": [(0, 2.0), (1, 5.0)]},
                  tags={"outcome": "unsolved", "task.baseline": 1 / 6}, parent=parent)
@@ -117,7 +103,7 @@ def test_load_runs_types_params_skips_sweep_parents_and_keeps_last_metrics(store
 
 def test_load_histories_bulk_and_per_run_agree_with_get_metric_history(store, monkeypatch):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     ids = [fake_run(client, exp, f"r{i}", PARAMS, metrics={"train/loss": [(s, i + s / 10) for s in range(5)],
                                                            "eval/loss": [(0, 1.0 + i)]}) for i in range(3)]
     bulk = load.load_histories(client, ids, ["train/loss", "eval/loss"])
@@ -129,7 +115,7 @@ def test_load_histories_bulk_and_per_run_agree_with_get_metric_history(store, mo
 
 def test_load_grad_norms_reads_artifacts_and_records_missing_ones(store, tmp_path):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     with_artifact, without = fake_run(client, exp, "with", PARAMS), fake_run(client, exp, "without", PARAMS)
     frame = pd.DataFrame({"step": [0, 0], "t": [1, 2], "ds_norm": [3.0, 4.0], "jac_norm": [np.nan, 1.0], "bound": [0.5, 1.0]})
     frame.to_parquet(tmp_path / "grad_norms.parquet")
@@ -474,7 +460,7 @@ def test_runs_table_counts_outcomes_and_statuses_per_question():
 # the whole build
 
 def test_empty_experiment_and_missing_experiment_report_what_to_run(store, tmp_path):
-    tracking.prepare_store(store, "rnngrad")
+    create_experiment(store, "rnngrad")
     code, readme = build(store, tmp_path / "out")
     assert code == 0
     for question in findings.QUESTIONS:
@@ -486,7 +472,7 @@ def test_empty_experiment_and_missing_experiment_report_what_to_run(store, tmp_p
 
 
 def test_failed_build_leaves_the_old_report_and_a_good_one_keeps_other_files(store, tmp_path, monkeypatch):
-    tracking.prepare_store(store, "rnngrad")
+    create_experiment(store, "rnngrad")
     out = tmp_path / "out"
     (out / "figures").mkdir(parents=True)
     (out / "README.md").write_text("old report")
@@ -513,7 +499,7 @@ REMEDY_PARAMS = dict(PARAMS, question="remedies", **{"train.steps": 100, "task.s
 
 def test_remedies_with_one_task_and_some_runs_without_grad_norms_still_draw(store, tmp_path):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     done = {"outcome": "unsolved", "task.baseline": 1 / 6}
     lstm = fake_run(client, exp, "lstm", dict(REMEDY_PARAMS, **{"model.cell": "lstm"}), tags=done,
                     metrics={"eval/loss": [(100, 0.1)], "eval/accuracy": [(100, 0.5)]})
@@ -527,7 +513,7 @@ def test_remedies_with_one_task_and_some_runs_without_grad_norms_still_draw(stor
     assert "1 run(s) without grad_norms.parquet left out." in readme
     assert "T = 3: lstm (0.60) beats it; tanh, gaussian init (1.2) does not." in readme
     assert "lstm: 0.25 (×0.5 per step), its cell state ||dL/dc_1|| / ||dL/dc_last|| 0.50 (×0.707 per step)" in readme
-    tracking.prepare_store(store, "bare")  # no artifacts at all
+    create_experiment(store, "bare")  # no artifacts at all
     fake_run(client, client.get_experiment_by_name("bare").experiment_id, "tanh", REMEDY_PARAMS, tags=done,
              metrics={"eval/loss": [(100, 0.2)]})
     code, readme = build(store, tmp_path / "bare", experiment="bare")
@@ -541,7 +527,7 @@ PRECISION_PARAMS = dict(PARAMS, question="precision", **{"task.seq_len": 3, "mod
 
 def test_precision_runs_draw_the_figure_and_state_where_float32_underflows(store, tmp_path):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     done = {"outcome": "unsolved", "task.baseline": 1 / 6}
     for dtype, norms in (("float64", [1e-46, 1e-20, 1.0]), ("float32", [0.0, 1e-20, 1.0]), ("float32-again", None)):
         run = fake_run(client, exp, dtype, dict(PRECISION_PARAMS, **{"model.dtype": dtype.split("-")[0], "seed": len(dtype)}),
