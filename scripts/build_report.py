@@ -1,75 +1,11 @@
-"""Build the study's report from MLflow: <out>/README.md and <out>/figures/<name>.png (150 dpi) and .pdf.
+"""Build the study's report from MLflow into reports/ (README.md and figures/): see rnngrad.report.cli.
 
     python scripts/build_report.py [--tracking-uri URI] [--experiment NAME] [--out DIR]
-
-The report is built in a temporary directory inside <out> and then swapped in, so a failure leaves
-the previous report as it was. The report owns <out>/README.md and <out>/figures/; other files in
-<out> are left alone. A store that does not exist is an error (exit status 2); nothing is created.
 """
 
-from __future__ import annotations
-
-import argparse
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from rnngrad import tracking
-from rnngrad.report import findings, load
-
-DPI = 150
-
-
-def write(report: findings.Report, out: Path) -> None:
-    """Save the figures and README into a fresh directory, then replace the old ones."""
-    out.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
-    try:
-        (build / "figures").mkdir()
-        for section in report.sections:
-            if section.figure is not None:
-                for suffix in ("png", "pdf"):
-                    section.figure.savefig(build / "figures" / f"{section.name}.{suffix}", dpi=DPI)
-                plt.close(section.figure)
-        (build / "README.md").write_text(report.markdown("figures"))
-        if (out / "figures").exists():
-            (out / "figures").rename(build / "old-figures")
-        (build / "figures").rename(out / "figures")
-        (build / "README.md").replace(out / "README.md")
-    except BaseException:
-        if (build / "old-figures").exists() and not (out / "figures").exists():
-            (build / "old-figures").rename(out / "figures")
-        raise
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else <repo>/mlflow.db)")
-    parser.add_argument("--experiment", default="rnngrad", help="MLflow experiment name (default: rnngrad)")
-    parser.add_argument("--out", type=Path, default=tracking.PROJECT_ROOT / "reports", help="output directory (default: reports/)")
-    args = parser.parse_args(argv)
-    try:
-        uri = tracking.resolve_uri(args.tracking_uri)
-        study = findings.Study.open(uri, args.experiment)
-    except load.StoreNotFound as err:
-        print(f"build_report: {err}; run a sweep first (make study) or pass --tracking-uri", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        print(f"build_report: {err}", file=sys.stderr)
-        return 2
-    report = findings.build(study)
-    write(report, args.out)
-    drawn = sum(s.figure is not None for s in report.sections)
-    print(f"report: {drawn} of {len(report.sections)} figures, {len(report.findings)} findings -> {args.out / 'README.md'}")
-    for error in report.errors:
-        print(f"build_report: {error}", file=sys.stderr)
-    return 1 if report.errors else 0
-
+from rnngrad.report.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

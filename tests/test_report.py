@@ -4,22 +4,22 @@ whole build (scripts/build_report.py) on empty, partial and real stores."""
 import importlib.util
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 from clihelpers import run_cli
 from matplotlib.colors import to_rgba
-from mlflow.entities import Metric, RunTag
+from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
+from storehelpers import create_experiment, fake_run
 
-from rnngrad import tracking
-from rnngrad.report import figures, findings, load
+from rnngrad.report import build as report_build
+from rnngrad.report import figures, findings, frames, load, markdown, sections
+from rnngrad.store import StoreNotFound
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("build_report", ROOT / "scripts" / "build_report.py")
@@ -29,12 +29,6 @@ _spec.loader.exec_module(build_report)
 ALL_FIGURES = ["init_grad_through_time", "init_decay_rate", "precision", "grad_heatmaps", "success_vs_length", "loss_seqlen",
                "loss_clipping", "loss_truncation", "loss_remedies", "clipping", "truncation", "saturation", "charlm_bpc",
                "remedies", "remedies_grad_through_time"]
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture(scope="session")
@@ -68,19 +62,6 @@ def line_colour(ax, label):
     return [l for l in ax.get_lines() if l.get_label() == label][0].get_color()
 
 
-def fake_run(client, exp_id, name, params, *, metrics=None, tags=None, status="FINISHED", parent=None):
-    """A run written straight into MLflow the way rnngrad.tracking writes one (params as strings)."""
-    run_id = tracking.start_run(client, exp_id, name, params, {"config_hash": name}, parent)
-    items = [Metric(k, v, 0, step) for k, history in (metrics or {}).items() for step, v in history]
-    if items:
-        client.log_batch(run_id, metrics=items)
-    if tags:
-        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    if status != "RUNNING":
-        client.set_terminated(run_id, status)
-    return run_id
-
-
 def build(uri, out, experiment="rnngrad"):
     code = build_report.main(["--tracking-uri", uri, "--experiment", experiment, "--out", str(out)])
     return code, (out / "README.md").read_text() if (out / "README.md").exists() else None
@@ -95,7 +76,7 @@ PARAMS = {"question": "init", "task.name": "adding", "task.seq_len": 8, "model.a
 
 def test_load_runs_types_params_skips_sweep_parents_and_keeps_last_metrics(store):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     parent = client.create_run(exp, tags={"rnngrad.sweep": "true"}).info.run_id
     a = fake_run(client, exp, "a", PARAMS, metrics={"grad/norm": [(0, 2.0), (1, 5.0)]},
                  tags={"outcome": "unsolved", "task.baseline": 1 / 6}, parent=parent)
@@ -116,7 +97,7 @@ def test_load_runs_types_params_skips_sweep_parents_and_keeps_last_metrics(store
 
 def test_load_histories_bulk_and_per_run_agree_with_get_metric_history(store, monkeypatch):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     ids = [fake_run(client, exp, f"r{i}", PARAMS, metrics={"train/loss": [(s, i + s / 10) for s in range(5)],
                                                            "eval/loss": [(0, 1.0 + i)]}) for i in range(3)]
     bulk = load.load_histories(client, ids, ["train/loss", "eval/loss"])
@@ -128,7 +109,7 @@ def test_load_histories_bulk_and_per_run_agree_with_get_metric_history(store, mo
 
 def test_load_grad_norms_reads_artifacts_and_records_missing_ones(store, tmp_path):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     with_artifact, without = fake_run(client, exp, "with", PARAMS), fake_run(client, exp, "without", PARAMS)
     frame = pd.DataFrame({"step": [0, 0], "t": [1, 2], "ds_norm": [3.0, 4.0], "jac_norm": [np.nan, 1.0], "bound": [0.5, 1.0]})
     frame.to_parquet(tmp_path / "grad_norms.parquet")
@@ -140,11 +121,33 @@ def test_load_grad_norms_reads_artifacts_and_records_missing_ones(store, tmp_pat
 
 
 def test_missing_store_is_reported_not_created(tmp_path):
-    with pytest.raises(load.StoreNotFound):
-        load.check_store(f"sqlite:///{tmp_path / 'none.db'}")
+    with pytest.raises(StoreNotFound):
+        load.Study.open(f"sqlite:///{tmp_path / 'none.db'}", "rnngrad")
     code, readme = build(f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}", tmp_path / "out")
     assert code == 2 and readme is None
     assert not (tmp_path / "none").exists() and not (tmp_path / "out").exists()
+
+
+# the layering: the report needs neither the model stack nor pyplot
+
+def test_the_report_imports_only_the_store_of_rnngrad_and_no_pyplot():
+    code = ("import sys; import rnngrad.report.cli; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('rnngrad') or m == 'matplotlib.pyplot')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if not m.startswith("rnngrad.report")] == ["rnngrad", "rnngrad.store"], loaded
+
+
+def test_the_constants_the_report_restates_agree_with_the_model_stack():
+    from rnngrad.core import GAMMA
+    from rnngrad.tasks import SOLVED_ACCURACY
+
+    assert frames.GAMMA == GAMMA and frames.SOLVED_ACCURACY == SOLVED_ACCURACY
+
+
+def test_markdown_table_from_a_frame_or_rows():
+    frame = pd.DataFrame({"question": ["init", "total"], "runs": [3, 3]})
+    assert markdown.table(frame, align="-r") == "| question | runs |\n|---|---:|\n| init | 3 |\n| total | 3 |"
+    assert markdown.table([["a", 1.5]], ["what", "value"]) == "| what | value |\n|---|---|\n| a | 1.5 |"
 
 
 # figures: each plots exactly the values it is given
@@ -162,7 +165,9 @@ def test_grad_through_time_plots_median_norms_and_the_anchored_bounds():
     runs = pd.DataFrame({"run_id": ["a", "b", "lin"], "model.activation": ["tanh", "tanh", "linear"],
                          "model.init": "orthogonal", "model.spectral_radius": [0.5, 0.5, 1.5],
                          "spectral/radius": [0.5, 0.5, 1.5]})
-    fig = figures.grad_through_time(norms, runs)
+    rows = frames.through_time(norms, runs)
+    fig = figures.grad_through_time(frames.through_time_curves(rows), frames.radius_grid(rows))
+    assert isinstance(fig, Figure) and fig.canvas.manager is None  # no pyplot state
     tanh, linear = fig.axes[0], fig.axes[1]
     assert tanh.get_title() == "tanh, orthogonal init" and tanh.get_yscale() == "log"
     distance = np.arange(T)
@@ -180,7 +185,8 @@ def test_decay_rate_vs_radius_plots_medians_theory_and_lyapunov_scatter():
         "model.spectral_radius": [0.5, 0.5, 2.0, 2.0], "spectral/radius": [0.5, 0.5, 2.0, 2.0],
         "grad/decay_rate": [-0.8, -0.6, 0.3, -0.9], "lyap/top": [-0.75, -0.65, 0.25, -0.85],
     })
-    fig = figures.decay_rate_vs_radius(runs)
+    data = frames.decay_runs(runs)
+    fig = figures.decay_rate_vs_radius(frames.decay_curves(data), data)
     sigmoid, tanh, lyap = fig.axes[:3]
     np.testing.assert_allclose(line(tanh, "tanh, orthogonal init"), [[0.5, -0.7], [2.0, 0.3]])
     theory = line(tanh, "_theory tanh")
@@ -209,7 +215,7 @@ def test_success_vs_length_plots_the_fraction_solved_diverged_counting_as_failed
         "label": ["no clipping"] * 5 + ["norm clip 1"] * 2,
         "outcome": ["solved", "solved", "diverged", "unsolved", "solved", "solved", "diverged"],
     })
-    ax = figures.success_vs_length(runs).axes[0]
+    ax = figures.success_vs_length(frames.success_rates(runs)).axes[0]
     np.testing.assert_allclose(line(ax, "no clipping"), [[10, 2 / 3], [20, 1 / 2]])
     np.testing.assert_allclose(line(ax, "norm clip 1"), [[10, 1.0], [20, 0.0]])
     assert [l.get_linestyle() for l in ax.get_lines()] == ["-", "--"]
@@ -220,7 +226,8 @@ def test_learning_curves_plot_median_per_configuration_and_the_scaled_baseline()
     history = pd.DataFrame({"run_id": ["a", "a", "b", "b", "c"], "step": [0, 10, 0, 10, 0], "value": [4.0, 2.0, 6.0, 3.0, 5.0]})
     runs = pd.DataFrame({"run_id": ["a", "b", "c"], "label": ["tanh", "tanh", "relu"], "colour": ["tanh", "tanh", "relu"],
                          "task.baseline": math.log(2) * 4.5, "panel": ["T = 8", "T = 8", "T = 16"]})
-    fig = figures.learning_curves(history, runs, ylabel="bits", baseline_scale=1 / math.log(2), baseline_label="unigram")
+    fig = figures.learning_curves(*frames.learning_curves(history, runs), "bits", baseline_scale=1 / math.log(2),
+                                  baseline_label="unigram")
     first, second = fig.axes[:2]
     assert (first.get_title(), second.get_title()) == ("T = 8", "T = 16")
     np.testing.assert_allclose(line(first, "tanh"), [[0, 5.0], [10, 2.5]])
@@ -235,7 +242,7 @@ def test_clipping_plots_pre_clip_norms_and_divergence_rates():
         "outcome": ["diverged", "unsolved", "unsolved", "solved", "diverged", "unsolved"],
     })
     history = pd.DataFrame({"run_id": ["a", "b", "c", "d"], "step": [0, 0, 0, 0], "value": [1e9, 1e3, 2.0, 4.0]})
-    fig = figures.clipping(history, runs)
+    fig = figures.clipping(*frames.clipping_curves(history, runs))
     none, norm, divergence = fig.axes[:3]
     np.testing.assert_allclose(line(none, "no clipping"), [[0, (1e9 + 1e3) / 2]])
     np.testing.assert_allclose(line(norm, "norm clip 1"), [[0, 3.0]])
@@ -250,7 +257,7 @@ def test_truncation_plots_cosine_success_and_loss_against_k_with_full_bptt_and_d
         "bptt.truncation": [1, 1, 8, np.nan], "trunc_cosine": [0.4, 0.6, 0.9, np.nan],
         "outcome": ["unsolved", "unsolved", "solved", "solved"], "eval/loss": [2.0, 1.0, 0.5, 0.2],
     })
-    cosine, solved, loss = figures.truncation(runs).axes[:3]
+    cosine, solved, loss = figures.truncation(*frames.truncation_curves(runs), runs).axes[:3]
     np.testing.assert_allclose(line(cosine, "tanh"), [[1, 0.5], [8, 0.9]])
     np.testing.assert_allclose(line(solved, "tanh"), [[1, 0.0], [8, 1.0]])
     np.testing.assert_allclose(line(loss, "tanh"), [[1, 0.75], [8, 0.25]])
@@ -262,7 +269,7 @@ def test_truncation_plots_cosine_success_and_loss_against_k_with_full_bptt_and_d
 def test_saturation_plots_one_line_per_activation_in_its_colour():
     history = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "step": [0, 5, 0, 5], "value": [0.1, 0.4, 0.0, 0.2]})
     runs = pd.DataFrame({"run_id": ["a", "b"], "model.activation": ["relu", "sigmoid"], "question": "seqlen"})
-    ax = figures.saturation(history, runs).axes[0]
+    ax = figures.saturation(frames.saturation_curves(history, runs)).axes[0]
     np.testing.assert_allclose(line(ax, "relu"), [[0, 0.1], [5, 0.4]])
     np.testing.assert_allclose(line(ax, "sigmoid"), [[0, 0.0], [5, 0.2]])
     colours = {l.get_label(): to_rgba(l.get_color()) for l in ax.get_lines()}
@@ -277,7 +284,7 @@ def test_remedies_plots_relative_loss_medians_the_baseline_ratio_and_the_runs_so
         "eval/loss": [0.1, 0.3, 0.5, 0.5, 0.6, 0.45, 3.0], "task.baseline": [0.5] * 6 + [2.0],
         "outcome": ["solved", "unsolved", "unsolved", "unsolved", "diverged", "unsolved", "unsolved"],
     })
-    fig = figures.remedies(runs)
+    fig = figures.remedies(*frames.remedy_curves(runs.assign(relative_loss=frames.relative_loss(runs))))
     adding, copy, adding_solved, copy_solved = fig.axes[:4]
     assert (adding.get_title(), copy.get_title()) == ("adding", "copy") and adding.get_yscale() == "log"
     np.testing.assert_allclose(line(adding, "gru"), [[10, 0.4], [20, 1.0]])
@@ -296,6 +303,11 @@ def test_remedies_plots_relative_loss_medians_the_baseline_ratio_and_the_runs_so
     assert fig.legends and adding.get_legend() is None
 
 
+def remedies_grad_through_time(norms, runs):
+    rows = frames.remedy_init_rows(norms, runs)
+    return figures.remedies_grad_through_time(frames.remedy_init_curves(rows), frames.task_lengths(rows), runs)
+
+
 def test_remedies_grad_through_time_plots_medians_at_the_longest_T_and_the_lstm_cell_state():
     rows = []
     for run, scale in (("a", 1.0), ("b", 3.0)):  # two seeds of the LSTM at T = 3
@@ -308,7 +320,7 @@ def test_remedies_grad_through_time_plots_medians_at_the_longest_T_and_the_lstm_
     runs = pd.DataFrame({"run_id": list("abcdef"), "task.name": ["adding"] * 4 + ["copy"] * 2, "task.seq_len": [3, 3, 3, 2, 2, 2],
                          "label": ["lstm", "lstm", "tanh, gaussian init", "tanh, gaussian init", "gru", "gru"],
                          "colour": ["lstm", "lstm", "tanh", "tanh", "gru", "gru"]})  # f: no grad_norms
-    fig = figures.remedies_grad_through_time(norms, runs)
+    fig = remedies_grad_through_time(norms, runs)
     adding, copy = fig.axes[:2]
     assert (adding.get_title(), copy.get_title()) == ("adding, T = 3", "copy, T = 2 (4 steps)") and adding.get_yscale() == "log"
     distance = np.arange(3)
@@ -324,7 +336,7 @@ def test_remedies_grad_through_time_plots_medians_at_the_longest_T_and_the_lstm_
 def test_remedies_grad_through_time_without_a_dc_norm_column():
     norms = pd.DataFrame({"run_id": "a", "step": 0, "t": [1, 2], "ds_norm": [0.5, 1.0]})
     runs = pd.DataFrame({"run_id": ["a"], "task.name": "adding", "task.seq_len": 2, "label": "gru", "colour": "gru"})
-    np.testing.assert_allclose(line(figures.remedies_grad_through_time(norms, runs).axes[0], "gru"), [[0, 1.0], [1, 0.5]])
+    np.testing.assert_allclose(line(remedies_grad_through_time(norms, runs).axes[0], "gru"), [[0, 1.0], [1, 0.5]])
 
 
 def precision_norms():
@@ -353,7 +365,8 @@ def precision_norms():
 
 
 def test_precision_plots_both_precisions_marks_where_float32_first_reports_zero_and_its_limits():
-    fig = figures.precision(*precision_norms())
+    norms, runs = precision_norms()
+    fig = figures.precision(frames.precision_curves(norms, runs), frames.radius_grid(runs))
     sigmoid, tanh = fig.axes[:2]
     assert (sigmoid.get_title(), tanh.get_title()) == ("sigmoid", "tanh") and tanh.get_yscale() == "log"
     half, one = r"$\rho$ = 0.5", r"$\rho$ = 1"
@@ -385,8 +398,9 @@ def test_precision_plots_both_precisions_marks_where_float32_first_reports_zero_
 # findings: the numbers come from the data
 
 def test_precision_findings_state_where_float32_reaches_zero_and_how_far_it_agrees_with_float64():
-    curves = figures.precision_curves(*precision_norms())
-    lost, agree = findings._precision_findings(curves, "adding, T = 4", "precision")
+    curves = frames.precision_curves(*precision_norms())
+    (lost,) = [f.text for f in findings.float32_underflow(curves, "adding, T = 4", "precision")]
+    (agree,) = [f.text for f in findings.float32_agreement(curves, "precision")]
     assert lost.startswith("Where float32 loses a vanishing gradient that float64 still measures, ||dL/ds_t|| at "
                            "initialization (adding, T = 4, the same weights in both precisions, median over runs; float32's "
                            "smallest subnormal is 1.4e-45): sigmoid, ρ = 0.5: float32 first reports 0 at T − t = 2, where "
@@ -400,7 +414,8 @@ def test_precision_findings_state_where_float32_reaches_zero_and_how_far_it_agre
     assert agree.endswith("float32 agrees with float64 while its norm is normal and loses precision in the subnormal range "
                           "before it reaches 0 (figure `precision`).")
     only_float64 = curves[curves["model.dtype"] == "float64"]
-    assert findings._precision_findings(only_float64, "adding, T = 4", "precision") == []  # nothing to compare
+    assert findings.float32_underflow(only_float64, "adding, T = 4", "precision") == []  # nothing to compare
+    assert findings.float32_agreement(only_float64, "precision") == []
 
 
 
@@ -412,7 +427,10 @@ def test_decay_findings_state_the_measured_numbers_and_the_zero_crossing():
         "grad/decay_rate": np.r_[np.log(rho) + [0.0, 0.003, -0.001, 0.0], [-0.7, -0.1, 0.1, 0.4]],
         "lyap/top": np.r_[np.log(rho), [-0.7, -0.1, 0.1, 0.4]], "act/saturation": [0, 0, 0, 0, 0, 0, 0.1, 0.4],
     })
-    text = " ".join(findings._decay_findings(runs, "fig"))
+    data = frames.decay_runs(runs)
+    found = [*findings.linear_decay(data, "fig"), *findings.decay_per_activation(data, frames.decay_curves(data), "fig"),
+             *findings.decay_tracks_lyapunov(data, "fig")]
+    text = " ".join(f.text for f in found)
     assert "differs from log ρ by at most 0.003 nats per step over 4 runs, as the theory" in text
     assert "tanh: the measured decay rate lies at or below log(γρ) (γ = 1) in 4 of 4 (100%) runs" in text
     assert f"at the largest ρ = 4 it is +0.40 against {np.log(4):+.2f} predicted" in text and "40% of units saturated" in text
@@ -437,8 +455,8 @@ def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_
         _remedy("r2", activation="relu", init="identity", **{"task.seq_len": 4, "eval/loss": 1.0}),
         _remedy("l2", cell="lstm", **{"task.seq_len": 4, "eval/loss": 0.45}),
     ])
-    data = findings._remedy_runs(runs)
-    text = " ".join(findings._remedy_loss_findings(data, "remedies"))
+    data = frames.remedy_runs(runs)
+    text = " ".join(f.text for f in findings.remedy_losses(data, frames.remedy_curves(data)[0], "remedies"))
     assert "Remedies on adding (1–2 runs each, 100 training steps)" in text and "below 0.9 of it" in text
     assert "T = 2: gru (0.020); relu, identity init (0.50) beat it; tanh, gaussian init (1.0) does not." in text
     assert "T = 4: gru (0.10) beats it; lstm (0.90); tanh, gaussian init (1.0); relu, identity init (2.0) do not." in text
@@ -450,7 +468,7 @@ def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_
     init = pd.DataFrame([(run, 0, t, f ** (T - t), c ** (T - t)) for run, (f, c) in factors.items()
                          for T in [4 if run != "t1" else 2] for t in range(1, T + 1)],
                         columns=["run_id", "step", "t", "ds_norm", "dc_norm"])
-    text = " ".join(findings._remedy_grad_findings(figures.at_initialization(init), data, "grad"))
+    text = " ".join(f.text for f in findings.gradient_at_initialization(frames.remedy_init_rows(init, data), data, "grad"))
     assert ("Gradient at initialization on adding, T = 4, ||dL/ds_1|| / ||dL/ds_last||, median over seeds: "
             "relu, identity init: 0.80 (×0.928 per step); lstm: 0.22 (×0.6 per step), its cell state ||dL/dc_1|| / "
             "||dL/dc_last|| 0.73 (×0.9 per step); tanh, gaussian init: 0.0010 (×0.1 per step); gru: 1.0e-06 (×0.01 per step)") in text
@@ -464,7 +482,7 @@ def test_runs_table_counts_outcomes_and_statuses_per_question():
     runs = pd.DataFrame({"question": ["init", "seqlen", "seqlen", "seqlen", "seqlen"],
                          "status": ["FINISHED", "FINISHED", "FINISHED", "RUNNING", "KILLED"],
                          "outcome": ["unsolved", "solved", "diverged", None, None]})
-    table = findings.runs_table(runs).set_index("question")
+    table = report_build.runs_table(runs).set_index("question")
     assert table.loc["seqlen"].to_dict() == {"runs": 4, "solved": 1, "unsolved": 0, "diverged": 1, "running": 1,
                                              "killed": 1, "failed": 0, "no outcome": 0}
     assert table.loc["total", "runs"] == 5 and list(table.index) == ["init", "seqlen", "total"]
@@ -473,10 +491,10 @@ def test_runs_table_counts_outcomes_and_statuses_per_question():
 # the whole build
 
 def test_empty_experiment_and_missing_experiment_report_what_to_run(store, tmp_path):
-    tracking.prepare_store(store, "rnngrad")
+    create_experiment(store, "rnngrad")
     code, readme = build(store, tmp_path / "out")
     assert code == 0
-    for question in findings.QUESTIONS:
+    for question in sections.QUESTIONS:
         assert f"No runs with question={question}: `python -m rnngrad.train -m +experiment={question} tracking.uri={store}`" in readme
     assert "Not drawn" in readme and not list((tmp_path / "out" / "figures").iterdir())
     code, readme = build(store, tmp_path / "other", experiment="absent")
@@ -485,7 +503,7 @@ def test_empty_experiment_and_missing_experiment_report_what_to_run(store, tmp_p
 
 
 def test_failed_build_leaves_the_old_report_and_a_good_one_keeps_other_files(store, tmp_path, monkeypatch):
-    tracking.prepare_store(store, "rnngrad")
+    create_experiment(store, "rnngrad")
     out = tmp_path / "out"
     (out / "figures").mkdir(parents=True)
     (out / "README.md").write_text("old report")
@@ -495,7 +513,7 @@ def test_failed_build_leaves_the_old_report_and_a_good_one_keeps_other_files(sto
     def broken(self, figure_dir="figures"):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(findings.Report, "markdown", broken)
+    monkeypatch.setattr(report_build.Report, "markdown", broken)
     with pytest.raises(RuntimeError):
         build(store, out)
     assert (out / "README.md").read_text() == "old report" and (out / "figures" / "old.png").exists()
@@ -512,7 +530,7 @@ REMEDY_PARAMS = dict(PARAMS, question="remedies", **{"train.steps": 100, "task.s
 
 def test_remedies_with_one_task_and_some_runs_without_grad_norms_still_draw(store, tmp_path):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     done = {"outcome": "unsolved", "task.baseline": 1 / 6}
     lstm = fake_run(client, exp, "lstm", dict(REMEDY_PARAMS, **{"model.cell": "lstm"}), tags=done,
                     metrics={"eval/loss": [(100, 0.1)], "eval/accuracy": [(100, 0.5)]})
@@ -526,7 +544,7 @@ def test_remedies_with_one_task_and_some_runs_without_grad_norms_still_draw(stor
     assert "1 run(s) without grad_norms.parquet left out." in readme
     assert "T = 3: lstm (0.60) beats it; tanh, gaussian init (1.2) does not." in readme
     assert "lstm: 0.25 (×0.5 per step), its cell state ||dL/dc_1|| / ||dL/dc_last|| 0.50 (×0.707 per step)" in readme
-    tracking.prepare_store(store, "bare")  # no artifacts at all
+    create_experiment(store, "bare")  # no artifacts at all
     fake_run(client, client.get_experiment_by_name("bare").experiment_id, "tanh", REMEDY_PARAMS, tags=done,
              metrics={"eval/loss": [(100, 0.2)]})
     code, readme = build(store, tmp_path / "bare", experiment="bare")
@@ -540,7 +558,7 @@ PRECISION_PARAMS = dict(PARAMS, question="precision", **{"task.seq_len": 3, "mod
 
 def test_precision_runs_draw_the_figure_and_state_where_float32_underflows(store, tmp_path):
     client = MlflowClient(store)
-    exp = tracking.prepare_store(store, "rnngrad")
+    exp = create_experiment(store, "rnngrad")
     done = {"outcome": "unsolved", "task.baseline": 1 / 6}
     for dtype, norms in (("float64", [1e-46, 1e-20, 1.0]), ("float32", [0.0, 1e-20, 1.0]), ("float32-again", None)):
         run = fake_run(client, exp, dtype, dict(PRECISION_PARAMS, **{"model.dtype": dtype.split("-")[0], "seed": len(dtype)}),

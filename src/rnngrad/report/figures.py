@@ -1,14 +1,14 @@
-"""Figure functions: each takes tidy frames and returns a matplotlib Figure; only scripts save files.
+"""Figure functions: drawing only. Each takes frames that `rnngrad.report.frames` has aggregated (its
+docstring names their columns) and optionally an empty `fig` to draw into, and returns a
+`matplotlib.figure.Figure`; no pyplot state and no backend, so saving (`fig.savefig`) is the caller's.
 
 Conventions shared by every figure:
 - one colour per activation (and per gated cell or normalization) from `PALETTE`, wherever colour
   stands for the model; where a figure needs a second ordered variable (spectral radius, clip
   threshold) it uses shades of that colour or greys;
-- seeds (and any other runs of one configuration) are aggregated as the median with the
-  interquartile range as a band or error bar;
+- seeds (and any other runs of one configuration) are shown as the median with the interquartile
+  range as a band or error bar;
 - legends sit outside the axes.
-
-Column names are those of `rnngrad.report.load` (params, tags and metric keys as logged).
 """
 
 from __future__ import annotations
@@ -16,23 +16,18 @@ from __future__ import annotations
 import math
 import re
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are written to files, never shown
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
 
-from rnngrad.core import GAMMA
+from rnngrad.report import frames
+from rnngrad.report.frames import FLOAT32, GAMMA, ordered, with_radius
 
-# Okabe-Ito colours: activations, gated cells, normalizations
-PALETTE = {
-    "sigmoid": "#E69F00", "tanh": "#0072B2", "relu": "#009E73", "linear": "#CC79A7",
-    "lstm": "#D55E00", "gru": "#56B4E9", "layer": "#999933", "batch": "#882255",
-}
+# Okabe-Ito colours, one per entry of frames.MODELS (activations, gated cells, normalizations)
+PALETTE = dict(zip(frames.MODELS, ("#E69F00", "#0072B2", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#999933", "#882255")))
 OTHER_COLOUR = "#555555"
 BASELINE_STYLE = dict(color="black", linestyle=":", linewidth=1.2)
 CLIP_LINESTYLES = {"none": "-", "norm": "--", "value": ":"}
@@ -65,29 +60,6 @@ def greys(n: int) -> list[tuple]:
     return [tuple(np.full(3, g)) for g in np.linspace(0.65, 0.1, n)] if n > 1 else [(0.2, 0.2, 0.2)]
 
 
-def clip_label(mode: str, threshold: float) -> str:
-    """'no clipping', 'norm clip 1', 'value clip 0.5'."""
-    return "no clipping" if mode == "none" else f"{mode} clip {threshold:g}"
-
-
-def colour_key(row) -> str:
-    """What colour a run gets: its gated cell, else its normalization, else its activation."""
-    cell, norm = row.get("model.cell", "rnn"), row.get("model.norm", "none")
-    if isinstance(cell, str) and cell != "rnn":
-        return cell
-    if isinstance(norm, str) and norm != "none":
-        return norm
-    return row["model.activation"]
-
-
-def quartiles(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
-    """Median, 25th and 75th percentile and count of `value` per group: columns by + median, q25, q75, n."""
-    grouped = frame.dropna(subset=[value]).groupby(by, dropna=False, sort=True)[value]
-    return pd.DataFrame({
-        "median": grouped.median(), "q25": grouped.quantile(0.25), "q75": grouped.quantile(0.75), "n": grouped.size(),
-    }).reset_index()
-
-
 def _band(ax, x, stats: pd.DataFrame, label: str, **style):
     """The median as a line and the interquartile range as a band (drawn only where it has width)."""
     (line,) = ax.plot(x, stats["median"].to_numpy(), label=label, **style)
@@ -104,9 +76,12 @@ def _errorbars(ax, x, stats: pd.DataFrame, label: str, color, **style):
                 ecolor=color, capsize=2, linewidth=1)
 
 
-def _grid(n_rows: int, n_cols: int, **kwargs):
-    return plt.subplots(n_rows, n_cols, figsize=(PANEL[0] * n_cols + 0.4, PANEL[1] * n_rows + 0.4),
-                        squeeze=False, layout="constrained", **kwargs)
+def _grid(n_rows: int, n_cols: int, fig: Figure | None = None, **kwargs):
+    """`fig` (a new Figure by default) sized to n_rows x n_cols panels, with constrained layout, and its axes."""
+    fig = Figure() if fig is None else fig
+    fig.set_size_inches(PANEL[0] * n_cols + 0.4, PANEL[1] * n_rows + 0.4)
+    fig.set_layout_engine("constrained")
+    return fig, fig.subplots(n_rows, n_cols, squeeze=False, **kwargs)
 
 
 def _styles(frame: pd.DataFrame) -> dict:
@@ -116,6 +91,11 @@ def _styles(frame: pd.DataFrame) -> dict:
         for k, label in enumerate(sorted(frame.loc[frame["colour"] == key, "label"].unique(), key=str)):
             styles[key, label] = LINESTYLES[k % len(LINESTYLES)]
     return styles
+
+
+def _line(frame: pd.DataFrame, key, label) -> pd.DataFrame:
+    """The rows of one line of `_styles`."""
+    return frame[(frame["colour"] == key) & (frame["label"] == label)]
 
 
 def _hide_unused(axes, used: int) -> None:
@@ -169,112 +149,86 @@ def _log_ticks(ax, values) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def ordered(values) -> list:
-    """The distinct values, PALETTE keys first in PALETTE order (sigmoid, tanh, relu, linear, ...), then the rest sorted."""
-    values = list(dict.fromkeys(v for v in values if v is not None and v == v))
-    known = [k for k in PALETTE if k in values]
-    return known + sorted((v for v in values if v not in PALETTE), key=str)
-
-
-# 1. gradient norm through time at initialization
-
-def at_initialization(grad_norms: pd.DataFrame) -> pd.DataFrame:
-    """The rows of each run's first recorded training step, with distance = T - t (T: the run's last t)."""
-    first = grad_norms[grad_norms.groupby("run_id")["step"].transform("min") == grad_norms["step"]]
-    return first.assign(distance=first.groupby("run_id")["t"].transform("max") - first["t"])
-
-
-def positive(norms: pd.Series) -> pd.Series:
-    """Norms with zeros (underflow) and non-finite values (overflow) as NaN, so a log axis leaves them out."""
-    return norms.where(np.isfinite(norms) & (norms > 0))
+def natural_key(text) -> list:
+    """Sort key that orders the numbers inside a text by value: 'T=8' before 'T=16'."""
+    return [(0, float(part), "") if k % 2 else (1, 0.0, part) for k, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", str(text)))]
 
 
 def _radius_name(rho: float, measured: float) -> str:
     return r"$\rho$ = " + (f"{rho:g}" if not math.isnan(rho) else f"{measured:.2g} (init's own scale)")
 
 
-def radii(values) -> list[float]:
-    """The distinct grid values of model.spectral_radius, ascending, NaN (the init's own scale) last."""
-    return sorted(pd.unique(np.asarray(values, dtype=float)), key=lambda r: (math.isnan(r), r))
+def _radius_handles(grid: pd.DataFrame, linewidth: float) -> tuple[list, list]:
+    """Legend entries for the shades of the spectral radii of `frames.radius_grid`, in grey."""
+    tones = shades(OTHER_COLOUR, len(grid))
+    handles = [Line2D([], [], color=tone, linewidth=linewidth) for tone in tones]
+    return handles, [_radius_name(rho, measured) for rho, measured in grid.itertuples(index=False)]
 
 
-def with_radius(frame: pd.DataFrame, rho: float) -> pd.DataFrame:
-    """The rows whose model.spectral_radius is rho (NaN matching NaN)."""
-    return frame[frame["model.spectral_radius"].isna() if math.isnan(rho) else frame["model.spectral_radius"] == rho]
+# 1. gradient norm through time at initialization
 
-
-def grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
+def grad_through_time(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """||dL/ds_t|| (log scale) against the distance T - t from the loss, at the first recorded step of each run.
 
-    grad_norms: columns run_id, step, t (1..T), ds_norm, bound (the Pascanu bound (gamma sigma_max)^(T-t),
-    NaN where not measured), as in grad_norms.parquet.
-    runs: one row per run_id with model.activation, model.init, model.spectral_radius (the grid value, NaN
-    for the init's own scale) and spectral/radius (the measured rho).
+    curves: `frames.through_time_curves`: columns model.init, model.activation, model.spectral_radius (the grid
+    value, NaN for the init's own scale), measured_radius, curve (ds_norm, anchored_bound, anchored_rho), distance
+    and median, q25, q75 over runs.
+    grid: `frames.radius_grid`: model.spectral_radius (every grid value, in order) and measured.
     One panel per init (rows) x activation (columns); a solid line per spectral radius (a shade of the
-    activation's colour, darker for larger rho; median over runs with the interquartile band); dotted, the
-    bound anchored at the loss step, ||dL/ds_T|| (gamma sigma_max)^(T-t); for linear also dash-dotted
-    ||dL/ds_T|| rho^(T-t). Zero (underflow) and infinite (overflow) norms are left out.
+    activation's colour, darker for larger rho) with the interquartile band; dotted, the bound anchored at the
+    loss step, ||dL/ds_T|| (gamma sigma_max)^(T-t); for linear also dash-dotted ||dL/ds_T|| rho^(T-t).
     """
-    data = at_initialization(grad_norms).merge(runs, on="run_id")
-    at_loss = data["run_id"].map(data[data["distance"] == 0].set_index("run_id")["ds_norm"])
-    data = data.assign(anchored_bound=data["bound"] * at_loss, anchored_rho=data["spectral/radius"] ** data["distance"] * at_loss,
-                       ds_norm=positive(data["ds_norm"]))
-    activations, inits = ordered(data["model.activation"]), sorted(data["model.init"].unique())
-    grid = radii(data["model.spectral_radius"])
-    fig, axes = _grid(len(inits), len(activations), sharex=True)
+    activations, inits = ordered(curves["model.activation"]), sorted(curves["model.init"].unique())
+    fig, axes = _grid(len(inits), len(activations), fig, sharex=True)
     for i, init in enumerate(inits):
         for j, act in enumerate(activations):
             ax = axes[i, j]
-            panel = data[(data["model.init"] == init) & (data["model.activation"] == act)]
-            for rho, tone in zip(grid, shades(colour(act), len(grid))):
-                group = with_radius(panel, rho)
-                if group.empty:
+            panel = curves[(curves["model.init"] == init) & (curves["model.activation"] == act)]
+            for rho, tone in zip(grid["model.spectral_radius"], shades(colour(act), len(grid))):
+                line = with_radius(panel, rho)
+                if line.empty:
                     continue
-                name = _radius_name(rho, group["spectral/radius"].median())
-                stats = quartiles(group, ["distance"], "ds_norm")
-                _band(ax, stats["distance"].to_numpy(), stats, f"{act} {name}", color=tone, linewidth=1.6)
-                bound = quartiles(group, ["distance"], "anchored_bound")
-                ax.plot(bound["distance"], bound["median"], color=tone, linestyle=":", linewidth=1, label=f"_bound {act} {name}")
+                name = f"{act} {_radius_name(rho, line['measured_radius'].iloc[0])}"
+                stats, bound, rate = (line[line["curve"] == c] for c in ("ds_norm", "anchored_bound", "anchored_rho"))
+                _band(ax, stats["distance"].to_numpy(), stats, name, color=tone, linewidth=1.6)
+                ax.plot(bound["distance"], bound["median"], color=tone, linestyle=":", linewidth=1, label=f"_bound {name}")
                 if act == "linear":
-                    rate = quartiles(group, ["distance"], "anchored_rho")
-                    ax.plot(rate["distance"], rate["median"], color=tone, linestyle="-.", linewidth=1, label=f"_rho {act} {name}")
+                    ax.plot(rate["distance"], rate["median"], color=tone, linestyle="-.", linewidth=1, label=f"_rho {name}")
             ax.set_yscale("log")
             ax.set_title(f"{act}, {init} init", fontsize="medium")
             if i == len(inits) - 1:
                 ax.set_xlabel("distance from the loss T − t (steps)")
             if j == 0:
                 ax.set_ylabel(GRAD_LABEL)
-    grey = shades(OTHER_COLOUR, len(grid))
-    names = [_radius_name(rho, data.loc[data["model.spectral_radius"].isna(), "spectral/radius"].median()) for rho in grid]
-    handles = [Line2D([], [], color=tone, linewidth=1.6) for tone in grey]
+    handles, names = _radius_handles(grid, 1.6)
     handles += [Line2D([], [], color=OTHER_COLOUR, linestyle=":"), Line2D([], [], color=OTHER_COLOUR, linestyle="-.")]
-    names += [r"bound $\|\partial L/\partial s_T\|(\gamma\sigma_{max})^{T-t}$", r"linear: $\|\partial L/\partial s_T\|\rho^{T-t}$"]
-    legend(fig, handles=handles, labels=[f"measured, {n}" if k < len(grid) else n for k, n in enumerate(names)])
+    labels = [f"measured, {n}" for n in names]
+    labels += [r"bound $\|\partial L/\partial s_T\|(\gamma\sigma_{max})^{T-t}$", r"linear: $\|\partial L/\partial s_T\|\rho^{T-t}$"]
+    legend(fig, handles=handles, labels=labels)
     return fig
 
 
 # 2. decay rate against spectral radius and Lyapunov exponent
 
-def decay_rate_vs_radius(runs: pd.DataFrame):
+def decay_rate_vs_radius(curves: pd.DataFrame, runs: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Measured decay rate of ||dL/ds_t|| against the spectral radius, with the theory log(gamma rho).
 
-    runs: one row per run with model.activation, model.init, model.spectral_radius (grid value, may be NaN),
-    spectral/radius (measured rho), grad/decay_rate (slope of log ||dL/ds_t|| per step back) and lyap/top.
-    One panel per activation: per init (marker) and grid value, the median decay rate over runs at the
-    median measured rho, the error bar the interquartile range; dashed: log(gamma rho). Last panel: every
+    curves: `frames.decay_curves`: per model.activation, model.init and model.spectral_radius (the grid value),
+    median, q25, q75 of grad/decay_rate (slope of log ||dL/ds_t|| per step back) and radius (median measured rho).
+    runs: `frames.decay_runs`, one row per run with model.activation, model.init, spectral/radius, grad/decay_rate
+    and lyap/top.
+    One panel per activation: per init (marker) and grid value, the median decay rate at the median measured rho,
+    the error bar the interquartile range; dashed: log(gamma rho) over the measured range. Last panel: every
     run's decay rate against its top Lyapunov exponent, with the line decay = exponent.
     """
-    data = runs.dropna(subset=["grad/decay_rate", "spectral/radius"])
-    activations = ordered(data["model.activation"])
-    inits = sorted(data["model.init"].unique())
-    fig, axes = _grid(1, len(activations) + 1)
+    activations, inits = ordered(runs["model.activation"]), sorted(runs["model.init"].unique())
+    fig, axes = _grid(1, len(activations) + 1, fig)
     for ax, act in zip(axes[0], activations):
-        panel = data[data["model.activation"] == act]
+        panel = runs[runs["model.activation"] == act]
         for init in inits:
-            group = panel[panel["model.init"] == init]
-            stats = quartiles(group, ["model.spectral_radius"], "grad/decay_rate")
-            x = quartiles(group, ["model.spectral_radius"], "spectral/radius")["median"].to_numpy()
-            _errorbars(ax, x, stats, f"{act}, {init} init", colour(act), marker=INIT_MARKERS.get(init, "x"), linewidth=1, markersize=5)
+            line = curves[(curves["model.activation"] == act) & (curves["model.init"] == init)]
+            _errorbars(ax, line["radius"].to_numpy(), line, f"{act}, {init} init", colour(act), marker=INIT_MARKERS.get(init, "x"),
+                       linewidth=1, markersize=5)
         rho = np.geomspace(panel["spectral/radius"].min(), panel["spectral/radius"].max(), 100)
         ax.plot(rho, np.log(GAMMA.get(act, 1.0) * rho), color=colour(act), linestyle="--", linewidth=1, label=f"_theory {act}")
         ax.axhline(0, color="0.7", linewidth=0.8, zorder=0)
@@ -284,9 +238,9 @@ def decay_rate_vs_radius(runs: pd.DataFrame):
     axes[0, 0].set_ylabel(DECAY_LABEL)
     ax = axes[0, -1]
     for act in activations:
-        group = data[data["model.activation"] == act].dropna(subset=["lyap/top"])
+        group = runs[runs["model.activation"] == act].dropna(subset=["lyap/top"])
         ax.scatter(group["lyap/top"], group["grad/decay_rate"], color=colour(act), s=14, alpha=0.8, label=act)
-    both = data.dropna(subset=["lyap/top"])
+    both = runs.dropna(subset=["lyap/top"])
     if len(both):
         span = np.array([min(both["lyap/top"].min(), both["grad/decay_rate"].min()), max(both["lyap/top"].max(), both["grad/decay_rate"].max())])
         ax.plot(span, span, color="black", linestyle="--", linewidth=1, label="_identity")
@@ -316,17 +270,17 @@ def _draw_heatmap(ax, frame: pd.DataFrame, vmin=None, vmax=None):
     return image
 
 
-def grad_heatmaps(frames: dict[str, pd.DataFrame]):
+def grad_heatmaps(panels: dict[str, pd.DataFrame], fig: Figure | None = None) -> Figure:
     """log10 ||dL/ds_t|| over training step (rows) x t (columns) for a few runs, on one colour scale.
 
-    frames: panel title -> frame with columns step, t, ds_norm (one row per step and t), as in grad_norms.parquet.
+    panels: panel title -> frame with columns step, t, ds_norm (one row per step and t), as in grad_norms.parquet.
     """
-    values = pd.concat([f["ds_norm"] for f in frames.values()]).to_numpy(dtype=float)
+    values = pd.concat([f["ds_norm"] for f in panels.values()]).to_numpy(dtype=float)
     values = np.log10(values[np.isfinite(values) & (values > 0)])
     vmin, vmax = (values.min(), values.max()) if values.size else (None, None)
-    fig, axes = _grid(1, len(frames))
+    fig, axes = _grid(1, len(panels), fig)
     fig.set_size_inches(fig.get_size_inches() + [1.0, 0.5])
-    for ax, (title, frame) in zip(axes[0], frames.items()):
+    for ax, (title, frame) in zip(axes[0], panels.items()):
         image = _draw_heatmap(ax, frame, vmin, vmax)
         ax.set_title(title, fontsize="small")
     fig.colorbar(image, ax=list(axes[0]), label=LOG10_GRAD_LABEL)
@@ -335,25 +289,25 @@ def grad_heatmaps(frames: dict[str, pd.DataFrame]):
 
 # 4. success against sequence length
 
-def success_vs_length(runs: pd.DataFrame):
+def success_vs_length(solved: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Fraction of runs solved against the sequence length (the layout of Pascanu et al. 2013, Fig. 7).
 
-    runs: one row per ended run with task.seq_len, outcome (solved/unsolved/diverged; diverged counts as not
-    solved), panel (one panel per value, e.g. 'tanh, gaussian init'), label (one line per value, e.g. the
-    clipping setting) and colour (a PALETTE key). Line styles cycle over the labels of one colour.
+    solved: `frames.success_rates` (diverged counts as not solved): columns panel (one panel per value, e.g.
+    'tanh, gaussian init'), colour (a PALETTE key), label (one line per value, e.g. the clipping setting),
+    task.seq_len and fraction. Line styles cycle over the labels of
+    one colour.
     """
-    data = runs.assign(solved=(runs["outcome"] == "solved").astype(float))
-    panels = sorted(data["panel"].unique(), key=natural_key)
-    styles = _styles(data)
+    panels = sorted(solved["panel"].unique(), key=natural_key)
+    styles = _styles(solved)
     n_cols = min(4, len(panels))
-    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, sharey=True)
+    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, fig, sharey=True)
     for ax, value in zip(axes.flat, panels):
-        part = data[data["panel"] == value]
+        part = solved[solved["panel"] == value]
         for (key, label), style in styles.items():
-            group = part[(part["colour"] == key) & (part["label"] == label)]
-            if len(group):
-                rate = group.groupby("task.seq_len")["solved"].mean()
-                ax.plot(rate.index.to_numpy(), rate.to_numpy(), color=colour(key), linestyle=style, marker="o", markersize=4, label=label)
+            rate = _line(part, key, label)
+            if len(rate):
+                ax.plot(rate["task.seq_len"].to_numpy(), rate["fraction"].to_numpy(), color=colour(key), linestyle=style, marker="o",
+                        markersize=4, label=label)
         ax.set_title(str(value), fontsize="medium")
         _log_ticks(ax, part["task.seq_len"])
         ax.set_xlabel("sequence length T (steps)")
@@ -367,33 +321,28 @@ def success_vs_length(runs: pd.DataFrame):
 
 # 5 and 9. learning curves against a baseline
 
-def learning_curves(history: pd.DataFrame, runs: pd.DataFrame, *, ylabel: str, baseline_scale: float = 1.0,
-                    baseline_label: str = "constant predictor", logy: bool = True):
+def learning_curves(curves: pd.DataFrame, baselines: pd.DataFrame, ylabel: str, *, baseline_scale: float = 1.0,
+                    baseline_label: str = "constant predictor", logy: bool = True, fig: Figure | None = None) -> Figure:
     """A metric over training, one line per configuration, with the memoryless baseline as a line.
 
-    history: columns run_id, step, value (one metric).
-    runs: one row per run_id with label (the configuration: runs sharing it are aggregated, median and
-    interquartile band), colour (a PALETTE key), task.baseline (the constant predictor's loss, drawn as a
-    dotted line times baseline_scale, e.g. 1/ln 2 for bits) and optionally panel (one panel per value, its
-    title). Line styles cycle over the configurations of one colour. Panels share the y axis when every run
-    has the same baseline (the same task).
+    curves, baselines: `frames.learning_curves`. curves: columns panel (one panel per value, its title), colour (a
+    PALETTE key), label (the configuration), step, median, q25, q75 (the band).
+    baselines: panel, task.baseline (the constant predictor's loss, drawn as a dotted line
+    times baseline_scale, e.g. 1/ln 2 for bits). Line styles cycle over the configurations of one colour. Panels
+    share the y axis when every panel has the same baseline (the same task).
     """
-    data = history.merge(runs, on="run_id")
-    if "panel" not in data:
-        data = data.assign(panel="")
-    panels = sorted(data["panel"].unique(), key=natural_key)
-    styles = _styles(data)
+    panels = sorted(curves["panel"].unique(), key=natural_key)
+    styles = _styles(curves)
     n_cols = min(3, len(panels))
-    shared = bool(runs["task.baseline"].nunique() <= 1)
-    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, sharey=shared)
+    shared = bool(baselines["task.baseline"].nunique() <= 1)
+    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, fig, sharey=shared)
     for ax, value in zip(axes.flat, panels):
-        part = data[data["panel"] == value]
+        part = curves[curves["panel"] == value]
         for (key, label), style in styles.items():
-            group = part[(part["colour"] == key) & (part["label"] == label)]
-            if len(group):
-                stats = quartiles(group, ["step"], "value")
+            stats = _line(part, key, label)
+            if len(stats):
                 _band(ax, stats["step"].to_numpy(), stats, label, color=colour(key), linestyle=style, linewidth=1.3)
-        for base in sorted(part["task.baseline"].dropna().unique()):
+        for base in baselines.loc[baselines["panel"] == value, "task.baseline"]:
             ax.axhline(base * baseline_scale, label=f"{baseline_label} ({base * baseline_scale:.3g})", **BASELINE_STYLE)
         if logy:
             _log_y(ax)
@@ -406,38 +355,34 @@ def learning_curves(history: pd.DataFrame, runs: pd.DataFrame, *, ylabel: str, b
     return fig
 
 
-def natural_key(text) -> list:
-    """Sort key that orders the numbers inside a text by value: 'T=8' before 'T=16'."""
-    return [(0, float(part), "") if k % 2 else (1, 0.0, part) for k, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", str(text)))]
-
-
 # 6. clipping
 
-def clipping(history: pd.DataFrame, runs: pd.DataFrame):
+def _clip_order(mode: str) -> int:
+    return list(CLIP_LINESTYLES).index(mode) if mode in CLIP_LINESTYLES else len(CLIP_LINESTYLES)
+
+
+def clipping(curves: pd.DataFrame, diverged: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Pre-clip gradient norm over training, and the divergence rate, per clipping mode and threshold.
 
-    history: columns run_id, step, value (grad/norm, the global norm before clipping).
-    runs: one row per ended run with model.activation, clip.mode, clip.threshold, outcome.
+    curves, diverged: `frames.clipping_curves`. curves: grad/norm (the global norm before clipping) per
+    model.activation, clip.mode and clip.threshold (NaN without clipping): those columns, step, median, q25, q75.
+    diverged: the fraction of runs diverged per the same three columns, over every run.
     Left: one panel per activation (rows) x mode (columns), a line per threshold (greys, darker for larger
-    thresholds; median and interquartile band), a norm threshold as a dashed line of the same grey. Right: the
-    fraction of runs diverged against the threshold, a line per activation x mode; without clipping (the
-    threshold unused) a horizontal line.
+    thresholds) with its band, a norm threshold as a dashed line of the same grey. Right: the fraction of runs
+    diverged against the threshold, a line per activation x mode; without clipping a horizontal line.
     """
-    runs = runs.assign(**{"clip.threshold": runs["clip.threshold"].where(runs["clip.mode"] != "none")})
-    data = history.merge(runs, on="run_id")
-    activations = ordered(runs["model.activation"])
-    modes = sorted(runs["clip.mode"].unique(), key=lambda m: list(CLIP_LINESTYLES).index(m) if m in CLIP_LINESTYLES else 9)
-    fig, axes = _grid(len(activations), len(modes) + 1)
-    thresholds = sorted(runs["clip.threshold"].dropna().unique())
+    activations = ordered(diverged["model.activation"])
+    modes = sorted(diverged["clip.mode"].unique(), key=_clip_order)
+    thresholds = sorted(diverged["clip.threshold"].dropna().unique())
     tone = dict(zip(thresholds, greys(len(thresholds))))
+    fig, axes = _grid(len(activations), len(modes) + 1, fig)
     for i, act in enumerate(activations):
         for j, mode in enumerate(modes):
             ax = axes[i, j]
-            part = data[(data["model.activation"] == act) & (data["clip.mode"] == mode)]
-            for threshold, group in part.groupby("clip.threshold", dropna=False):
-                stats = quartiles(group, ["step"], "value")
+            part = curves[(curves["model.activation"] == act) & (curves["clip.mode"] == mode)]
+            for threshold, stats in part.groupby("clip.threshold", dropna=False):
                 grey = tone.get(threshold, (0.2, 0.2, 0.2))
-                _band(ax, stats["step"].to_numpy(), stats, clip_label(mode, threshold), color=grey, linewidth=1.2)
+                _band(ax, stats["step"].to_numpy(), stats, frames.clip_label(mode, threshold), color=grey, linewidth=1.2)
                 if mode == "norm":
                     ax.axhline(threshold, color=grey, linestyle="--", linewidth=0.8, label=f"_threshold {threshold:g}")
             _log_y(ax)
@@ -446,15 +391,16 @@ def clipping(history: pd.DataFrame, runs: pd.DataFrame):
             if j == 0:
                 ax.set_ylabel("gradient norm before clipping")
         ax = axes[i, -1]
-        part = runs[runs["model.activation"] == act].assign(diverged=lambda f: (f["outcome"] == "diverged").astype(float))
+        part = diverged[diverged["model.activation"] == act]
         for mode in modes:
-            group = part[part["clip.mode"] == mode]
-            if mode == "none":
-                ax.axhline(group["diverged"].mean(), color=colour(act), linestyle="-", linewidth=1.2, label=f"{act}, no clipping")
+            rate = part[part["clip.mode"] == mode]
+            if mode == "none":  # one rate for the runs without clipping (NaN, no line, if this activation has none)
+                ax.axhline(rate["fraction"].iloc[0] if len(rate) else math.nan, color=colour(act), linestyle="-",
+                           linewidth=1.2, label=f"{act}, no clipping")
                 continue
-            rate = group.groupby("clip.threshold")["diverged"].mean()
-            ax.plot(rate.index.to_numpy(), rate.to_numpy(), color=colour(act), linestyle=CLIP_LINESTYLES.get(mode, "-"),
-                    marker="o", markersize=4, label=f"{act}, {mode} clipping")
+            rate = rate.dropna(subset=["clip.threshold"])
+            ax.plot(rate["clip.threshold"].to_numpy(), rate["fraction"].to_numpy(), color=colour(act),
+                    linestyle=CLIP_LINESTYLES.get(mode, "-"), marker="o", markersize=4, label=f"{act}, {mode} clipping")
         _log_ticks(ax, part["clip.threshold"].dropna())
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("clip threshold")
@@ -466,39 +412,42 @@ def clipping(history: pd.DataFrame, runs: pd.DataFrame):
 
 # 7. truncated BPTT
 
-def truncation(runs: pd.DataFrame):
+TRUNCATION_PANELS = [("trunc_cosine", "cosine(truncated,\nfull gradient)"), ("solved", "fraction of runs solved"),
+                     ("relative_loss", "final eval loss /\nconstant predictor's")]
+
+
+def truncation(curves: pd.DataFrame, solved: pd.DataFrame, runs: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Truncated BPTT: gradient direction, success and final loss against the truncation length k.
 
-    runs: one row per ended run with model.activation, task.seq_len, bptt.truncation (NaN: full BPTT),
-    trunc_cosine (the run's cosine between truncated and full gradient, a summary over training; NaN for
-    full BPTT), outcome, eval/loss (final), task.baseline and task.dependency.
+    curves, solved: `frames.truncation_curves`. curves: trunc_cosine and relative_loss (final eval/loss /
+    task.baseline) per task.seq_len, model.activation and bptt.truncation (NaN: full BPTT): those columns, curve,
+    median, q25, q75. solved: the fraction of runs solved per the same three columns.
+    runs: `frames.with_trunc_cosine`, one row per run (the panels, lines and ticks): task.seq_len, model.activation,
+    bptt.truncation, task.dependency.
     One row of panels per sequence length: cosine vs k, fraction solved vs k, final eval loss / baseline vs k;
     a line per activation (median and interquartile range over runs; the fraction solved without spread);
     full BPTT as a dashed horizontal line; the dependency distance as a vertical dotted line.
     """
-    data = runs.assign(solved=(runs["outcome"] == "solved").astype(float),
-                       relative_loss=runs["eval/loss"] / runs["task.baseline"])
-    lengths = sorted(data["task.seq_len"].unique())
-    fig, axes = _grid(len(lengths), 3, sharex=True)
-    columns = [("trunc_cosine", "cosine(truncated,\nfull gradient)"), ("solved", "fraction of runs solved"),
-               ("relative_loss", "final eval loss /\nconstant predictor's")]
+    lengths = sorted(runs["task.seq_len"].unique())
+    fig, axes = _grid(len(lengths), 3, fig, sharex=True)
     for i, T in enumerate(lengths):
-        part = data[data["task.seq_len"] == T]
-        truncated, full = part[part["bptt.truncation"].notna()], part[part["bptt.truncation"].isna()]
-        for j, (value, ylabel) in enumerate(columns):
+        part = runs[runs["task.seq_len"] == T]
+        for j, (value, ylabel) in enumerate(TRUNCATION_PANELS):
             ax = axes[i, j]
             for act in ordered(part["model.activation"]):
-                runs_k, runs_full = truncated[truncated["model.activation"] == act], full[full["model.activation"] == act]
                 if value == "solved":  # a fraction of runs, no spread
-                    rate = runs_k.groupby("bptt.truncation")["solved"].mean()
-                    ax.plot(rate.index.to_numpy(), rate.to_numpy(), color=colour(act), marker="o", markersize=4, linewidth=1.2, label=act)
-                    reference = runs_full["solved"].mean()
+                    lines = solved[(solved["task.seq_len"] == T) & (solved["model.activation"] == act)]
+                    rate = lines.dropna(subset=["bptt.truncation"])
+                    ax.plot(rate["bptt.truncation"].to_numpy(), rate["fraction"].to_numpy(), color=colour(act), marker="o",
+                            markersize=4, linewidth=1.2, label=act)
+                    reference = lines.loc[lines["bptt.truncation"].isna(), "fraction"]
                 else:
-                    stats = quartiles(runs_k, ["bptt.truncation"], value)
+                    lines = curves[(curves["task.seq_len"] == T) & (curves["model.activation"] == act) & (curves["curve"] == value)]
+                    stats = lines.dropna(subset=["bptt.truncation"])
                     _errorbars(ax, stats["bptt.truncation"], stats, act, colour(act), marker="o", linewidth=1.2)
-                    reference = runs_full[value].median()
-                if pd.notna(reference):  # NaN when there is no full-BPTT run (or it has no value)
-                    ax.axhline(reference, color=colour(act), linestyle="--", linewidth=1, label=f"{act}, full BPTT")
+                    reference = lines.loc[lines["bptt.truncation"].isna(), "median"]
+                if len(reference):  # none without a full-BPTT run (or one with a value)
+                    ax.axhline(reference.iloc[0], color=colour(act), linestyle="--", linewidth=1, label=f"{act}, full BPTT")
             for d in sorted(part["task.dependency"].dropna().unique()):
                 ax.axvline(d, label=f"dependency distance ({d:g} steps)", **BASELINE_STYLE)
             _log_ticks(ax, pd.concat([part["bptt.truncation"].dropna(), part["task.dependency"].dropna()]))
@@ -513,22 +462,20 @@ def truncation(runs: pd.DataFrame):
 
 # 8. saturation
 
-def saturation(history: pd.DataFrame, runs: pd.DataFrame, panel: str = "question"):
-    """Fraction of saturated units over training (act/saturation), one line per activation.
+def saturation(curves: pd.DataFrame, fig: Figure | None = None) -> Figure:
+    """Fraction of saturated units over training (act/saturation), one panel per question, one line per activation.
 
-    history: columns run_id, step, value (act/saturation).
-    runs: one row per run_id with model.activation and the `panel` column (one panel per value).
-    Median over the runs of an activation with the interquartile band.
+    curves: `frames.saturation_curves`: columns question, model.activation, step, median, q25, q75 (over the runs of
+    an activation, the band) and panel_runs (the question's number of runs, in the title).
     """
-    data = history.merge(runs, on="run_id")
-    panels = sorted(data[panel].unique())
-    fig, axes = _grid(1, len(panels), sharey=True)
+    panels = sorted(curves["question"].unique())
+    fig, axes = _grid(1, len(panels), fig, sharey=True)
     for ax, value in zip(axes[0], panels):
-        part = data[data[panel] == value]
+        part = curves[curves["question"] == value]
         for act in ordered(part["model.activation"]):
-            stats = quartiles(part[part["model.activation"] == act], ["step"], "value")
+            stats = part[part["model.activation"] == act]
             _band(ax, stats["step"].to_numpy(), stats, act, color=colour(act), linewidth=1.4)
-        ax.set_title(f"{panel} = {value} ({part['run_id'].nunique()} runs)", fontsize="medium")
+        ax.set_title(f"question = {value} ({part['panel_runs'].iloc[0]} runs)", fontsize="medium")
         ax.set_xlabel("training step")
         ax.set_ylim(-0.02, 1.02)
     axes[0, 0].set_ylabel("fraction of units saturated\n(f'(a) < 1% of its max)")
@@ -543,34 +490,30 @@ CELL_STATE_LABEL = r"cell state $\|\partial L/\partial c_t\|$"
 GRID_ROW = 0.22  # inches per remedy in the grid of runs solved
 
 
-def longest(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows at each task's longest sequence length (columns task.name, task.seq_len)."""
-    return frame[frame["task.seq_len"] == frame.groupby("task.name")["task.seq_len"].transform("max")]
-
-
-def remedies(runs: pd.DataFrame):
+def remedies(curves: pd.DataFrame, solved: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Final test loss relative to the constant predictor's, and the runs solved, against T per remedy.
 
-    runs: one row per ended run with task.name, task.seq_len, label (the remedy; runs sharing it are seeds),
-    colour (a PALETTE key), eval/loss (final), task.baseline and outcome (diverged counts as not solved).
-    One column per task. Top: eval/loss / task.baseline (log scale) against T, a line per remedy, the median
-    over its runs with the interquartile range as error bars; dotted, the constant predictor (ratio 1).
-    Bottom: the fraction of runs solved, remedy (rows) x T (columns), each cell marked 'solved/runs'.
+    curves, solved: `frames.remedy_curves`. curves: relative_loss (final eval/loss / task.baseline) per task.name,
+    colour (a PALETTE key), label (the remedy; runs sharing it are seeds) and task.seq_len: those columns, median,
+    q25, q75. solved: the runs solved (diverged counts as not solved) per the same columns, over every run: runs,
+    count, fraction.
+    One column per task. Top: the relative loss (log scale) against T, a line per remedy, the median with the
+    interquartile range as error bars; dotted, the constant predictor (ratio 1). Bottom: the fraction of runs
+    solved, remedy (rows) x T (columns), each cell marked 'solved/runs'.
     Line styles cycle over the remedies of one colour; the grid lists the remedies in the legend's order.
     """
-    data = runs.assign(relative_loss=runs["eval/loss"] / runs["task.baseline"], solved=(runs["outcome"] == "solved").astype(float))
-    tasks, styles = sorted(data["task.name"].unique()), _styles(data)
-    fig, axes = _grid(2, len(tasks), gridspec_kw={"height_ratios": [PANEL[1], GRID_ROW * len(styles) + 0.3]})
+    tasks, styles = sorted(solved["task.name"].unique()), _styles(solved)
+    fig, axes = _grid(2, len(tasks), fig, gridspec_kw={"height_ratios": [PANEL[1], GRID_ROW * len(styles) + 0.3]})
     fig.set_size_inches(fig.get_size_inches()[0], PANEL[1] + GRID_ROW * len(styles) + 1.2)
     for j, task in enumerate(tasks):
-        part = data[data["task.name"] == task]
         ax = axes[0, j]
         for (key, label), style in styles.items():
-            stats = quartiles(part[(part["colour"] == key) & (part["label"] == label)], ["task.seq_len"], "relative_loss")
+            stats = _line(curves[curves["task.name"] == task], key, label)
             if len(stats):
                 _errorbars(ax, stats["task.seq_len"], stats, label, colour(key), linestyle=style, marker="o", linewidth=1.3)
         ax.axhline(1.0, label="constant predictor (ratio 1)", **BASELINE_STYLE)
         _log_y(ax)
+        part = solved[solved["task.name"] == task]
         _log_ticks(ax, part["task.seq_len"])
         ax.set_title(task, fontsize="medium")
         ax.set_xlabel("sequence length T (steps)")
@@ -580,19 +523,19 @@ def remedies(runs: pd.DataFrame):
     return fig
 
 
-def _solved_grid(ax, runs: pd.DataFrame, remedies: list[tuple], labelled: bool) -> None:
+def _solved_grid(ax, solved: pd.DataFrame, remedies: list[tuple], labelled: bool) -> None:
     """Fraction solved as an image, remedy (rows, in the given (colour key, label) order) x T (columns),
-    each cell marked 'solved/runs'; cells without runs blank."""
-    lengths = sorted(runs["task.seq_len"].unique())
-    counts = runs.groupby(["label", "task.seq_len"])["solved"].agg(["sum", "size"])
+    each cell marked 'solved/runs'; cells without runs blank. solved: one task's `frames.outcomes`."""
+    lengths = sorted(solved["task.seq_len"].unique())
+    cells = solved.set_index(["label", "task.seq_len"])
     fraction = np.full((len(remedies), len(lengths)), np.nan)
     for i, (_, label) in enumerate(remedies):
         for j, T in enumerate(lengths):
-            if (label, T) in counts.index:
-                solved, n = counts.loc[(label, T)]
-                fraction[i, j] = solved / n
-                ax.text(j, i, f"{solved:.0f}/{n:.0f}", ha="center", va="center", fontsize="x-small",
-                        color="white" if solved / n > 0.6 else "black")
+            if (label, T) in cells.index:
+                cell = cells.loc[(label, T)]
+                fraction[i, j] = cell["fraction"]
+                ax.text(j, i, f"{cell['count']:.0f}/{cell['runs']:.0f}", ha="center", va="center", fontsize="x-small",
+                        color="white" if cell["fraction"] > 0.6 else "black")
     ax.imshow(fraction, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks(range(len(lengths)), [f"{T:g}" for T in lengths])
     ax.set_xlabel("sequence length T (steps)")
@@ -603,34 +546,29 @@ def _solved_grid(ax, runs: pd.DataFrame, remedies: list[tuple], labelled: bool) 
     ax.set_title("runs solved", fontsize="small")
 
 
-def remedies_grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
+def remedies_grad_through_time(curves: pd.DataFrame, lengths: pd.DataFrame, runs: pd.DataFrame,
+                               fig: Figure | None = None) -> Figure:
     """||dL/ds_t|| at initialization (log scale) against the distance from the sequence's last step, a line per
     remedy, at each task's longest T; the LSTM's cell-state path ||dL/dc_t|| dashed.
 
-    grad_norms: columns run_id, step, t (1..T), ds_norm and optionally dc_norm (||dL/dc_t||, NaN for cells
-    without a cell state), as in grad_norms.parquet; each run's first recorded step is used.
-    runs: one row per run with run_id, task.name, task.seq_len, label (the remedy) and colour (a PALETTE key).
-    Pass every run of the remedies, with or without grad_norms: the line styles come from all of them, as in
-    `remedies`. One panel per task at the longest T among its runs that have grad_norms (the title gives the
-    sequence's length in steps where it differs from T, as for copy); median over the runs of a
-    remedy with the interquartile band; where a remedy has dc_norm, a dashed line in its colour.
-    Zero (underflow) and infinite (overflow) norms are left out.
+    curves: `frames.remedy_init_curves`: columns task.name, colour, label, curve (ds_norm, dc_norm), distance,
+    median, q25, q75 (over the runs of a remedy, the band).
+    lengths: `frames.task_lengths`: one panel per task.name, titled with its task.seq_len (T) and, where it
+    differs, its steps.
+    runs: every run of the remedies (colour, label), with or without grad_norms: the line styles come from all
+    of them, as in `remedies`.
     """
     styles = _styles(runs)
-    data = longest(at_initialization(grad_norms).merge(runs, on="run_id"))
-    data = data.assign(ds_norm=positive(data["ds_norm"]), dc_norm=positive(data["dc_norm"]) if "dc_norm" in data else np.nan)
-    tasks = sorted(data["task.name"].unique())
-    fig, axes = _grid(1, len(tasks))
-    for ax, task in zip(axes[0], tasks):
-        part = data[data["task.name"] == task]
+    fig, axes = _grid(1, len(lengths), fig)
+    for ax, (task, T, steps) in zip(axes[0], lengths.itertuples(index=False)):
+        part = curves[curves["task.name"] == task]
         for (key, label), style in styles.items():
-            group = part[(part["colour"] == key) & (part["label"] == label)]
+            line = _line(part, key, label)
             for value, name, linestyle in (("ds_norm", label, style), ("dc_norm", f"{label}, {CELL_STATE_LABEL}", "--")):
-                stats = quartiles(group, ["distance"], value)
+                stats = line[line["curve"] == value]
                 if len(stats):
                     _band(ax, stats["distance"].to_numpy(), stats, name, color=colour(key), linestyle=linestyle, linewidth=1.4)
-        T, length = part["task.seq_len"].iloc[0], part["t"].max()
-        ax.set_title(f"{task}, T = {T:g}" + (f" ({length:g} steps)" if length != T else ""), fontsize="medium")
+        ax.set_title(f"{task}, T = {T:g}" + (f" ({steps:g} steps)" if steps != T else ""), fontsize="medium")
         _log_y(ax)
         ax.set_xlabel("distance from the last step (steps)")
     axes[0, 0].set_ylabel(GRAD_LABEL + " at initialization")
@@ -640,63 +578,42 @@ def remedies_grad_through_time(grad_norms: pd.DataFrame, runs: pd.DataFrame):
 
 # 11. float32 against float64
 
-FLOAT32 = np.finfo(np.float32)
 # float64 wide under float32 dashed with white gaps, so both show where they coincide
 DTYPE_STYLES = {"float64": dict(linestyle="-", linewidth=2.8), "float32": dict(linestyle="--", linewidth=1.0, gapcolor="white")}
 ZERO_TICK = 0.08  # height of the tick marking float32's first zero, as a fraction of the panel
 
 
-def precision_curves(grad_norms: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """||dL/ds_t|| at initialization per activation, spectral radius, dtype and distance T - t from the loss: the
-    median over runs with the quartiles and count, zeros kept (an underflow is data here).
-
-    grad_norms: columns run_id, step, t (1..T), ds_norm; each run's first recorded step is used.
-    runs: one row per run_id with model.activation, model.spectral_radius and model.dtype.
-    Columns model.activation, model.spectral_radius, model.dtype, distance, median, q25, q75, n.
-    """
-    data = at_initialization(grad_norms).merge(runs, on="run_id")
-    return quartiles(data, ["model.activation", "model.spectral_radius", "model.dtype", "distance"], "ds_norm")
-
-
-def first_zero(norms: pd.Series) -> float:
-    """The smallest distance (the index) at which the norm is exactly 0; NaN if it never is."""
-    zero = norms.index[norms == 0]
-    return float(zero.min()) if len(zero) else math.nan
-
-
-def precision(grad_norms: pd.DataFrame, runs: pd.DataFrame):
+def precision(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """float32 against float64: ||dL/ds_t|| at initialization (log scale) against the distance T - t from the loss.
 
-    grad_norms: columns run_id, step, t (1..T), ds_norm, as in grad_norms.parquet (norms summed in float64, so a
-    float32 run's 0 means its gradient underflowed); each run's first recorded step is used.
-    runs: one row per run_id with model.activation, model.spectral_radius (grid value, NaN for the init's own
-    scale), spectral/radius (the measured rho) and model.dtype (float64 or float32).
+    curves: `frames.precision_curves` (norms summed in float64, so a float32 median of 0 means its gradient
+    underflowed): columns model.activation, model.spectral_radius, model.dtype, distance, median, q25, q75.
+    grid: `frames.radius_grid` of the runs: model.spectral_radius (in order) and measured.
     One panel per activation; per spectral radius a shade of the activation's colour (darker for larger rho),
-    float64 solid and wide, float32 dashed on top (white gaps), the median over runs with the interquartile band
-    (`precision_curves`); zero and non-finite medians are left out of the lines. Where float32's median first is
-    exactly 0 (`first_zero`), a tick at the bottom of the panel and an open circle on the float64 line (if positive there).
+    float64 solid and wide, float32 dashed on top (white gaps), the median over runs with the interquartile band;
+    zero and non-finite medians are left out of the lines. Where float32's median first is exactly 0
+    (`frames.first_zero`), a tick at the bottom of the panel and an open circle on the float64 line (if positive there).
     Horizontal: float32's smallest subnormal (dotted) and smallest normal number (dash-dotted).
     """
-    curves = precision_curves(grad_norms, runs)
-    activations, grid = ordered(curves["model.activation"]), radii(curves["model.spectral_radius"])
-    fig, axes = _grid(1, len(activations), sharey=True)
+    activations = ordered(curves["model.activation"])
+    fig, axes = _grid(1, len(activations), fig, sharey=True)
     for ax, act in zip(axes[0], activations):
         panel = curves[curves["model.activation"] == act]
-        for rho, tone in zip(grid, shades(colour(act), len(grid))):
-            group = with_radius(panel, rho)
-            if group.empty:
+        for (rho, measured), tone in zip(grid.itertuples(index=False), shades(colour(act), len(grid))):
+            line = with_radius(panel, rho)
+            if line.empty:
                 continue
-            name = f"{act} {_radius_name(rho, with_radius(runs, rho)['spectral/radius'].median())}"
+            name = f"{act} {_radius_name(rho, measured)}"
             for dtype, style in DTYPE_STYLES.items():
-                stats = group[group["model.dtype"] == dtype]
+                stats = line[line["model.dtype"] == dtype]
                 if len(stats):
-                    stats = stats.assign(**{q: positive(stats[q]) for q in ("median", "q25", "q75")})
+                    stats = stats.assign(**{q: frames.positive(stats[q]) for q in ("median", "q25", "q75")})
                     _band(ax, stats["distance"].to_numpy(), stats, f"{name}, {dtype}", color=tone, **style)
-            zero = first_zero(group[group["model.dtype"] == "float32"].set_index("distance")["median"])
+            zero = frames.first_zero(line[line["model.dtype"] == "float32"].set_index("distance")["median"])
             if math.isnan(zero):
                 continue
             ax.axvline(zero, ymax=ZERO_TICK, color=tone, linewidth=2, label=f"_float32 zero {name}")
-            float64 = positive(group[group["model.dtype"] == "float64"].set_index("distance")["median"])
+            float64 = frames.positive(line[line["model.dtype"] == "float64"].set_index("distance")["median"])
             if pd.notna(float64.get(zero, math.nan)):
                 ax.plot([zero], [float64[zero]], marker="o", markerfacecolor="none", color=tone, linestyle="none",
                         label=f"_float64 at float32 zero {name}")
@@ -706,13 +623,12 @@ def precision(grad_norms: pd.DataFrame, runs: pd.DataFrame):
         ax.set_title(act, fontsize="medium")
         ax.set_xlabel("distance from the loss T − t (steps)")
     axes[0, 0].set_ylabel(GRAD_LABEL + " at initialization")
-    names = [_radius_name(rho, with_radius(runs, rho)["spectral/radius"].median()) for rho in grid]
-    handles = [Line2D([], [], color=tone, linewidth=1.4) for tone in shades(OTHER_COLOUR, len(grid))]
+    handles, labels = _radius_handles(grid, 1.4)
     handles += [Line2D([], [], color=OTHER_COLOUR, **style) for style in DTYPE_STYLES.values()]
     handles += [Line2D([], [], color=OTHER_COLOUR, marker="|", markersize=9, markeredgewidth=2, linestyle="none"),
                 Line2D([], [], color=OTHER_COLOUR, marker="o", markerfacecolor="none", linestyle="none"),
                 Line2D([], [], color="black", linestyle=":"), Line2D([], [], color="0.5", linestyle="-.")]
-    labels = names + list(DTYPE_STYLES) + [
+    labels += list(DTYPE_STYLES) + [
         "float32 first exactly 0", "float64 at that distance", f"float32 smallest subnormal ({FLOAT32.smallest_subnormal:.2g})",
         f"float32 smallest normal ({FLOAT32.tiny:.2g})"]
     legend(fig, handles=handles, labels=labels)

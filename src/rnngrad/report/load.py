@@ -4,6 +4,8 @@
   params, the tags, and the last value of every metric.
 - `load_histories`: metric histories, one row per (run_id, key, step), for the keys a figure needs.
 - `load_grad_norms`: the `grad_norms.parquet` artifacts, with the runs whose artifact is missing.
+- `Study`: one experiment of a store opened for the report: its runs, and loaders for their histories and
+  artifacts that record what could not be loaded.
 
 Nothing here writes outside a temporary directory, and nothing creates a store or an experiment.
 """
@@ -20,6 +22,8 @@ import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from rnngrad import store
+
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "rnngrad.sweep"
 GRAD_NORMS = "grad_norms.parquet"
@@ -31,35 +35,13 @@ NUMERIC_TAGS = ("task.baseline", "task.length", "task.dependency", "task.n_param
 SEARCH_PAGE = 1000  # runs per search_runs request
 BULK_RUNS = 500  # run ids per bulk history query
 DOWNLOAD_THREADS = 8  # artifact downloads in flight (they are one request each on a server)
-
-
-class StoreNotFound(FileNotFoundError):
-    """The tracking store named by the URI does not exist."""
-
-
-def check_store(uri: str) -> None:
-    """Raise StoreNotFound when a sqlite store's file is missing (opening it would create an empty one)."""
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise StoreNotFound(f"no MLflow store at {uri[len('sqlite:///'):]}")
-
-
-def parse_value(text: str | None):
-    """A param string as logged by rnngrad.tracking: 'null' -> None, 'true'/'false' -> bool, numbers -> int/float."""
-    if text is None or text == "null":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+# params that do not describe a configuration
+BOOKKEEPING = ("tracking.", "train.verbose", "question")
 
 
 def _typed(column: pd.Series) -> pd.Series:
     """A column of parsed values: numeric when every non-null value is a number (None -> NaN)."""
-    values = [parse_value(v) if isinstance(v, str) else v for v in column]
+    values = [store.decode_param(v) if isinstance(v, str) else v for v in column]
     present = [v for v in values if v is not None]
     numeric = present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
     if numeric:
@@ -188,3 +170,49 @@ def load_grad_norms(client: MlflowClient, run_ids) -> GradNorms:
         return GradNorms(pd.DataFrame(columns=GRAD_NORMS_COLUMNS), missing)
     frame = pd.concat(frames, ignore_index=True)
     return GradNorms(frame[["run_id", *(c for c in frame.columns if c != "run_id")]], missing)
+
+
+class Study:
+    """The runs of one experiment, whatever their status (`runs`, from `load_runs`), with loaders for their histories
+    and grad_norms artifacts; `missing_artifacts` (run_id -> reason) records the artifacts that could not be read.
+
+    params: the param columns that describe a configuration (BOOKKEEPING left out).
+    """
+
+    def __init__(self, client: MlflowClient | None, exp_id: str | None, runs: pd.DataFrame, *, uri: str, experiment: str):
+        self.client, self.exp_id, self.runs = client, exp_id, runs
+        self.uri, self.experiment = uri, experiment
+        self.params = sorted(k for k in runs.attrs.get("params", []) if not k.startswith(BOOKKEEPING))
+        self.missing_artifacts: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, uri: str, experiment: str) -> Study:
+        """Read the experiment's runs; a missing experiment gives an empty study (nothing is created).
+
+        Raises store.StoreNotFound when the store itself does not exist, store.StoreError when it cannot be read.
+        """
+        store.check_store(uri, must_exist=True)
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return cls(None, None, pd.DataFrame(columns=RUN_COLUMNS), uri=uri, experiment=experiment)
+        return cls(client, found.experiment_id, load_runs(client, found.experiment_id), uri=uri, experiment=experiment)
+
+    def history(self, runs: pd.DataFrame, key: str) -> pd.DataFrame:
+        """Columns run_id, step, value of metric `key` for these runs."""
+        return load_histories(self.client, runs["run_id"], [key])[["run_id", "step", "value"]]
+
+    def grad_norms(self, runs: pd.DataFrame) -> pd.DataFrame:
+        """The grad_norms.parquet rows of these runs; runs without the artifact are recorded as missing."""
+        found = load_grad_norms(self.client, runs["run_id"])
+        self.missing_artifacts.update(found.missing)
+        return found.frame
+
+    def command(self, question: str) -> str:
+        """The command that produces the runs of a question into this report's store and experiment."""
+        parts = ["python -m rnngrad.train -m", f"+experiment={question}"]  # the preset conf/experiment/<question>.yaml
+        if self.uri != store.resolve_uri(None):
+            parts.append(f"tracking.uri={store.redact(self.uri)}")
+        if self.experiment != "rnngrad":
+            parts.append(f"tracking.experiment={self.experiment}")
+        return " ".join(parts)

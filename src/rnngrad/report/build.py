@@ -1,0 +1,144 @@
+"""The whole report from a `Study`: `build` walks `sections.SECTIONS` and returns a `Report` (its markdown,
+the matplotlib Figures, the findings, the notes on missing data and the runs table); `rnngrad.report.cli`
+writes it. A question without runs, a run still running, a diverged run or a missing artifact never raises:
+the figure is skipped and the report says what is missing and how to produce it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from rnngrad import store
+from rnngrad.report import frames, markdown
+from rnngrad.report.findings import Finding
+from rnngrad.report.load import Study
+from rnngrad.report.sections import QUESTIONS, SECTIONS, Section
+
+LISTED = 10  # run names a note lists before '...'
+
+
+@dataclass
+class Part:
+    """One figure of the report: `figure` is None when it could not be drawn, and `missing` says why."""
+
+    name: str
+    title: str
+    figure: Figure | None = None
+    caption: str = ""
+    missing: str = ""
+
+
+@dataclass
+class Report:
+    source: str
+    findings: list[Finding] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    errors: list[str] = field(default_factory=list)  # figures that failed to draw (a bug, not missing data)
+
+    def markdown(self, figure_dir: str = "figures") -> str:
+        lines = ["# rnngrad report", "", self.source, "", "## Findings", ""]
+        lines += [f"- {f.text}" for f in self.findings] or ["- No findings: the store holds no finished runs of the study's questions."]
+        lines += ["", "## Figures", ""]
+        for number, part in enumerate(self.parts, start=1):
+            lines += [f"### {number}. {part.title} (`{part.name}`)", ""]
+            if part.figure is not None:
+                lines += [f"![{part.title}]({figure_dir}/{part.name}.png)", "",
+                          f"[PDF]({figure_dir}/{part.name}.pdf). {part.caption}", ""]
+            else:
+                lines += [f"Not drawn: {part.missing}", ""]
+        if self.notes or self.errors:
+            lines += ["## Missing or partial data", ""]
+            lines += [f"- {n}" for n in self.errors + self.notes] + [""]
+        # the question column left, the counts right
+        runs = "No runs." if self.table.empty else markdown.table(self.table, align="-" + "r" * (len(self.table.columns) - 1))
+        lines += ["## Runs per question", "", runs, ""]
+        return "\n".join(lines)
+
+
+def draw(section: Section, study: Study, used: pd.DataFrame) -> tuple[Part, list[Finding]]:
+    """The section's figure, caption and findings from the ended runs `used`, or why it cannot be drawn."""
+    part = Part(section.name, section.title)
+    runs = section.select(used)
+    data = section.prepare(study, runs) if len(runs) else section.missing(study)
+    if isinstance(data, str):
+        part.missing = data
+        return part, []
+    part.figure, part.caption = section.figure(data), section.caption(data)
+    return part, [finding for call in section.findings for finding in call(data, figure=section.name)]
+
+
+def build(study: Study) -> Report:
+    """The whole report from the study's runs."""
+    built = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from experiment `{study.experiment}` at "
+             f"`{store.redact(study.uri)}`")
+    found = ": the experiment does not exist in this store (no runs yet)." if study.exp_id is None else f": {len(study.runs)} runs."
+    report = Report(built + found)
+    used = frames.ended(study.runs)
+    for section in SECTIONS:
+        if section.optional and section.select(used).empty:
+            continue
+        try:
+            part, found_here = draw(section, study, used)
+        except Exception as err:  # a bug in one figure must not cost the rest of the report
+            traceback.print_exc()
+            why = f"{type(err).__name__}: {err}"
+            report.errors.append(f"{section.name}: the figure could not be drawn ({why}); see the traceback on stderr.")
+            part, found_here = Part(section.name, section.title, missing=f"error while drawing ({why})."), []
+        report.parts.append(part)
+        report.findings += found_here
+    report.notes = notes(study, used)
+    report.table = runs_table(study.runs)
+    return report
+
+
+def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs per question: solved/unsolved/diverged (FINISHED), running, killed, failed, and finished without an outcome."""
+    if runs.empty:
+        return pd.DataFrame()
+    question = runs["question"].fillna("(none)") if "question" in runs else pd.Series("(none)", index=runs.index)
+    finished = runs["status"] == "FINISHED"
+    columns = {
+        "runs": pd.Series(True, index=runs.index),
+        "solved": finished & (runs["outcome"] == "solved"), "unsolved": finished & (runs["outcome"] == "unsolved"),
+        "diverged": finished & (runs["outcome"] == "diverged"), "running": runs["status"] == "RUNNING",
+        "killed": runs["status"] == "KILLED", "failed": runs["status"] == "FAILED",
+        "no outcome": finished & runs["outcome"].isna(),
+    }
+    table = pd.DataFrame({k: v.groupby(question).sum().astype(int) for k, v in columns.items()})
+    table = table.reindex(sorted(table.index, key=lambda q: (QUESTIONS.index(q) if q in QUESTIONS else len(QUESTIONS), q)))
+    table.loc["total"] = table.sum()
+    return table.reset_index(names="question")
+
+
+def _names(runs: pd.DataFrame) -> str:
+    return ", ".join(runs["run_name"].astype(str).head(LISTED))
+
+
+def notes(study: Study, used: pd.DataFrame) -> list[str]:
+    """What the figures leave out: runs not FINISHED or without an outcome, older repeats of a configuration,
+    unreadable artifacts (as the sections recorded them in the study), and questions without runs."""
+    runs, out = study.runs, []
+    for status, why in (("RUNNING", "still running"), ("KILLED", "killed"), ("FAILED", "failed")):
+        part = runs[runs["status"] == status]
+        if len(part):
+            out.append(f"{len(part)} run(s) {why}, left out of every figure: {_names(part)}" + (" ..." if len(part) > LISTED else "") + ".")
+    no_outcome = runs[(runs["status"] == "FINISHED") & runs["outcome"].isna()]
+    if len(no_outcome):
+        out.append(f"{len(no_outcome)} FINISHED run(s) without an outcome tag, left out: {_names(no_outcome)}.")
+    duplicates = len(runs[(runs["status"] == "FINISHED") & runs["outcome"].notna()]) - len(used)
+    if duplicates:
+        out.append(f"{duplicates} older FINISHED run(s) repeat the config_hash of a later run; only the latest is shown.")
+    if study.missing_artifacts:
+        names = runs.set_index("run_id")["run_name"].reindex(list(study.missing_artifacts)).fillna("?")
+        out.append(f"{len(study.missing_artifacts)} run(s) without a readable grad_norms.parquet, left out of the through-time "
+                   "figures: " + "; ".join(f"{n} ({why})" for n, why in zip(names, study.missing_artifacts.values())) + ".")
+    questions = set(runs["question"].dropna()) if "question" in runs else set()
+    out += [f"No runs with question={q}: `{study.command(q)}`." for q in QUESTIONS if q not in questions]
+    return out

@@ -1,0 +1,374 @@
+"""The report's sections, in order: `SECTIONS`, one `Section` per figure.
+
+A section names the runs it shows (a question, trained or not), how to turn them into its data (`prepare`:
+the loads from MLflow and the `frames` transforms; a dict of named frames and values, or a sentence saying
+why the figure cannot be drawn), and which figure, caption and findings are computed from that data (each a
+`Call` naming the entries it takes). `rnngrad.report.build` walks the table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import pandas as pd
+
+from rnngrad.report import figures, findings, frames
+from rnngrad.report.frames import FLOAT32, LAST_STEP_LOSS_TASKS, SOLVED_ACCURACY
+from rnngrad.report.load import Study
+from rnngrad.report.text import fmt, value_order, value_text
+
+QUESTIONS = ("init", "precision", "seqlen", "clipping", "truncation", "charlm", "remedies")
+TRAINED_QUESTIONS = ("seqlen", "clipping", "truncation", "remedies")  # the ones with a loss-curve figure
+# the settings a caption states when they are the same for every run of a figure
+FIXED_SETTINGS = ("task.name", "task.seq_len", "model.cell", "model.hidden_size", "train.steps", "train.batch_size",
+                  "optim.name", "optim.lr", "clip.mode", "bptt.truncation")
+
+
+@dataclass(frozen=True)
+class Call:
+    """`fn` applied to the entries `args` of a section's data, in that order, and to the keyword arguments `kwargs`."""
+
+    fn: Callable
+    args: tuple[str, ...]
+    kwargs: dict = field(default_factory=dict)
+
+    def __call__(self, data: dict, **more):
+        return self.fn(*(data[name] for name in self.args), **self.kwargs, **more)
+
+
+def call(fn: Callable, *args: str, **kwargs) -> Call:
+    return Call(fn, args, kwargs)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One figure of the report, with its caption and findings (each finding also gets figure=name)."""
+
+    name: str
+    title: str
+    question: str | None  # the question whose ended runs it shows; None: every question's
+    trained: bool  # only the runs that trained (train.steps > 0)
+    prepare: Callable[[Study, pd.DataFrame], dict | str]  # (study, the selected runs) -> data, or why not drawn
+    figure: Call
+    caption: Call
+    findings: tuple[Call, ...] = ()
+    without_runs: Callable[[Study], str] | None = None  # why not drawn when no run is selected (default: how to make them)
+    optional: bool = False  # without runs the section is left out of the report instead
+
+    def select(self, runs: pd.DataFrame) -> pd.DataFrame:
+        chosen = runs if self.question is None else frames.of_question(runs, self.question)
+        return frames.trained(chosen) if self.trained else chosen
+
+    def missing(self, study: Study) -> str:
+        if self.without_runs is not None:
+            return self.without_runs(study)
+        return _missing_runs(study, self.question, "finished trained runs" if self.trained else "finished runs")
+
+
+# text shared by captions and the reasons a figure is not drawn
+
+def describe(runs: pd.DataFrame, params: list[str]) -> str:
+    """'N runs; varying: a ∈ {..}, b ∈ {..}; fixed: task.name adding, ...' for a caption (a sweep may be a
+    union of grids, so the varying values are listed, not claimed to be crossed)."""
+    grid = frames.varying(runs, params)
+    parts = [f"{len(runs)} runs"]
+    if grid:
+        parts.append("varying: " + ", ".join(
+            f"{k} ∈ {{{', '.join(value_text(v) for v in sorted(runs[k].unique(), key=value_order))}}}" for k in grid))
+    fixed = [f"{k} {value_text(runs[k].iloc[0])}" for k in FIXED_SETTINGS if k in runs and k not in grid and len(runs)]
+    if fixed:
+        parts.append("fixed: " + ", ".join(fixed))
+    return "; ".join(parts)
+
+
+def _left_out(lost: int) -> str:
+    return f" {lost} run(s) without grad_norms.parquet left out." if lost else ""
+
+
+def _missing_runs(study: Study, question: str, what: str) -> str:
+    return f"no {what} with question={question}. Produce them with `{study.command(question)}`."
+
+
+def _missing_grad_norms(study: Study, question: str) -> str:
+    return (f"none of the {question} runs has grad_norms.parquet. Rerun them with "
+            f"`{study.command(question)} tracking.skip_completed=false`.")
+
+
+def _with_grad_norms(study: Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs' grad_norms.parquet rows and the runs that have them (the others are recorded as missing)."""
+    norms = study.grad_norms(runs)
+    return norms, runs[runs["run_id"].isin(norms["run_id"])]
+
+
+# 1-2. gradients at initialization
+
+def _through_time(study: Study, runs: pd.DataFrame) -> dict | str:
+    norms, have = _with_grad_norms(study, runs)
+    if have.empty:
+        return _missing_grad_norms(study, "init")
+    rows = frames.through_time(norms, have)
+    return {"rows": rows, "curves": frames.through_time_curves(rows), "grid": frames.radius_grid(rows),
+            "described": describe(runs, study.params), "lost": len(runs) - len(have)}
+
+
+def _through_time_caption(described: str, lost: int) -> str:
+    return (f"||dL/ds_t|| at initialization against the distance T − t from the loss; {described}. Median over runs "
+            "with the interquartile band; dotted: the Pascanu et al. bound ||dL/ds_T|| (γ σ_max)^(T−t) with the "
+            "measured σ_max (γ = 1/4 sigmoid, 1 otherwise); dash-dotted for linear: ||dL/ds_T|| ρ^(T−t)." + _left_out(lost))
+
+
+def _decay(study: Study, runs: pd.DataFrame) -> dict | str:
+    if not runs.reindex(columns=["grad/decay_rate", "spectral/radius"]).notna().all(axis=1).any():
+        return "no init run logged both grad/decay_rate and spectral/radius."
+    data = frames.decay_runs(runs)
+    return {"runs": data, "curves": frames.decay_curves(data), "described": describe(runs, study.params)}
+
+
+def _decay_caption(described: str) -> str:
+    return (f"Left: slope of log ||dL/ds_t|| per step back (negative: vanishing) against the measured spectral radius, "
+            f"median and interquartile range over runs, dashed the theory log(γρ); right: the same slope against the top "
+            f"Lyapunov exponent of the state dynamics (QR method). {described}.")
+
+
+def _precision(study: Study, runs: pd.DataFrame) -> dict | str:
+    norms, have = _with_grad_norms(study, runs)
+    if have.empty:
+        return _missing_grad_norms(study, "precision")
+    setting = ", ".join(f"{task}, T = {fmt(T)}" for task, T in have.groupby(["task.name", "task.seq_len"]).size().index)
+    return {"curves": frames.precision_curves(norms, have), "grid": frames.radius_grid(have), "setting": setting,
+            "described": describe(have, study.params), "lost": len(runs) - len(have)}
+
+
+def _precision_caption(described: str, lost: int) -> str:
+    return (
+        "||dL/ds_t|| at initialization against the distance T − t from the loss, one panel per activation, a shade per "
+        "spectral radius (darker for larger ρ); solid float64, dashed float32, the median over runs with the interquartile "
+        "band; both precisions start from the same weights (the same seed). Norms are summed in float64, so a float32 norm "
+        "of exactly 0 means the float32 gradient itself underflowed; the tick at the bottom marks where float32 first "
+        "reports 0, the open circle the float64 norm there. Dotted: float32's smallest subnormal "
+        f"{fmt(FLOAT32.smallest_subnormal, 2)}; dash-dotted: its smallest normal number {fmt(FLOAT32.tiny, 2)}. "
+        f"{described}." + _left_out(lost))
+
+
+# 3. heatmaps of representative runs
+
+def _no_heatmap_runs(study: Study) -> str:
+    return ("no finished trained run (train.steps > 0, full BPTT) with a decay rate. Any trained sweep "
+            f"provides them, e.g. `{study.command('seqlen')}`.")
+
+
+def _heatmaps(study: Study, runs: pd.DataFrame) -> dict | str:
+    pool = runs[(runs["bptt.mode"] == "window") & runs["bptt.truncation"].isna()]
+    decay = study.history(pool, "grad/decay_rate").groupby("run_id")["value"].median() if len(pool) else pd.Series(dtype=float)
+    pool = pool.assign(decay=pool["run_id"].map(decay)).dropna(subset=["decay"])
+    if pool.empty:
+        return _no_heatmap_runs(study)
+    picks = frames.representative_runs(pool)
+    norms = study.grad_norms(pd.DataFrame({"run_id": [p["run_id"] for p in picks.values()]}))
+    panels = {f"{kind}" + (f" (diverged at step {fmt(p['diverged_at'])})" if p["outcome"] == "diverged" else "")
+              + f"\n{p['run_name']}\nmedian decay rate {p['decay']:+.3f} per step": norms[norms["run_id"] == p["run_id"]]
+              for kind, p in picks.items() if (norms["run_id"] == p["run_id"]).any()}
+    if not panels:
+        return "the chosen runs have no grad_norms.parquet artifact."
+    return {"panels": panels, "pool": pool, "picks": picks}
+
+
+def _heatmaps_caption(panels: dict, pool: pd.DataFrame, picks: dict) -> str:
+    absent = "".join(
+        f" No trained run has a {kind} gradient over training (median decay rates from {pool['decay'].min():+.3f} to "
+        f"{pool['decay'].max():+.3f} per step), so there is no {kind} example."
+        for kind in ("vanishing", "exploding") if kind not in picks)
+    return (
+        f"log10 ||dL/ds_t|| over training step × time step t for {len(panels)} of the {len(pool)} trained runs with full BPTT, "
+        "chosen by the median over training of their decay rate (slope of log ||dL/ds_t|| per step back): the most "
+        "negative (vanishing), the most positive (exploding) and the one closest to 0 (healthy), preferring runs that "
+        f"did not diverge; blank cells: zero or non-finite norms.{absent}")
+
+
+# 4. success against sequence length
+
+def _seqlen(study: Study, runs: pd.DataFrame) -> dict:
+    label = [f"{a}, {frames.clip_label(m, t)}" for a, m, t in zip(runs["model.activation"], runs["clip.mode"], runs["clip.threshold"])]
+    info = frames.labelled(runs, label, panel=runs["model.activation"] + ", " + runs["model.init"] + " init")
+    return {"runs": runs, "solved": frames.success_rates(info), "described": describe(runs, study.params)}
+
+
+def _seqlen_caption(described: str) -> str:
+    return (f"Fraction of runs solved (diverged counts as failed) against T, one panel per activation × init, "
+            f"a line per clipping setting, as in Pascanu et al. (2013) Fig. 7; {described}.")
+
+
+# 5. loss curves, one section per question that trains
+
+def _loss_curves(study: Study, runs: pd.DataFrame, question: str) -> dict | str:
+    if question == "truncation":
+        panel, exclude = ["full BPTT" if k != k else f"k = {k:g}" for k in runs["bptt.truncation"]], ("bptt.truncation",)
+    else:
+        panel, exclude = runs["task.name"] + ", T = " + runs["task.seq_len"].astype(str), ("task.name", "task.seq_len")
+    label = runs.apply(frames.remedy_label, axis=1) if question == "remedies" else frames.config_labels(runs, study.params, exclude=exclude)
+    info = frames.labelled(runs, label, panel=panel)
+    history = study.history(info, "eval/loss")
+    if history.empty:
+        return f"the {len(runs)} runs of question={question} logged no eval/loss."
+    loss = runs["task.loss"].dropna().unique() if "task.loss" in runs else []
+    curves, baselines = frames.learning_curves(history, info)
+    return {"runs": runs, "question": question, "curves": curves, "baselines": baselines,
+            "ylabel": f"test loss ({', '.join(loss) or 'task loss'})", "described": describe(runs, study.params)}
+
+
+def _loss_caption(described: str) -> str:
+    return (f"Test loss over training, median over seeds with the interquartile band, a line per configuration; "
+            f"dotted: the constant predictor's loss (tag task.baseline). A run that stops early (diverged, or "
+            f"solved with train.stop_when_solved) leaves the median after its last step. {described}.")
+
+
+def _loss_section(question: str, optional: bool = False) -> Section:
+    return Section(f"loss_{question}", f"Loss curves ({question})", question, True, partial(_loss_curves, question=question),
+                   call(figures.learning_curves, "curves", "baselines", "ylabel"), call(_loss_caption, "described"),
+                   (call(findings.beats_constant_predictor, "runs", "question"),), optional=optional)
+
+
+# 6-9. clipping, truncation, saturation, character language model
+
+def _clipping(study: Study, runs: pd.DataFrame) -> dict:
+    history = study.history(runs, "grad/norm")
+    curves, diverged = frames.clipping_curves(history, runs)
+    return {"runs": runs, "history": history, "curves": curves, "diverged": diverged, "described": describe(runs, study.params)}
+
+
+def _clipping_caption(described: str) -> str:
+    return (f"Left: global gradient norm before clipping over training (median over seeds, interquartile band; "
+            f"dashed: the norm threshold); right: fraction of runs diverged per mode and threshold (without "
+            f"clipping the threshold is unused, so those runs are pooled). {described}.")
+
+
+def _truncation(study: Study, runs: pd.DataFrame) -> dict:
+    data = frames.with_trunc_cosine(runs, study.history(runs, "grad/trunc_cosine"))
+    curves, solved = frames.truncation_curves(data)
+    return {"runs": data, "curves": curves, "solved": solved, "described": describe(data, study.params)}
+
+
+def _truncation_caption(described: str) -> str:
+    return (f"Left: cosine between the truncated and the full gradient on the same batch (each run's median over "
+            f"its diagnostic steps); middle: fraction solved; right: final test loss relative to the constant "
+            f"predictor; dashed: full BPTT; dotted vertical: the task's dependency distance (tag task.dependency). "
+            f"{described}.")
+
+
+def _no_trained_runs(study: Study) -> str:
+    return f"no finished trained runs. Any trained sweep provides them, e.g. `{study.command('seqlen')}`."
+
+
+def _saturation(study: Study, runs: pd.DataFrame) -> dict | str:
+    data = runs[runs["model.cell"] == "rnn"] if "model.cell" in runs else runs
+    if data.empty:
+        return _no_trained_runs(study)
+    history = study.history(data, "act/saturation")
+    if history.empty:
+        return "the trained runs logged no act/saturation."
+    return {"runs": data, "history": history, "curves": frames.saturation_curves(history, data)}
+
+
+def _saturation_caption(runs: pd.DataFrame) -> str:
+    return ("Fraction of units whose derivative f'(a) is below 1% of its maximum (dead units for relu), over "
+            f"training, one panel per question, median over the runs of an activation with the interquartile band; "
+            f"{len(runs)} trained runs of plain RNN cells.")
+
+
+def _charlm(study: Study, runs: pd.DataFrame) -> dict | str:
+    info = frames.labelled(runs, frames.config_labels(runs, study.params), panel="")
+    history = study.history(info, "eval/bpc")
+    if history.empty:
+        return f"the {len(runs)} charlm runs logged no eval/bpc."
+    curves, baselines = frames.learning_curves(history, info)
+    return {"runs": runs, "curves": curves, "baselines": baselines, "described": describe(runs, study.params)}
+
+
+def _charlm_caption(described: str) -> str:
+    return (f"Test bits per character over training, median over seeds with the interquartile band; dotted: the "
+            f"unigram entropy of the training text (task.baseline / ln 2). {described}.")
+
+
+# 10-11. remedies
+
+def _remedies(study: Study, runs: pd.DataFrame) -> dict:
+    data = frames.remedy_runs(runs)
+    curves, solved = frames.remedy_curves(data)
+    return {"runs": data, "curves": curves, "solved": solved, "described": describe(data, study.params)}
+
+
+def _remedies_caption(described: str) -> str:
+    return (
+        f"Top: final test loss relative to the constant predictor's (tag task.baseline; below 1 the model uses the inputs), "
+        f"median over seeds with the interquartile range, against T, one panel per task, a line per remedy (colour: "
+        f"activation, normalization or gated cell); dotted: ratio 1. Bottom: runs solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)}; "
+        f"diverged counts as failed) per remedy and T. {described}.")
+
+
+def _remedies_grad(study: Study, runs: pd.DataFrame) -> dict | str:
+    data = frames.remedy_runs(runs)
+    norms, have = _with_grad_norms(study, data)
+    if have.empty:
+        return _missing_grad_norms(study, "remedies")
+    rows, shown = frames.remedy_init_rows(norms, data), frames.longest(have)
+    return {"runs": data, "rows": rows, "curves": frames.remedy_init_curves(rows), "lengths": frames.task_lengths(rows),
+            "clipped": bool((have["clip.mode"] != "none").any()),
+            "every_step": sorted(set(shown["task.name"]) - set(LAST_STEP_LOSS_TASKS)),
+            "described": describe(shown, study.params), "lost": len(data) - len(have)}
+
+
+def _remedies_grad_caption(clipped: bool, every_step: list[str], described: str, lost: int) -> str:
+    return (
+        "||dL/ds_t|| at initialization (each run's first training step) against the distance from the sequence's last "
+        "step, at each task's longest T, median over seeds with the interquartile band, a line per remedy (colours and "
+        "styles as in `remedies`); dashed in the LSTM's colour: its cell-state path ||dL/dc_t||."
+        + (" Clipping acts after the gradient is computed, so at initialization a clipped run lies on the same model's "
+           "unclipped line." if clipped else "")
+        + (f" On {', '.join(every_step)} the loss covers every step, so there ||dL/ds_t|| sums the gradients of every "
+           "later loss." if every_step else "")
+        + f" {described}." + _left_out(lost))
+
+
+SECTIONS = (
+    Section("init_grad_through_time", "Gradient norm through time at initialization", "init", False, _through_time,
+            call(figures.grad_through_time, "curves", "grid"), call(_through_time_caption, "described", "lost"),
+            (call(findings.pascanu_bound, "rows"),)),
+    Section("init_decay_rate", "Decay rate against spectral radius and Lyapunov exponent", "init", False, _decay,
+            call(figures.decay_rate_vs_radius, "curves", "runs"), call(_decay_caption, "described"),
+            (call(findings.linear_decay, "runs"), call(findings.decay_per_activation, "runs", "curves"),
+             call(findings.decay_tracks_lyapunov, "runs"))),
+    Section("precision", "float32 against float64: where a vanishing gradient underflows", "precision", False, _precision,
+            call(figures.precision, "curves", "grid"), call(_precision_caption, "described", "lost"),
+            (call(findings.float32_underflow, "curves", "setting"), call(findings.float32_agreement, "curves"))),
+    Section("grad_heatmaps", "Gradient norm over training and time (representative runs)", None, True, _heatmaps,
+            call(figures.grad_heatmaps, "panels"), call(_heatmaps_caption, "panels", "pool", "picks"),
+            without_runs=_no_heatmap_runs),
+    Section("success_vs_length", "Success rate against sequence length", "seqlen", False, _seqlen,
+            call(figures.success_vs_length, "solved"), call(_seqlen_caption, "described"),
+            (call(findings.solved_by_length, "runs"), call(findings.clipping_and_success, "runs"))),
+    *(_loss_section(question) for question in TRAINED_QUESTIONS),
+    _loss_section("adhoc", optional=True),
+    Section("clipping", "Gradient clipping: pre-clip norm and divergence", "clipping", True, _clipping,
+            call(figures.clipping, "curves", "diverged"), call(_clipping_caption, "described"),
+            (call(findings.clipping_divergence, "runs", "history"),)),
+    Section("truncation", "Truncated BPTT: gradient direction and success against k", "truncation", True, _truncation,
+            call(figures.truncation, "curves", "solved", "runs"), call(_truncation_caption, "described"),
+            (call(findings.truncation_cosine, "runs"), call(findings.truncation_shorter_than_dependency, "runs"))),
+    Section("saturation", "Saturation over training", None, True, _saturation,
+            call(figures.saturation, "curves"), call(_saturation_caption, "runs"),
+            (call(findings.final_saturation, "runs", "history"),), without_runs=_no_trained_runs),
+    Section("charlm_bpc", "Character language model: bits per character", "charlm", True, _charlm,
+            call(figures.learning_curves, "curves", "baselines", ylabel="test bits per character",
+                 baseline_scale=1 / math.log(2), baseline_label="unigram entropy", logy=False),
+            call(_charlm_caption, "described"), (call(findings.charlm_bits, "runs"),)),
+    Section("remedies", "Remedies: final loss and success against sequence length", "remedies", True, _remedies,
+            call(figures.remedies, "curves", "solved"), call(_remedies_caption, "described"),
+            (call(findings.remedy_losses, "runs", "curves"),)),
+    Section("remedies_grad_through_time", "Remedies: gradient norm through time at initialization", "remedies", True,
+            _remedies_grad, call(figures.remedies_grad_through_time, "curves", "lengths", "runs"),
+            call(_remedies_grad_caption, "clipped", "every_step", "described", "lost"),
+            (call(findings.gradient_at_initialization, "rows", "runs"),)),
+)
