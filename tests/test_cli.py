@@ -7,7 +7,8 @@ import pytest
 import yaml
 from clihelpers import TINY, run_cli, runs
 
-from rnngrad import tracking
+from rnngrad import store
+from rnngrad.app.tracking import loggable_overrides
 
 METRICS = {"train/loss", "eval/loss", "eval/accuracy", "grad/norm", "grad/clipped", "grad/ds_first",
            "grad/ds_last", "grad/decay_rate", "spectral/radius", "spectral/sigma_max", "act/saturation",
@@ -115,12 +116,19 @@ def test_bad_overrides_fail_without_creating_anything(tmp_path, overrides, messa
 
 def test_uri_resolution_and_redaction(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.resolve_uri(None) == f"sqlite:///{tracking.PROJECT_ROOT / 'mlflow.db'}"
+    assert store.resolve_uri(None) == f"sqlite:///{store.PROJECT_ROOT / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.resolve_uri(None) == "http://127.0.0.1:5999"
+    assert store.resolve_uri(None) == "http://127.0.0.1:5999"
     monkeypatch.chdir(tmp_path)
-    assert tracking.resolve_uri("sqlite:///rel/x.db") == f"sqlite:///{tmp_path / 'rel' / 'x.db'}"
+    assert store.resolve_uri("sqlite:///rel/x.db") == f"sqlite:///{tmp_path / 'rel' / 'x.db'}"
     with pytest.raises(ValueError, match="file store is deprecated"):
-        tracking.resolve_uri("./mlruns")
-    assert tracking.redact("http://alice:s3cret@host:5000/path") == "http://***@host:5000/path"
-    assert tracking.artifact_location("sqlite:////a/b/mlflow.db") == "file:///a/b/mlartifacts"
+        store.resolve_uri("./mlruns")
+    assert store.redact("http://alice:s3cret@host:5000/path") == "http://***@host:5000/path"
+    assert store.artifact_location("sqlite:////a/b/mlflow.db") == "file:///a/b/mlartifacts"
+
+
+def test_logged_overrides_are_parsed_by_hydra_and_redacted():
+    overrides = ["model.activation=relu", r"tracking.uri=http\://alice\:s3cret@host\:5000/p", "tracking.uri=null",
+                 "++tracking.uri=http://bob:pw@host:5000", "seed=3"]
+    assert loggable_overrides(overrides) == ("model.activation=relu tracking.uri=http://***@host:5000/p "
+                                             "tracking.uri=null ++tracking.uri=http://***@host:5000 seed=3")

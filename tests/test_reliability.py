@@ -13,7 +13,7 @@ import pytest
 from clihelpers import TINY, run_cli, runs, store_uri
 from mlflow.tracking import MlflowClient
 
-from rnngrad import tracking
+from rnngrad.app import tracking
 
 pytestmark = pytest.mark.slow
 

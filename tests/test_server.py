@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from clihelpers import TINY, run_cli, runs
-from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +92,7 @@ def test_slurm_preset_composes(tmp_path):
     """The documented Slurm preset: one CPU and one BLAS thread per job, partition set by the user."""
     from hydra import compose, initialize_config_dir
 
-    from rnngrad import train  # noqa: F401  (registers the schema)
+    import rnngrad.app.main  # noqa: F401  (registers the schema)
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
