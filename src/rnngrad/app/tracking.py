@@ -205,7 +205,9 @@ class MlflowLogger(Callback):
         self._timed(self._log_artifacts)
 
     def _log_artifacts(self) -> None:
-        from rnngrad.heatmap import grad_heatmap_png  # Pillow and a colour table, only when a run ends
+        # matplotlib only when a run ends: imported at the start, its objects would lengthen every
+        # garbage collection during training
+        from rnngrad.app.heatmap import grad_heatmap
 
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -218,7 +220,7 @@ class MlflowLogger(Callback):
             if steps:
                 (tmp / HEATMAP).parent.mkdir()
                 norms = np.stack([self.through_time[step]["ds_norm"] for step in steps])
-                grad_heatmap_png(np.asarray(steps), norms, tmp / HEATMAP, title=self.run_name)
+                grad_heatmap(np.asarray(steps), norms, title=self.run_name).savefig(tmp / HEATMAP)
             self.client.log_artifacts(self.run_id, str(tmp))
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
