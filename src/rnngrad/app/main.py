@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnngrad import config as config_mod
 from rnngrad.store import PROJECT_ROOT, StoreError, credentials_to_environment, resolve_uri
-from rnngrad.training import Settings, train, validate
+from rnngrad.training import Callback, Settings, train, validate
 
 # how a sweep hands each job its parent run and experiment (hydra.job.env_set, set by rnngrad.app.sweep)
 PARENT_ENV = "RNNGRAD_PARENT_RUN_ID"
@@ -81,9 +81,10 @@ def run(cfg: DictConfig) -> dict:
         client, run_id, checkpoints=cfg.tracking.through_time_checkpoints, flush_seconds=cfg.tracking.flush_seconds,
         metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)), run_name=name,
     )
+    interrupts = Interrupts()
     try:
-        with interrupt_on_sigterm():
-            result = train(settings, [logger])
+        with interrupts.installed():
+            result = train(settings, [logger, interrupts])
     except KeyboardInterrupt:
         logger.flush(final=True)
         logger.finish("KILLED", reason="interrupted by SIGINT or SIGTERM")
@@ -100,21 +101,44 @@ def run(cfg: DictConfig) -> dict:
     }
 
 
-@contextmanager
-def interrupt_on_sigterm():
-    """SIGTERM behaves like Ctrl-C inside the block, so a terminated run is closed as KILLED."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class Interrupts(Callback):
+    """SIGTERM, like Ctrl-C (SIGINT), ends training with KeyboardInterrupt, so the run is closed as KILLED.
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    The handler only notes the signal; the KeyboardInterrupt is raised between training steps, where no
+    MLflow call is under way. Raised wherever Python happens to be, it could land inside MLflow's SQLite
+    write (whose lock then blocks the flush that closes the run) or inside a garbage collector's callback
+    (where Python prints and drops it).
+    """
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+
+    def _handler(self, signum, frame):
+        self.received = signum
+
+    def on_step(self, step, metrics):
+        self.raise_if_received()
+
+    def raise_if_received(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"signal {self.received}")
+
+    @contextmanager
+    def installed(self):
+        """The handlers, inside the block (signals reach the main thread only); a signal that came after
+        the last step is raised when the block ends."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.signal(signum, self._handler) for signum in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.raise_if_received()
 
 
 @contextmanager
