@@ -127,6 +127,27 @@ def test_uri_resolution_and_redaction(tmp_path, monkeypatch):
     assert store.artifact_location("sqlite:////a/b/mlflow.db") == "file:///a/b/mlartifacts"
 
 
+def test_a_grid_experiment_without_multirun_is_refused_naming_dash_m(tmp_path):
+    proc = run_cli(tmp_path, *TINY, "experiment=seqlen")
+    assert proc.returncode == 2
+    assert "experiment=seqlen is a sweep" in proc.stderr and "run it with -m" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "store").exists()  # no store, no experiment, no run
+
+
+@pytest.mark.slow
+def test_an_experiment_is_selected_without_a_plus(tmp_path):
+    # the precision grid (8 jobs), shrunk by the command line, which wins over grid values; 2 of its jobs
+    proc = run_cli(tmp_path, *TINY, "experiment=precision", "hydra.sweeper.shard=0/4", multirun=True)
+    assert proc.returncode == 0, proc.stderr
+    _, found = runs(tmp_path)
+    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
+    children = [r for r in found if r not in parents]
+    assert len(parents) == 1 and parents[0].info.run_name.startswith("sweep-precision-")
+    assert len(children) == 2 and {r.data.params["question"] for r in children} == {"precision"}
+    assert {r.info.status for r in found} == {"FINISHED"}
+
+
 def test_logged_overrides_are_parsed_by_hydra_and_redacted():
     overrides = ["model.activation=relu", r"tracking.uri=http\://alice\:s3cret@host\:5000/p", "tracking.uri=null",
                  "++tracking.uri=http://bob:pw@host:5000", "seed=3"]

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnngrad import config as config_mod
@@ -151,8 +152,20 @@ def errors_exit():
         sys.exit(2)
 
 
+def refuse_sweep_without_multirun() -> None:
+    """An experiment that defines grids is a sweep: without -m Hydra would quietly run the defaults once."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.RUN and hydra_cfg.sweeper.get("grids"):
+        choice = hydra_cfg.runtime.choices.get("experiment")
+        what = f"experiment={choice}" if choice else "this configuration"
+        raise config_mod.ConfigError(
+            f"{what} is a sweep (hydra.sweeper.grids: {', '.join(hydra_cfg.sweeper.grids)}): run it with -m, "
+            f"e.g. python -m rnngrad.train -m {what if choice else '...'}")
+
+
 # an absolute path: Hydra would look for a relative one inside the rnngrad.app package
 @hydra.main(config_path=str(PROJECT_ROOT / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with errors_exit():
+        refuse_sweep_without_multirun()
         run(cfg)
