@@ -5,7 +5,7 @@ import io
 import pandas as pd
 import pytest
 import yaml
-from clihelpers import TINY, run_cli, runs
+from clihelpers import TINY, run_cli, runs, split_sweep
 
 from rnngrad import store
 from rnngrad.app.tracking import loggable_overrides
@@ -77,8 +77,7 @@ def test_multirun_makes_one_parent_and_children_then_resumes(tmp_path):
     proc = run_cli(tmp_path, *sweep, "tracking.experiment=sweeptest", multirun=True)
     assert proc.returncode == 0, proc.stderr
     client, found = runs(tmp_path, "sweeptest")
-    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
-    children = [r for r in found if r not in parents]
+    parents, children = split_sweep(found)
     assert len(parents) == 1 and len(children) == 4
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in found)
@@ -141,8 +140,7 @@ def test_an_experiment_is_selected_without_a_plus(tmp_path):
     proc = run_cli(tmp_path, *TINY, "experiment=precision", "hydra.sweeper.shard=0/4", multirun=True)
     assert proc.returncode == 0, proc.stderr
     _, found = runs(tmp_path)
-    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
-    children = [r for r in found if r not in parents]
+    parents, children = split_sweep(found)
     assert len(parents) == 1 and parents[0].info.run_name.startswith("sweep-precision-")
     assert len(children) == 2 and {r.data.params["question"] for r in children} == {"precision"}
     assert {r.info.status for r in found} == {"FINISHED"}
