@@ -16,7 +16,7 @@ test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
 
 study: $(STAMP)  ## the default study into the embedded store, then the report
-	$(PY) -m rnngrad.train -m +experiment=study train.verbose=false
+	$(PY) -m rnngrad.train -m experiment=study train.verbose=false
 	$(PY) scripts/build_report.py
 
 report: $(STAMP)  ## rebuild reports/ from the store

@@ -28,3 +28,9 @@ def runs(tmp_path: Path, experiment: str = "rnngrad", uri: str | None = None):
     client = MlflowClient(uri or store_uri(tmp_path))
     exp = client.get_experiment_by_name(experiment)
     return client, ([] if exp is None else client.search_runs([exp.experiment_id], max_results=5000))
+
+
+def split_sweep(found):
+    """(the sweeps' parent runs, the other runs)."""
+    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
+    return parents, [r for r in found if r not in parents]

@@ -5,9 +5,10 @@ import io
 import pandas as pd
 import pytest
 import yaml
-from clihelpers import TINY, run_cli, runs
+from clihelpers import TINY, run_cli, runs, split_sweep
 
-from rnngrad import tracking
+from rnngrad import store
+from rnngrad.app.tracking import loggable_overrides
 
 METRICS = {"train/loss", "eval/loss", "eval/accuracy", "grad/norm", "grad/clipped", "grad/ds_first",
            "grad/ds_last", "grad/decay_rate", "spectral/radius", "spectral/sigma_max", "act/saturation",
@@ -76,8 +77,7 @@ def test_multirun_makes_one_parent_and_children_then_resumes(tmp_path):
     proc = run_cli(tmp_path, *sweep, "tracking.experiment=sweeptest", multirun=True)
     assert proc.returncode == 0, proc.stderr
     client, found = runs(tmp_path, "sweeptest")
-    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
-    children = [r for r in found if r not in parents]
+    parents, children = split_sweep(found)
     assert len(parents) == 1 and len(children) == 4
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in found)
@@ -115,12 +115,39 @@ def test_bad_overrides_fail_without_creating_anything(tmp_path, overrides, messa
 
 def test_uri_resolution_and_redaction(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.resolve_uri(None) == f"sqlite:///{tracking.PROJECT_ROOT / 'mlflow.db'}"
+    assert store.resolve_uri(None) == f"sqlite:///{store.PROJECT_ROOT / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.resolve_uri(None) == "http://127.0.0.1:5999"
+    assert store.resolve_uri(None) == "http://127.0.0.1:5999"
     monkeypatch.chdir(tmp_path)
-    assert tracking.resolve_uri("sqlite:///rel/x.db") == f"sqlite:///{tmp_path / 'rel' / 'x.db'}"
+    assert store.resolve_uri("sqlite:///rel/x.db") == f"sqlite:///{tmp_path / 'rel' / 'x.db'}"
     with pytest.raises(ValueError, match="file store is deprecated"):
-        tracking.resolve_uri("./mlruns")
-    assert tracking.redact("http://alice:s3cret@host:5000/path") == "http://***@host:5000/path"
-    assert tracking.artifact_location("sqlite:////a/b/mlflow.db") == "file:///a/b/mlartifacts"
+        store.resolve_uri("./mlruns")
+    assert store.redact("http://alice:s3cret@host:5000/path") == "http://***@host:5000/path"
+    assert store.artifact_location("sqlite:////a/b/mlflow.db") == "file:///a/b/mlartifacts"
+
+
+def test_a_grid_experiment_without_multirun_is_refused_naming_dash_m(tmp_path):
+    proc = run_cli(tmp_path, *TINY, "experiment=seqlen")
+    assert proc.returncode == 2
+    assert "experiment=seqlen is a sweep" in proc.stderr and "run it with -m" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "store").exists()  # no store, no experiment, no run
+
+
+@pytest.mark.slow
+def test_an_experiment_is_selected_without_a_plus(tmp_path):
+    # the precision grid (8 jobs), shrunk by the command line, which wins over grid values; 2 of its jobs
+    proc = run_cli(tmp_path, *TINY, "experiment=precision", "hydra.sweeper.shard=0/4", multirun=True)
+    assert proc.returncode == 0, proc.stderr
+    _, found = runs(tmp_path)
+    parents, children = split_sweep(found)
+    assert len(parents) == 1 and parents[0].info.run_name.startswith("sweep-precision-")
+    assert len(children) == 2 and {r.data.params["question"] for r in children} == {"precision"}
+    assert {r.info.status for r in found} == {"FINISHED"}
+
+
+def test_logged_overrides_are_parsed_by_hydra_and_redacted():
+    overrides = ["model.activation=relu", r"tracking.uri=http\://alice\:s3cret@host\:5000/p", "tracking.uri=null",
+                 "++tracking.uri=http://bob:pw@host:5000", "seed=3"]
+    assert loggable_overrides(overrides) == ("model.activation=relu tracking.uri=http://***@host:5000/p "
+                                             "tracking.uri=null ++tracking.uri=http://***@host:5000 seed=3")

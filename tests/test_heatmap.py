@@ -1,74 +1,97 @@
-"""The per-run heatmap artifact: pixels checked against the data, not just "a file was written"."""
+"""The per-run heatmap artifact: the figure's data, scale and labels, and the PNG's pixels, against the input."""
 
 import numpy as np
 import pytest
 from matplotlib import colormaps
-from PIL import Image
+from matplotlib.colors import to_rgb
+from matplotlib.image import imread
 
-from rnngrad import heatmap as hm
+from rnngrad.app import heatmap as hm
 
 
-def render(tmp_path, steps, norms, **kwargs):
+def parts(fig):
+    """The heatmap's axes, its image, and the colourbar's axes."""
+    ax, cax = fig.axes
+    (image,) = ax.images
+    return ax, image, cax
+
+
+def pixel(png, fig, ax, x, y):
+    """The RGB of the PNG's pixel at data point (x, y) of ax."""
+    col, row = ax.transData.transform((x, y))
+    return png[int(fig.bbox.height - row), int(col), :3]
+
+
+def test_image_is_log10_of_the_norms_first_step_at_the_bottom_blank_where_undefined():
+    norms = np.array([[1e-3, 1e-1, 10.0], [0.0, np.nan, 1.0], [np.inf, 2.0, 4.0]])
+    fig = hm.grad_heatmap(np.array([0, 10, 20]), norms, title="adding-T3-tanh-orthogonal-s0")
+    ax, image, _ = parts(fig)
+    data = image.get_array()
+    np.testing.assert_array_equal(data.mask, ~(np.isfinite(norms) & (norms > 0)))
+    np.testing.assert_allclose(data[~data.mask], np.log10(norms[~data.mask]), rtol=0, atol=1e-15)
+    assert image.origin == "lower"  # row 0, the first step, at the bottom
+    # each cell spans the interval around its t (1..3) and its step (10 apart)
+    assert image.get_extent() == [0.5, 3.5, -5.0, 25.0]
+    assert image.cmap.name == "viridis" and image.cmap.get_bad()[:3] == pytest.approx(to_rgb(hm.BLANK))
+
+
+def test_colour_scale_spans_the_finite_logs_and_the_colourbar_shows_it():
+    norms = np.array([[1e-4, 1.0], [1e-2, 1e-1]])
+    fig = hm.grad_heatmap(np.array([0, 1]), norms)
+    ax, image, cax = parts(fig)
+    assert image.get_clim() == (-4.0, 0.0)
+    assert cax.get_ylim() == (-4.0, 0.0)
+    assert cax.get_ylabel() == "log10 ||dL/ds_t||"
+    ticks = cax.get_yticks()
+    assert ticks.min() >= -4.0 and ticks.max() <= 0.0 and len(ticks) >= 3
+
+
+@pytest.mark.parametrize("steps, T", [(np.arange(0, 1001), 50), (np.arange(0, 3), 3)])
+def test_axes_are_labelled_with_integer_ticks_inside_the_data_and_the_title_is_the_run_name(steps, T):
+    fig = hm.grad_heatmap(steps, np.ones((len(steps), T)), title="adding-T50-tanh-orthogonal-s0")
+    ax, _, _ = parts(fig)
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("time step t", "training step",
+                                                                  "adding-T50-tanh-orthogonal-s0")
+    for ticks, (lo, hi) in ((ax.get_xticks(), ax.get_xlim()), (ax.get_yticks(), ax.get_ylim())):
+        inside = ticks[(ticks >= lo) & (ticks <= hi)]
+        assert 2 <= len(inside) <= hm.TICKS + 1
+        np.testing.assert_array_equal(inside, np.round(inside))  # steps and t are integers
+
+
+def test_png_has_the_figure_size_and_the_cells_the_colours_of_their_values(tmp_path):
+    norms = np.array([[1e-3, 1e-1, 10.0], [0.0, np.nan, 1.0]])  # logs -3, -1, 1 / blank, blank, 0
+    fig = hm.grad_heatmap(np.array([0, 1]), norms)
     path = tmp_path / "h.png"
-    hm.grad_heatmap_png(np.asarray(steps), np.asarray(norms, dtype=float), path, **kwargs)
-    image = Image.open(path)
-    assert image.format == "PNG" and image.mode == "P"
-    return np.asarray(image.convert("RGB")).astype(int)
+    fig.savefig(path)
+    png = imread(path)
+    assert png.shape[:2] == (round(hm.SIZE[1] * hm.DPI), round(hm.SIZE[0] * hm.DPI))
+    ax, _, cax = parts(fig)
+    viridis = colormaps["viridis"]
+    expected = {(1, 0): viridis(0.0), (2, 0): viridis(0.5), (3, 0): viridis(1.0), (3, 1): viridis(0.75),
+                (1, 1): to_rgb(hm.BLANK), (2, 1): to_rgb(hm.BLANK)}
+    for (t, step), colour in expected.items():
+        np.testing.assert_allclose(pixel(png, fig, ax, t, step), colour[:3], atol=1.5 / 255, err_msg=f"t={t} step={step}")
+    # the colourbar maps the data's range, vmin (-3) at the bottom to vmax (1) at the top, as the cells do
+    for value in (-2.9, -1.0, 0.9):
+        np.testing.assert_allclose(pixel(png, fig, cax, 0.5, value), viridis((value + 3) / 4)[:3], atol=3 / 255)
 
 
-def viridis(fraction):
-    """The palette colour of a value at `fraction` of the way from vmin to vmax."""
-    index = min(int(np.floor(fraction * hm.N_COLOURS)), hm.N_COLOURS - 1)
-    return (np.asarray(colormaps["viridis"](index / (hm.N_COLOURS - 1))[:3]) * 255).round().astype(int)
+def test_degenerate_inputs_still_give_a_figure(tmp_path):
+    one = hm.grad_heatmap(np.array([5]), np.array([[2.0]]))  # one step, one time step, vmin == vmax
+    assert parts(one)[1].get_extent() == [0.5, 1.5, 4.5, 5.5]
+    blank = hm.grad_heatmap(np.array([0, 1]), np.array([[0.0, 0.0], [np.inf, np.nan]]), title="all blank")
+    assert parts(blank)[1].get_array().mask.all()
+    for fig in (one, blank):
+        fig.savefig(tmp_path / "h.png")
 
 
-def cell_centre(row, col, n_steps, T):
-    """Pixel (y, x) at the centre of the cell of row `row` (0 = first step) and column `col` (t = col + 1)."""
-    y = hm.TOP + hm.PLOT_H - (row + 0.5) / n_steps * hm.PLOT_H
-    x = hm.LEFT + (col + 0.5) / T * hm.PLOT_W
-    return int(y), int(x)
-
-
-def test_cells_have_the_colour_of_their_log_norm_first_step_at_the_bottom(tmp_path):
-    # log10 norms: step 0 -> [-3, -1, 1], step 10 -> [blank (0), blank (nan), 0]; vmin -3, vmax 1
-    norms = [[1e-3, 1e-1, 10.0], [0.0, np.nan, 1.0]]
-    pixels = render(tmp_path, [0, 10], norms)
-    assert pixels.shape == (hm.TOP + hm.PLOT_H + hm.BOTTOM, hm.LEFT + hm.PLOT_W + hm.RIGHT, 3)
-    expected = {(0, 0): viridis(0.0), (0, 1): viridis(0.5), (0, 2): viridis(1.0), (1, 2): viridis(0.75)}
-    for (row, col), colour in expected.items():
-        np.testing.assert_array_equal(pixels[cell_centre(row, col, 2, 3)], colour, err_msg=f"cell {row},{col}")
-    grey = np.full(3, np.linspace(0, 255, 16).round()[hm.BLANK - hm.GREY])
-    for col in (0, 1):
-        np.testing.assert_array_equal(pixels[cell_centre(1, col, 2, 3)], grey)
-
-
-def test_colourbar_runs_from_vmin_at_the_bottom_to_vmax_at_the_top(tmp_path):
-    pixels = render(tmp_path, [0, 1], [[1e-4, 1.0], [1e-2, 1e-1]])
-    x = hm.LEFT + hm.PLOT_W + hm.BAR_GAP + hm.BAR_W // 2
-    np.testing.assert_array_equal(pixels[hm.TOP + hm.PLOT_H - 1, x], viridis(0.0))
-    np.testing.assert_array_equal(pixels[hm.TOP, x], viridis(1.0))
-
-
-def test_degenerate_inputs_still_give_an_image(tmp_path):
-    render(tmp_path, [5], [[2.0]])  # one step, one time step, vmin == vmax
-    pixels = render(tmp_path, [0, 1], [[0.0, 0.0], [np.inf, np.nan]], title="all blank")
-    grey = np.linspace(0, 255, 16).round()[hm.BLANK - hm.GREY]
-    assert (pixels[cell_centre(0, 0, 2, 2)] == grey).all() and (pixels[cell_centre(1, 1, 2, 2)] == grey).all()
-
-
-@pytest.mark.parametrize("steps, norms", [([0, 1], [[1.0, 2.0]]), ([0], [1.0, 2.0]), ([], np.zeros((0, 3)))])
-def test_bad_shapes_are_refused(tmp_path, steps, norms):
-    with pytest.raises(ValueError, match=r"ds_norm must be \(N, T\)"):
-        hm.grad_heatmap_png(np.asarray(steps), np.asarray(norms), tmp_path / "h.png")
-    assert not (tmp_path / "h.png").exists()
-
-
-@pytest.mark.parametrize("lo, hi, count, expected", [
-    (1, 50, 5, [10, 20, 30, 40, 50]),
-    (0, 1000, 5, [0, 200, 400, 600, 800, 1000]),
-    (-6.3, 0.2, 4, [-6, -4, -2, 0]),
-    (1, 8, 5, [2, 4, 6, 8]),
-    (3, 3, 5, [3]),
+@pytest.mark.parametrize("steps, norms, message", [
+    ([0, 1], [[1.0, 2.0]], r"ds_norm must be \(N, T\)"),
+    ([0], [1.0, 2.0], r"ds_norm must be \(N, T\)"),
+    ([], np.zeros((0, 3)), r"ds_norm must be \(N, T\)"),
+    ([0, 1, 3], np.ones((3, 2)), "steps must increase evenly"),
+    ([2, 1], np.ones((2, 2)), "steps must increase evenly"),
 ])
-def test_nice_ticks_are_round_values_inside_the_range(lo, hi, count, expected):
-    np.testing.assert_allclose(hm.nice_ticks(lo, hi, count), expected)
+def test_bad_input_is_refused(steps, norms, message):
+    with pytest.raises(ValueError, match=message):
+        hm.grad_heatmap(np.asarray(steps), np.asarray(norms, dtype=float))

@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-from clihelpers import TINY, run_cli, runs, store_uri
+from clihelpers import TINY, run_cli, runs, split_sweep, store_uri
 from mlflow.tracking import MlflowClient
 
-from rnngrad import tracking
+from rnngrad.app import tracking
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +114,7 @@ def test_eight_concurrent_writers_lose_nothing(tmp_path, repeat):
                    "tracking.experiment=concurrent", multirun=True)
     assert proc.returncode == 0, proc.stderr
     client, found = runs(tmp_path, "concurrent")
-    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
-    children = [r for r in found if r not in parents]
+    parents, children = split_sweep(found)
     assert len(parents) == 1 and len(children) == 8
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in found} == {"FINISHED"}

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from clihelpers import TINY, run_cli, runs
-from mlflow.tracking import MlflowClient
+from clihelpers import TINY, run_cli, runs, split_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +55,7 @@ def test_sweep_into_a_tracking_server_with_credentials_redacted(server, tmp_path
                    multirun=True, uri=with_credentials)
     assert proc.returncode == 0, proc.stderr
     client, found = runs(tmp_path, "remote", uri=url)
-    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
-    children = [r for r in found if r not in parents]
+    parents, children = split_sweep(found)
     assert len(parents) == 1 and len(children) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in found} == {"FINISHED"}
@@ -80,8 +78,7 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     proc = run_cli(tmp_path, *TINY, "model.activation=tanh,relu", "hydra/launcher=submitit_local", multirun=True)
     assert proc.returncode == 0, proc.stderr
     client, found = runs(tmp_path)
-    parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
-    children = [r for r in found if r not in parents]
+    parents, children = split_sweep(found)
     assert len(parents) == 1 and sorted(r.info.run_name for r in children) == [
         "adding-T8-relu-orthogonal-s0", "adding-T8-tanh-orthogonal-s0"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
@@ -93,7 +90,7 @@ def test_slurm_preset_composes(tmp_path):
     """The documented Slurm preset: one CPU and one BLAS thread per job, partition set by the user."""
     from hydra import compose, initialize_config_dir
 
-    from rnngrad import train  # noqa: F401  (registers the schema)
+    import rnngrad.app.main  # noqa: F401  (registers the schema)
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

@@ -1,35 +1,44 @@
-"""The `grids` sweeper: Hydra's basic sweeper, extended to a union of named grids.
+"""The `grids` sweeper: Hydra's sweeper interface, over a union of named grids.
 
-`hydra.sweeper.params` is one cartesian grid, as for the basic sweeper. `hydra.sweeper.grids` maps
+`hydra.sweeper.params` is one cartesian grid, as for Hydra's basic sweeper. `hydra.sweeper.grids` maps
 names to more such grids; the sweep runs the union of all of them, so the study preset can include
 the presets of its questions (their `grids` entries merge) and run everything in one sweep.
 Command-line overrides apply to every job and win over grid values. `hydra.sweeper.shard=i/n` runs
 every n-th job starting at the i-th (0 <= i < n): a study split over n machines or sessions.
 
-Before launching anything it composes every job's config and checks it (`rnngrad.train.check_job`):
+Before launching anything it composes every job's config and checks it (`rnngrad.app.sweep.check_job`):
 a bad value anywhere fails the whole sweep before a single run, store or experiment is created.
-On the joblib launcher the checks run on the launcher's own worker processes, which the jobs then
-reuse: composing a job takes Hydra ~0.1 s, so checking the study's hundreds of jobs in one process
-would leave the other cores idle, and the workers' start-up (imports, MLflow included) is paid while
-the checks run. The joblib launcher would then compose every job a second time; instead the sweeper
-hands each job the config its check composed (`launch_composed`, the launcher's own steps otherwise).
-Other launchers (basic, submitit, Slurm) get the jobs' overrides and compose them as usual.
+Composing a job takes Hydra ~0.1 s, so on the joblib launcher the checks run on joblib workers with
+the launcher's own Parallel arguments, which makes loky hand the launcher those same processes
+afterwards (their start-up, MLflow's import included, is paid while the checks run). The launcher then
+gets every job's overrides, as from any sweeper, and composes each job again in its worker.
 Jobs launch longest first (the check's work estimate), so that a sweep does not end with one worker
 finishing a long job while the others idle.
+
+Only Hydra's public plugin API is used (`Sweeper`, `Launcher.launch`, the override parser). Hydra imports
+every plugin module when it starts, so the project's side (and MLflow with it) is imported only when
+a sweep runs.
 """
 
-import logging
+import itertools
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, open_dict
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
+from hydra.core.utils import setup_globals
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
+# the joblib arguments that decide whether loky reuses its worker processes
+EXECUTOR_OPTIONS = ("n_jobs", "prefer", "require", "verbose", "temp_folder", "max_nbytes", "mmap_mode")
+COMPOSE_ERROR_CAUSES = 5  # Hydra's composition errors nest; their causes name the valid choices
 
 
 @dataclass
@@ -44,6 +53,21 @@ class GridsSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="grids", node=GridsSweeperConf, provider="rnngrad")
 
 
+def cartesian(parser: OverridesParser, arguments: List[str]) -> List[List[str]]:
+    """The jobs of one grid: every combination of the sweep overrides' values, keys in first-seen order;
+    a later override of a key replaces an earlier one (so the command line wins over the grid)."""
+    choices: Dict[str, List[str]] = {}
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise HydraException(f"the grids sweeper does not support sweep type {override.value_type.name}: {override.input_line}")
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
 def expand_grids(params: Optional[Dict[str, str]], grids: Optional[Dict[str, Any]], arguments: List[str],
                  parser: OverridesParser) -> List[List[str]]:
     """Every job's override list: the union over the named grids (and the `params` grid, if any);
@@ -51,12 +75,8 @@ def expand_grids(params: Optional[Dict[str, str]], grids: Optional[Dict[str, Any
     all_grids = list((grids or {}).values())
     if params or not all_grids:
         all_grids.insert(0, params or {})
-    jobs: List[List[str]] = []
-    for grid in all_grids:
-        conf = [f"{key}={value}" for key, value in grid.items()] + list(arguments)
-        for batch in BasicSweeper.split_arguments(parser.parse_overrides(conf), None):
-            jobs.extend(batch)
-    return jobs
+    return [job for grid in all_grids
+            for job in cartesian(parser, [f"{key}={value}" for key, value in grid.items()] + list(arguments))]
 
 
 def parse_shard(shard: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -69,141 +89,99 @@ def parse_shard(shard: Optional[str]) -> Optional[Tuple[int, int]]:
     return int(match[1]), int(match[2])
 
 
-def check_job(idx: int, overrides: Sequence[str], hydra_context: Any, config: DictConfig,
-              singleton_state: Dict[Any, Any]) -> Tuple[Any, Optional[DictConfig]]:
-    """Compose one job's config as the launcher would and check it (in a launcher worker or in-process).
+def compose_error(err: Exception) -> str:
+    """A composition error and its causes, deduplicated, in one line."""
+    messages: List[str] = []
+    cause: Optional[BaseException] = err
+    while cause is not None and len(messages) < COMPOSE_ERROR_CAUSES:
+        text = str(cause).strip()
+        if text and text not in messages:
+            messages.append(text)
+        cause = cause.__cause__ or cause.__context__
+    return "; ".join(messages) or type(err).__name__
 
-    Returns (rnngrad.train.JobCheck, the composed config, or None if it did not compose)."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import setup_globals
 
-    from rnngrad.train import JobCheck
-    from rnngrad.train import check_job as check  # the project's side
+def check_job(overrides: Sequence[str], hydra_context: HydraContext, config: DictConfig,
+              singleton_state: Dict[Any, Any]) -> Any:
+    """Compose one job's config as the launcher will and check it (in a joblib worker or in-process).
+
+    Returns rnngrad.app.sweep.JobCheck."""
+    from rnngrad.app import sweep
 
     setup_globals()
     Singleton.set_state(singleton_state)
     try:
         cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-    except Exception as err:  # noqa: BLE001  Hydra's composition errors: their causes name the valid choices
-        messages, cause = [], err
-        while cause is not None and len(messages) < 5:
-            text = str(cause).strip()
-            if text and text not in messages:
-                messages.append(text)
-            cause = cause.__cause__ or cause.__context__
-        return JobCheck("; ".join(messages) or type(err).__name__), None
-    return check(cfg), cfg
+    except Exception as err:  # noqa: BLE001  any composition error is this job's, reported with the others
+        return sweep.JobCheck(compose_error(err))
+    return sweep.check_job(cfg)
 
 
-def run_composed(idx: int, sweep_config: DictConfig, hydra_context: Any, task_function: Any,
-                 singleton_state: Dict[Any, Any]) -> Any:
-    """The joblib launcher's `execute_job` for a config that is already composed."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import run_job, setup_globals
-
-    setup_globals()
-    Singleton.set_state(singleton_state)
-    with open_dict(sweep_config):
-        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
-        sweep_config.hydra.job.num = idx
-    HydraConfig.instance().set_config(sweep_config)
-    return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
-                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+def executor_options(launcher_cfg: DictConfig) -> Dict[str, Any]:
+    """The joblib launcher's arguments that loky compares before reusing its workers, as the launcher
+    passes them to joblib.Parallel (loky; a byte count given as a string of digits made an int)."""
+    options = {key: launcher_cfg.get(key) for key in EXECUTOR_OPTIONS if key in launcher_cfg}
+    if isinstance(options.get("max_nbytes"), str) and options["max_nbytes"].isdigit():
+        options["max_nbytes"] = int(options["max_nbytes"])
+    return dict(options, backend="loky")
 
 
-def joblib_options(launcher: Any) -> Optional[Dict[str, Any]]:
-    """The joblib launcher's Parallel arguments, processed as it processes them; None for other launchers."""
-    joblib_cfg = getattr(launcher, "joblib", None)
-    if joblib_cfg is None:
-        return None
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-
-    options = dict(joblib_cfg, backend="loky")  # the launcher hard-codes loky too
-    process_joblib_cfg(options)
-    return options
-
-
-def launch_composed(launcher: Any, configs: Sequence[DictConfig], initial_job_idx: int) -> List[Any]:
-    """The joblib launcher's `launch` (same log, sweep directory and Parallel arguments), on composed configs."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import configure_log, setup_globals
-    from joblib import Parallel, delayed
-
-    setup_globals()
-    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    options = joblib_options(launcher)
-    log.info("Joblib.Parallel(%s) is launching %d jobs", ",".join(f"{k}={v}" for k, v in options.items()), len(configs))
-    log.info("Launching jobs, sweep output dir : %s", sweep_dir)
-    for idx, cfg in enumerate(configs):
-        log.info("\t#%d : %s", initial_job_idx + idx, " ".join(cfg.hydra.overrides.task))
-    state = Singleton.get_state()
-    return Parallel(**options)(
-        delayed(run_composed)(initial_job_idx + idx, cfg, launcher.hydra_context, launcher.task_function, state)
-        for idx, cfg in enumerate(configs))
-
-
-class GridsSweeper(BasicSweeper):
+class GridsSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
                  grids: Optional[Dict[str, Any]] = None, shard: Optional[str] = None) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.max_batch_size = max_batch_size
+        self.params = dict(params or {})
         self.grids = dict(grids or {})
         self.shard = shard
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+        self.launcher: Any = None
 
-    def _check_all(self, jobs: List[List[str]]) -> List[Tuple[Any, Optional[DictConfig]]]:
-        from hydra.core.singleton import Singleton
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
 
+    def _check_all(self, jobs: List[List[str]]) -> List[Any]:
         state = Singleton.get_state()
-        # exactly the launcher's Parallel arguments, so that joblib hands the jobs the same (reusable)
-        # worker processes instead of starting new ones
-        options = joblib_options(self.launcher)
-        if options is not None and len(jobs) > 1:
+        if isinstance(self.launcher, JoblibLauncher) and len(jobs) > 1:
             from joblib import Parallel, cpu_count, delayed
 
+            options = executor_options(self.config.hydra.launcher)
             n_jobs = options.get("n_jobs") or 1
             if (cpu_count() if n_jobs < 0 else n_jobs) > 1:
-                return Parallel(**options)(
-                    delayed(check_job)(i, o, self.hydra_context, self.config, state) for i, o in enumerate(jobs))
-        return [check_job(i, o, self.hydra_context, self.config, state) for i, o in enumerate(jobs)]
+                return Parallel(**options)(delayed(check_job)(o, self.hydra_context, self.config, state) for o in jobs)
+        return [check_job(o, self.hydra_context, self.config, state) for o in jobs]
 
-    def sweep(self, arguments: List[str]) -> Any:
-        from rnngrad.train import config_errors_exit, open_sweep  # the project's side
+    def _selected_jobs(self, arguments: List[str]) -> List[List[str]]:
+        """Every job of the grids, or of this shard of them."""
+        from rnngrad.config import ConfigError
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = expand_grids(self.params, self.grids, arguments, parser)
-        with config_errors_exit():
-            try:
-                shard = parse_shard(self.shard)
-            except ValueError as err:
-                from rnngrad.config import ConfigError
+        try:
+            shard = parse_shard(self.shard)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return jobs if shard is None else jobs[shard[0]::shard[1]]
 
-                raise ConfigError(str(err)) from None
-            if shard is not None:
-                jobs = jobs[shard[0]::shard[1]]
-            checks, configs = zip(*self._check_all(jobs)) if jobs else ((), ())
-            sweep = open_sweep(self.config, jobs, list(checks))
+    def sweep(self, arguments: List[str]) -> Any:
+        from rnngrad.app.main import errors_exit
+        from rnngrad.app.sweep import open_sweep
+
+        with errors_exit():
+            jobs = self._selected_jobs(arguments)
+            checks = self._check_all(jobs)
+            sweep = open_sweep(self.config, jobs, checks)
         order = sorted(range(len(jobs)), key=lambda i: -checks[i].cost)  # longest first; stable otherwise
-        composed = joblib_options(self.launcher) is not None
-        if composed:
-            jobs = [configs[i] for i in order]
-            for cfg in jobs:
-                with open_dict(cfg):
-                    cfg.hydra.job.env_set.update(sweep.job_env())
-        else:
-            jobs = [list(jobs[i]) + sweep.job_overrides() for i in order]
+        jobs = [jobs[i] + sweep.job_overrides() for i in order]
+        batch_size = len(jobs) if self.max_batch_size in (None, -1) else self.max_batch_size
         returns = []
         try:
-            initial_job_idx = 0
-            for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
-                if composed:
-                    results = launch_composed(self.launcher, batch, initial_job_idx)
-                else:
-                    results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            for start in range(0, len(jobs), max(batch_size, 1)):
+                results = self.launcher.launch(jobs[start : start + batch_size], initial_job_idx=start)
                 for r in results:
                     _ = r.return_value  # raises if the job failed
-                initial_job_idx += len(batch)
                 returns.append(results)
         except BaseException:
             sweep.close("FAILED")

@@ -1,0 +1,165 @@
+"""The Hydra entry point (`python -m rnngrad.train [overrides]`, `-m` for a sweep) and one run.
+
+A thin `@hydra.main` around `run(cfg) -> dict`, which tests call directly. In a sweep, the `grids`
+sweeper (hydra_plugins/rnngrad_sweeper) has already created the store, the experiment and the
+sweep's parent run (`rnngrad.app.sweep`); their ids reach each job as environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from rnngrad import config as config_mod
+from rnngrad.store import PROJECT_ROOT, StoreError, credentials_to_environment, resolve_uri
+from rnngrad.training import Callback, make_run_task, train
+
+# how a sweep hands each job its parent run and experiment (hydra.job.env_set, set by rnngrad.app.sweep)
+PARENT_ENV = "RNNGRAD_PARENT_RUN_ID"
+EXPERIMENT_ENV = "RNNGRAD_EXPERIMENT_ID"
+
+config_mod.register_configs()
+
+
+class Checked(NamedTuple):
+    run: config_mod.Config  # the validated configuration, what training.train takes
+    length: int  # T, the time steps the model sees (the task's, which may exceed task.seq_len)
+
+
+def checked(cfg: DictConfig) -> Checked:
+    """The run's validated configuration and its sequence length; raises ConfigError.
+
+    The app's one way into the configuration's checks (`config.checked`).
+    """
+    run = config_mod.checked(cfg)
+    return Checked(run, make_run_task(run).length)
+
+
+def _tracking():
+    """The MLflow layer, imported only once a configuration has passed its checks (it takes a second)."""
+    from rnngrad.app import tracking
+
+    return tracking
+
+
+def run(cfg: DictConfig) -> dict:
+    """One run: check, log into MLflow, train. Returns the outcome and the final metrics."""
+    run_config = checked(cfg).run
+    tracking = _tracking()
+    uri = credentials_to_environment(resolve_uri(cfg.tracking.uri))
+    parent_id = os.environ.get(PARENT_ENV)
+    # a sweep's jobs are handed the experiment; a single run creates what it needs itself
+    exp_id = os.environ.get(EXPERIMENT_ENV) if parent_id else tracking.prepare_store(uri, cfg.tracking.experiment)
+    client = tracking.MlflowClient(uri)
+    chash = config_mod.config_hash(cfg)
+    name = config_mod.run_name(cfg)
+    if cfg.tracking.skip_completed:
+        done = tracking.find_finished(client, exp_id, chash)
+        if done is not None:
+            print(f"{name}: already finished as run {done} (config_hash {chash}); skipped", flush=True)
+            return {"skipped": True, "run_id": done, "config_hash": chash}
+
+    data = tracking.loggable_config(cfg)
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    tags = {"config_hash": chash, "hydra.overrides": tracking.loggable_overrides(overrides)}
+    run_id = tracking.start_run(client, exp_id, name, config_mod.flatten(data), tags, parent_id)
+    logger = tracking.MlflowLogger(
+        client, run_id, checkpoints=cfg.tracking.through_time_checkpoints, flush_seconds=cfg.tracking.flush_seconds,
+        metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)), run_name=name,
+    )
+    interrupts = Interrupts()
+    try:
+        with interrupts.installed():
+            result = train(run_config, [logger, interrupts])
+    except KeyboardInterrupt:
+        logger.flush(final=True)
+        logger.finish("KILLED", reason="interrupted by SIGINT or SIGTERM")
+        raise
+    except BaseException:
+        logger.flush(final=True)
+        logger.finish("FAILED")
+        raise
+    logger.finish("FINISHED")
+    return {
+        "skipped": False, "run_id": run_id, "config_hash": chash, "outcome": result.outcome,
+        "solved_at": result.solved_at, "diverged_at": result.diverged_at, "final": result.final,
+        "wall_time": result.wall_time, "logging_seconds": logger.logging_seconds,
+    }
+
+
+class Interrupts(Callback):
+    """SIGTERM, like Ctrl-C (SIGINT), ends training with KeyboardInterrupt, so the run is closed as KILLED.
+
+    The handler only notes the signal; the KeyboardInterrupt is raised between training steps, where no
+    MLflow call is under way. Raised wherever Python happens to be, it could land inside MLflow's SQLite
+    write (whose lock then blocks the flush that closes the run) or inside a garbage collector's callback
+    (where Python prints and drops it).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+
+    def _handler(self, signum, frame):
+        self.received = signum
+
+    def on_step(self, step, metrics):
+        self.raise_if_received()
+
+    def raise_if_received(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"signal {self.received}")
+
+    @contextmanager
+    def installed(self):
+        """The handlers, inside the block (signals reach the main thread only); a signal that came after
+        the last step is raised when the block ends."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.signal(signum, self._handler) for signum in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.raise_if_received()
+
+
+@contextmanager
+def errors_exit():
+    """A configuration or store error ends the program with its message and exit code 2, no traceback."""
+    try:
+        yield
+    except (config_mod.ConfigError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def refuse_sweep_without_multirun() -> None:
+    """An experiment that defines grids is a sweep: without -m Hydra would quietly run the defaults once."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.RUN and hydra_cfg.sweeper.get("grids"):
+        choice = hydra_cfg.runtime.choices.get("experiment")
+        what = f"experiment={choice}" if choice else "this configuration"
+        raise config_mod.ConfigError(
+            f"{what} is a sweep (hydra.sweeper.grids: {', '.join(hydra_cfg.sweeper.grids)}): run it with -m, "
+            f"e.g. python -m rnngrad.train -m {what if choice else '...'}")
+
+
+# an absolute path: Hydra would look for a relative one inside the rnngrad.app package
+@hydra.main(config_path=str(PROJECT_ROOT / "conf"), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with errors_exit():
+        refuse_sweep_without_multirun()
+        run(cfg)

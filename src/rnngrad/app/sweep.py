@@ -1,0 +1,132 @@
+"""A sweep's life cycle, as the `grids` sweeper (hydra_plugins/rnngrad_sweeper) drives it.
+
+1. `check_job(cfg)` for every composed job, before anything exists: its configuration error, if
+   any, its work (to launch the longest jobs first) and where it logs.
+2. `open_sweep(master_cfg, jobs, checks)`: fails naming the first bad job; otherwise creates the store
+   and the experiment once (processes creating them at once race inside MLflow), marks the runs whose
+   process died as KILLED (their configurations run again), and opens the sweep's parent run.
+3. `Sweep.job_overrides()`: what hands each job the parent run and the experiment.
+4. `Sweep.close(status)`: the parent run ends with the sweep.
+
+A job whose configuration already has a FINISHED run is skipped by the job itself (`rnngrad.app.main.run`,
+which a single run shares): so an interrupted sweep, run again, continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+import psutil
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from rnngrad.app import tracking
+from rnngrad.app.main import EXPERIMENT_ENV, PARENT_ENV, checked
+from rnngrad.config import ConfigError
+from rnngrad.store import credentials_to_environment, redact, resolve_uri
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # recurrent (H, H) products per step, relative to the vanilla RNN
+START_SLACK = 5.0  # seconds: a process started this long after its run's start time did not start the run
+
+
+@dataclass
+class JobCheck:
+    """What the sweep needs to know of a job before anything is created (plain values: it crosses processes)."""
+
+    error: str | None  # the configuration error, if any
+    cost: float = 0.0  # relative work, for scheduling the longest jobs first
+    target: tuple[str, str] | None = None  # (tracking uri, experiment)
+
+
+def check_job(cfg: DictConfig) -> JobCheck:
+    """Check a composed job configuration and estimate its work.
+
+    The estimate is the recurrent products of training: steps x T x B x H^2 x the cell's gate count
+    (evaluation and instruments scale alike). It only orders the jobs: a sweep that starts its longest
+    jobs first does not end with one worker running a long job while the others idle.
+    A tracking URI that cannot be used raises StoreError: it is the sweep's, not one job's.
+    """
+    try:
+        run, length = checked(cfg)
+    except ConfigError as err:
+        return JobCheck(str(err))
+    cost = (run.train.steps + 1) * length * run.train.batch_size * run.model.hidden_size ** 2 * GATES[run.model.cell]
+    return JobCheck(None, float(cost), (resolve_uri(cfg.tracking.uri), cfg.tracking.experiment))
+
+
+def _process_alive(pid: int, started_ms: int) -> bool:
+    """Whether the process that started a run at started_ms (epoch ms) still exists on this host."""
+    try:
+        # a reused pid: a process younger than the run is another process
+        return psutil.Process(pid).create_time() <= started_ms / 1000 + START_SLACK
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def mark_stale_runs(client: MlflowClient, exp_id: str) -> list[str]:
+    """Mark RUNNING runs whose process is gone (killed, crashed machine) as KILLED, with a tag saying why.
+
+    Only runs started on this host can be checked. Returns the ids marked.
+    """
+    host = socket.gethostname()
+    marked = []
+    for run in client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=5000):
+        tags = run.data.tags
+        if tags.get("rnngrad.host") != host or "rnngrad.pid" not in tags:
+            continue
+        pid = int(tags["rnngrad.pid"])
+        if _process_alive(pid, run.info.start_time):
+            continue
+        reason = f"process {pid} on {host} ended without closing the run; marked KILLED at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        client.set_tag(run.info.run_id, "rnngrad.killed_reason", reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+        marked.append(run.info.run_id)
+    return marked
+
+
+@dataclass
+class Sweep:
+    client: MlflowClient
+    parent_id: str
+    exp_id: str
+
+    def job_overrides(self) -> list[str]:
+        """Hydra overrides that set the parent run and the experiment as environment variables around
+        each job (hydra.job.env_set), in whatever process or machine the launcher runs it."""
+        env = {PARENT_ENV: self.parent_id, EXPERIMENT_ENV: self.exp_id}
+        return [f"++hydra.job.env_set.{key}='{value}'" for key, value in env.items()]
+
+    def close(self, status: str) -> None:
+        self.client.set_terminated(self.parent_id, status)
+
+
+def open_sweep(master_cfg: DictConfig, jobs: list[list[str]], checks: list[JobCheck]) -> Sweep:
+    """Given every job's check, create the store, the experiment and the sweep's parent run once.
+
+    jobs: each job's overrides (for error messages); checks: `check_job` of each. Raises ConfigError
+    naming the first bad job, before anything exists.
+    """
+    for overrides, check in zip(jobs, checks):
+        if check.error is not None:
+            raise ConfigError(f"job [{' '.join(overrides)}]: {check.error}")
+    targets = {check.target for check in checks}
+    if len(targets) != 1:
+        raise ConfigError("all jobs of a sweep must log to the same tracking.uri and tracking.experiment")
+    uri, experiment = targets.pop()
+    uri = credentials_to_environment(uri)
+    exp_id = tracking.prepare_store(uri, experiment)
+    client = MlflowClient(uri)
+    for run_id in mark_stale_runs(client, exp_id):
+        print(f"run {run_id}: its process is gone; marked KILLED (its configuration will run again)", flush=True)
+    choice = master_cfg.hydra.runtime.choices.get("experiment") or "adhoc"
+    name = f"sweep-{choice}-{time.strftime('%Y%m%d-%H%M%S')}"
+    parent = client.create_run(exp_id, run_name=name, tags={
+        **tracking.process_tags(), "rnngrad.sweep": "true", "rnngrad.jobs": str(len(jobs)),
+        "hydra.overrides": tracking.loggable_overrides(master_cfg.hydra.overrides.task),
+    })
+    print(f"sweep {name}: {len(jobs)} jobs into experiment {experiment!r} at {redact(uri)}", flush=True)
+    return Sweep(client, parent.info.run_id, exp_id)
