@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from rnngrad import core, diagnostics
+from rnngrad import config, core, diagnostics
 from rnngrad.losses import make_loss
+from rnngrad.report.markdown import table as markdown_table
 from rnngrad.tasks import make_task
-from rnngrad.training import Callback, Settings, train
+from rnngrad.training import Callback, make_run_task, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE_SHAPES = [(200, 32, 128), (200, 128, 256)]  # (T, B, H)
@@ -186,10 +187,12 @@ def bench_torch(python: str | None, repeats: int) -> dict | None:
 
 # representative runs of the study (conf/experiment): the default config and one of each kind
 INSTRUMENT_RUNS = {
-    "default: adding T50 H64 tanh": {},
-    "seqlen: temporal order T80 H32 tanh": dict(task="temporal_order", seq_len=80, hidden_size=32, init="gaussian", lr=0.01),
-    "truncation: temporal order T20 H32 k=4": dict(task="temporal_order", seq_len=20, hidden_size=32, lr=0.01, truncation=4),
-    "remedies: lstm adding T100 H32": dict(seq_len=100, hidden_size=32, cell="lstm", lr=0.01),
+    "default: adding T50 H64 tanh": [],
+    "seqlen: temporal order T80 H32 tanh": ["task=temporal_order", "task.seq_len=80", "model.hidden_size=32",
+                                            "model.init=gaussian", "optim.lr=0.01"],
+    "truncation: temporal order T20 H32 k=4": ["task=temporal_order", "task.seq_len=20", "model.hidden_size=32",
+                                               "optim.lr=0.01", "bptt.truncation=4"],
+    "remedies: lstm adding T100 H32": ["task.seq_len=100", "model.hidden_size=32", "model=lstm", "optim.lr=0.01"],
 }
 
 
@@ -201,18 +204,18 @@ class StepClock(Callback):
         self.times[step] = time.perf_counter()
 
 
-def step_seconds(settings: Settings) -> np.ndarray:
+def step_seconds(run: config.Config) -> np.ndarray:
     """The duration of every step 1 .. steps-1 of a run, indexed by step (index 0 unused)."""
     clock = StepClock()
-    train(settings, [clock])
-    return np.diff([clock.times[step] for step in range(settings.steps)], prepend=np.nan)
+    train(run, [clock])
+    return np.diff([clock.times[step] for step in range(run.train.steps)], prepend=np.nan)
 
 
-def norms_seconds(settings: Settings, repeats: int) -> float:
+def norms_seconds(run: config.Config, repeats: int) -> float:
     """The every-step instruments alone: ||dL/ds_t|| over t and its decay rate (and dL/dc_t for the LSTM)."""
-    task = make_task(settings.task, seq_len=settings.seq_len)
-    parts = 2 if settings.cell == "lstm" else 1
-    ds = [np.random.default_rng(0).standard_normal((task.length, settings.batch_size, settings.hidden_size))] * parts
+    T = make_run_task(run).length
+    parts = 2 if run.model.cell == "lstm" else 1
+    ds = [np.random.default_rng(0).standard_normal((T, run.train.batch_size, run.model.hidden_size))] * parts
 
     def norms():
         for array in ds:
@@ -226,17 +229,18 @@ def bench_instruments(steps: int, repeats: int, intervals: list[int]) -> list[di
     from the same runs (medians resist bursts of other work on the machine), over `repeats` runs per interval."""
     rows = []
     for name, options in INSTRUMENT_RUNS.items():
-        base = dict(options, steps=steps, eval_interval=steps + 1, verbose=False)
+        base = [*options, f"train.steps={steps}", f"train.eval_interval={steps + 1}", "train.verbose=false"]
         plain, extra = [], {}
         for interval in intervals:
             extra[interval] = []
+            run = config.checked(compose([*base, f"train.diag_interval={interval}"]))
             for _ in range(repeats):
-                durations = step_seconds(Settings(**base, diag_interval=interval))[1:]
+                durations = step_seconds(run)[1:]
                 measured = np.arange(1, steps) % interval == 0
                 plain.append(float(np.median(durations[~measured])))
                 extra[interval].append(float(np.median(durations[measured])) - plain[-1])
         t_plain = float(np.median(plain))
-        t_norms = norms_seconds(Settings(**base), repeats)
+        t_norms = norms_seconds(config.checked(compose(base)), repeats)
         bare = t_plain - t_norms
         rows.append({"run": name, "bare_ms": bare * 1e3, "norms_pct": 100 * t_norms / bare,
                      "all_pct": {i: 100 * (t_norms + float(np.median(extra[i])) / i) / bare for i in intervals}})
@@ -252,8 +256,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import rnngrad.train  # noqa: F401  (registers the config schema)
-
+    config.register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
@@ -283,8 +286,8 @@ def bench_mlflow(runs: int) -> dict:
     log_batch (metrics, params, tags) and the artifacts at the end (parquet, heatmap, upload)."""
     from mlflow.tracking import MlflowClient
 
-    import rnngrad.train as entry
-    from rnngrad import tracking
+    from rnngrad.app import main as entry
+    from rnngrad.app import tracking
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
@@ -320,7 +323,7 @@ SWEEP_SHARD = "0/1"  # the sweep compared with 1 and 2 workers: the default stud
 
 
 def sweep_arguments(shard: str) -> list[str]:
-    return ["+experiment=study", f"hydra.sweeper.shard={shard}"]
+    return ["experiment=study", f"hydra.sweeper.shard={shard}"]
 
 
 def study_jobs() -> int:
@@ -331,11 +334,10 @@ def study_jobs() -> int:
 
     from hydra_plugins.rnngrad_sweeper.grids_sweeper import expand_grids
 
-    import rnngrad.train  # noqa: F401  (registers the config schema)
-
+    config.register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        master = hydra_compose(config_name="config", overrides=["+experiment=study"], return_hydra_config=True)
-        jobs = expand_grids(master.hydra.sweeper.params, master.hydra.sweeper.grids, ["+experiment=study"],
+        master = hydra_compose(config_name="config", overrides=["experiment=study"], return_hydra_config=True)
+        jobs = expand_grids(master.hydra.sweeper.params, master.hydra.sweeper.grids, ["experiment=study"],
                             OverridesParser.create())
     return len(jobs)
 
@@ -395,7 +397,7 @@ def bench_study(seconds: float | None, run: bool, sweeps: dict | None) -> dict |
                 + ": the default study's launcher settings"}
     if run:
         with tempfile.TemporaryDirectory() as tmp:
-            return {**run_sweep(["+experiment=study"], -1, Path(tmp)), "source": "measured by this run"}
+            return {**run_sweep(["experiment=study"], -1, Path(tmp)), "source": "measured by this run"}
     if seconds is not None:
         return {"wall_s": seconds, "source": "measured externally (--study-seconds)"}
     return None
@@ -487,17 +489,17 @@ def notes(core_table, torch_result, mlflow) -> list[str]:
     lines.append(f"- MLflow: of a {mlflow['run_s']:.1f} s run, {mlflow['logging_s']:.2f} s are logging: {mlflow['log_batch_s']:.2f} s "
                  f"inside log_batch calls, {mlflow['artifacts_s']:.2f} s in the artifacts at the end (parquet, heatmap, upload) "
                  f"and {rest:.2f} s in the logger's other MLflow calls (run creation, waiting for asynchronous batches, "
-                 "termination); they, and most of the start-up, live in the tracking layer (rnngrad.tracking), not in the "
+                 "termination); they, and most of the start-up, live in the tracking layer (rnngrad.app.tracking), not in the "
                  "training loop.")
     return lines
 
 
 def table(header: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """A markdown table as lines (the report's writer)."""
+    return markdown_table(rows, header).split("\n")
 
 
-def report(info, core_table, threads, torch_result, torch_from, instruments, mlflow, sweeps, study, float32, goals, seconds) -> str:
+def head_section(info, goals, core_table, torch_result, mlflow, seconds) -> list[str]:
     lines = ["# Benchmark", "", f"Generated by `scripts/bench.py` in {seconds:.0f} s. Every figure below was measured by that run, "
              "side by side, as medians over repeats. A benchmark, not a test: targets are reported, not enforced.", "",
              "## Machine", ""]
@@ -507,12 +509,14 @@ def report(info, core_table, threads, torch_result, torch_from, instruments, mlf
               f"- load average at start {info['load'][0]:.2f}, at end {info['load_end'][0]:.2f} "
               "(other work on the machine inflates every figure; ratios measured side by side suffer least)", ""]
     lines += ["## Targets", ""] + table(["what", "target", "measured", "verdict"], [list(g) for g in goals]) + [""]
-    lines += ["What the failures come from, in this run's figures:", ""] + notes(core_table, torch_result, mlflow) + [""]
+    return lines + ["What the failures come from, in this run's figures:", ""] + notes(core_table, torch_result, mlflow) + [""]
 
-    lines += ["## Core: forward + backward, tanh, float64, loss at the last step", "",
-              f"D = {CORE_D}, O = {CORE_O} (the adding problem). GEMM bound: the 2T recurrent (B,H)@(H,H) products and the "
-              "(H,TB)@(TB,H) weight-gradient product alone, timed in the same run. GFLOP/s counts the matrix products of "
-              f"forward and backward. BLAS threads: {threads} (`--threads`; see below).", ""]
+
+def core_section(core_table, threads, torch_result, torch_from) -> list[str]:
+    lines = ["## Core: forward + backward, tanh, float64, loss at the last step", "",
+             f"D = {CORE_D}, O = {CORE_O} (the adding problem). GEMM bound: the 2T recurrent (B,H)@(H,H) products and the "
+             "(H,TB)@(TB,H) weight-gradient product alone, timed in the same run. GFLOP/s counts the matrix products of "
+             f"forward and backward. BLAS threads: {threads} (`--threads`; see below).", ""]
     rows = []
     for r in core_table:
         key = ",".join(map(str, r["shape"]))
@@ -522,37 +526,41 @@ def report(info, core_table, threads, torch_result, torch_from, instruments, mlf
                      f"{r['core_s'] / t_torch:.2f}x" if t_torch else "-"])
     lines += table(["(T, B, H)", "core ms", "GFLOP/s", "GEMM bound ms", "of bound", "torch ms", "core / torch"], rows)
     if torch_result:
-        lines += ["", f"torch {torch_result['version']} ({torch_result['threads']} threads, interpreter {torch_from}): "
-                  "nn.RNN(tanh) float64 and nn.Linear on every step, autograd backward of the last step's loss."]
-    else:
-        lines += ["", "torch not available: pass --torch-python or set $RNNGRAD_TORCH_PYTHON to an interpreter that has it."]
+        return lines + ["", f"torch {torch_result['version']} ({torch_result['threads']} threads, interpreter {torch_from}): "
+                        "nn.RNN(tanh) float64 and nn.Linear on every step, autograd backward of the last step's loss."]
+    return lines + ["", "torch not available: pass --torch-python or set $RNNGRAD_TORCH_PYTHON to an interpreter that has it."]
 
-    lines += ["", "## Instruments", "",
-              "Runs with the instruments at an interval (eval only at the ends; 1 BLAS thread, as in a sweep's worker): the "
-              "median step without the interval instruments, and the median extra time of the steps with them, spread over "
-              "the interval; the every-step norms through time timed on their own. "
-              "Bare step = the step without any instrument.", ""]
+
+def instruments_section(instruments) -> list[str]:
+    lines = ["", "## Instruments", "",
+             "Runs with the instruments at an interval (eval only at the ends; 1 BLAS thread, as in a sweep's worker): the "
+             "median step without the interval instruments, and the median extra time of the steps with them, spread over "
+             "the interval; the every-step norms through time timed on their own. "
+             "Bare step = the step without any instrument.", ""]
     intervals = list(instruments[0]["all_pct"])
-    lines += table(["run", "bare step ms", "norms through time", *(f"all instruments, interval {i}" for i in intervals)],
-                   [[r["run"], f"{r['bare_ms']:.2f}", f"{r['norms_pct']:.1f}%", *(f"{r['all_pct'][i]:.1f}%" for i in intervals)]
-                    for r in instruments])
+    return lines + table(["run", "bare step ms", "norms through time", *(f"all instruments, interval {i}" for i in intervals)],
+                         [[r["run"], f"{r['bare_ms']:.2f}", f"{r['norms_pct']:.1f}%", *(f"{r['all_pct'][i]:.1f}%" for i in intervals)]
+                          for r in instruments])
 
-    lines += ["", "## MLflow and start-up", "",
-              "Runs of the default config (1000 steps) as a sweep's job runs them, into a temporary SQLite store. Logging = "
-              "run creation with its params + every MLflow call of the logger (batched metrics, the artifacts at the end, "
-              "tags, termination). Start-up = config composition + everything in `run()` outside the training loop.", ""]
-    first = mlflow["first"]
-    lines += table(["", "run s", "logging s", "logging share", "of which log_batch s", "artifacts s", "compose s", "start-up s"],
-                   [[label, f"{r['run_s']:.2f}", f"{r['logging_s']:.3f}", f"{r['share_pct']:.1f}%", f"{r['log_batch_s']:.3f}",
-                     f"{r['artifacts_s']:.3f}", f"{r['compose_s']:.3f}", f"{r['overhead_s']:.3f}"]
-                    for label, r in (("median of later runs", mlflow), ("first run in the process", first))])
 
-    lines += ["", "## Sweeps", ""]
+def mlflow_section(mlflow) -> list[str]:
+    lines = ["", "## MLflow and start-up", "",
+             "Runs of the default config (1000 steps) as a sweep's job runs them, into a temporary SQLite store. Logging = "
+             "run creation with its params + every MLflow call of the logger (batched metrics, the artifacts at the end, "
+             "tags, termination). Start-up = config composition + everything in `run()` outside the training loop.", ""]
+    return lines + table(["", "run s", "logging s", "logging share", "of which log_batch s", "artifacts s", "compose s", "start-up s"],
+                         [[label, f"{r['run_s']:.2f}", f"{r['logging_s']:.3f}", f"{r['share_pct']:.1f}%", f"{r['log_batch_s']:.3f}",
+                           f"{r['artifacts_s']:.3f}", f"{r['compose_s']:.3f}", f"{r['overhead_s']:.3f}"]
+                          for label, r in (("median of later runs", mlflow), ("first run in the process", mlflow["first"]))])
+
+
+def sweeps_section(sweeps, study) -> list[str]:
+    lines = ["", "## Sweeps", ""]
     if sweeps is None:
         lines += ["Not measured (--skip-sweeps)."]
     else:
         n, shard = study_jobs(), sweeps["shard"].split("/")
-        what = (f"the default study, all {n} jobs (`+experiment=study`)" if shard[1] == "1" else
+        what = (f"the default study, all {n} jobs (`experiment=study`)" if shard[1] == "1" else
                 f"a slice of the default study (`{' '.join(sweep_arguments(sweeps['shard']))}`: one job in {shard[1]} of its {n}, "
                 f"{int(sweeps['one']['jobs'])} jobs)")
         lines += [f"The same sweep, {what}, with `hydra.launcher.n_jobs=1` and `=2`, "
@@ -573,22 +581,31 @@ def report(info, core_table, threads, torch_result, torch_from, instruments, mlf
                   "workers when there are two, after starting them), creating the store and the parent run. After the last: "
                   "closing the parent run, stopping the workers, the interpreter's exit. The runs' own times (MLflow's start to end "
                   "of each run, summed) show whether a job itself ran slower with 1 worker or with 2."]
-    lines += ["", f"Default study (`python -m rnngrad.train -m +experiment=study`, {study_jobs()} jobs): "
-              + (f"{study['wall_s']:.0f} s wall ({study['source']})" if study else "not measured (pass --study-seconds or --run-study)")
-              + (f", {int(study['steps'])} training steps, {study['steps_per_s']:.0f} steps/s." if study and "steps" in study else ".")]
-
-    lines += ["", "## float32 against float64", "",
-              "`model.dtype=float32` runs the same code in float32. ||dL/ds_t|| at initialization on the adding problem "
-              "(T = 100, H = 64, as the study's init grid): the first distance from the loss at which float32 gives exactly 0 "
-              "while float64 still measures a positive norm (float32's smallest subnormal is 1.4e-45, float64's 4.9e-324).", ""]
-    lines += table(["activation", "init", "rho", "float32 is 0 from distance", "float64 there", "float64 at distance 99"],
-                   [[r["activation"], r["init"], r["rho"], r["distance"] if r["distance"] is not None else "never",
-                     f"{r['float64_there']:.2e}" if r["float64_there"] is not None else "-", f"{r['float64_at_T']:.2e}"]
-                    for r in float32])
-    return "\n".join(lines) + "\n"
+    return lines + ["", f"Default study (`python -m rnngrad.train -m experiment=study`, {study_jobs()} jobs): "
+                    + (f"{study['wall_s']:.0f} s wall ({study['source']})" if study else "not measured (pass --study-seconds or --run-study)")
+                    + (f", {int(study['steps'])} training steps, {study['steps_per_s']:.0f} steps/s." if study and "steps" in study else ".")]
 
 
-def main() -> None:
+def float32_section(float32) -> list[str]:
+    lines = ["", "## float32 against float64", "",
+             "`model.dtype=float32` runs the same code in float32. ||dL/ds_t|| at initialization on the adding problem "
+             "(T = 100, H = 64, as the study's init grid): the first distance from the loss at which float32 gives exactly 0 "
+             "while float64 still measures a positive norm (float32's smallest subnormal is 1.4e-45, float64's 4.9e-324).", ""]
+    return lines + table(["activation", "init", "rho", "float32 is 0 from distance", "float64 there", "float64 at distance 99"],
+                         [[r["activation"], r["init"], r["rho"], r["distance"] if r["distance"] is not None else "never",
+                           f"{r['float64_there']:.2e}" if r["float64_there"] is not None else "-", f"{r['float64_at_T']:.2e}"]
+                          for r in float32])
+
+
+def report(info, core_table, threads, torch_result, torch_from, instruments, mlflow, sweeps, study, float32, goals, seconds) -> str:
+    """reports/bench.md: the machine and the targets, then one section per benchmark."""
+    sections = [head_section(info, goals, core_table, torch_result, mlflow, seconds),
+                core_section(core_table, threads, torch_result, torch_from), instruments_section(instruments),
+                mlflow_section(mlflow), sweeps_section(sweeps, study), float32_section(float32)]
+    return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="repeats per timing (medians)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for everything timed in this process, and torch's threads (default 1: see bench.md)")
@@ -602,12 +619,12 @@ def main() -> None:
     parser.add_argument("--study-seconds", type=float, help="the default study's wall time, measured elsewhere")
     parser.add_argument("--run-study", action="store_true", help="run the default study (hundreds of jobs: minutes) and time it")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.md")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    start = time.perf_counter()
-    info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['blas']}, load {info['load'][0]:.2f}", flush=True)
-    # one BLAS thread by default: what each worker of a parallel sweep runs with (see bench.md)
+
+def in_process(args) -> dict:
+    """Every benchmark that runs in this process, with `args.threads` BLAS threads (default 1: what each
+    worker of a parallel sweep runs with, see bench.md)."""
     with threadpool_limits(args.threads, user_api="blas"):
         threads = blas_threads()
         before = time_core(args.repeats)
@@ -625,16 +642,26 @@ def main() -> None:
                   + ", ".join(f"{v:.1f}% at interval {i}" for i, v in r["all_pct"].items()), flush=True)
         mlflow = bench_mlflow(args.mlflow_runs)
         print(f"mlflow: share {mlflow['share_pct']:.1f}%, start-up {mlflow['overhead_s']:.3f} s per job", flush=True)
-        float32 = bench_float32()
+        return {"threads": threads, "torch_from": torch_from, "torch_result": torch_result, "core_table": core_table,
+                "default_interval": default_interval, "instruments": instruments, "mlflow": mlflow,
+                "float32": bench_float32()}
+
+
+def main() -> None:
+    args = arguments()
+    start = time.perf_counter()
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['blas']}, load {info['load'][0]:.2f}", flush=True)
+    m = in_process(args)
     sweeps = None if args.skip_sweeps else bench_sweeps(args.sweep_shard, args.sweep_repeats)
     if sweeps:
         print(f"sweeps: {sweeps['one']['steps_per_s']:.0f} -> {sweeps['two']['steps_per_s']:.0f} steps/s "
               f"({sweeps['speedup']:.2f}x; {sweeps['steady_speedup']:.2f}x while jobs run)", flush=True)
     study = bench_study(args.study_seconds, args.run_study, sweeps)
     info["load_end"] = os.getloadavg()
-    goals = targets(core_table, torch_result, instruments, default_interval, mlflow, sweeps)
-    text = report(info, core_table, threads, torch_result, torch_from, instruments, mlflow, sweeps, study, float32, goals,
-                  time.perf_counter() - start)
+    goals = targets(m["core_table"], m["torch_result"], m["instruments"], m["default_interval"], m["mlflow"], sweeps)
+    text = report(info, m["core_table"], m["threads"], m["torch_result"], m["torch_from"], m["instruments"], m["mlflow"],
+                  sweeps, study, m["float32"], goals, time.perf_counter() - start)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print()

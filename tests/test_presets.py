@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.rnngrad_sweeper.grids_sweeper import expand_grids
 
-from rnngrad.train import checked_settings
+from rnngrad import config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUESTIONS = ["init", "seqlen", "clipping", "truncation", "charlm", "remedies", "precision"]
@@ -18,10 +18,11 @@ PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 def preset_overrides(name: str, compose_jobs: bool = False) -> list:
     """The override list of every job the preset's sweep would launch (and their composed configs)."""
+    config.register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        master = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+        master = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-        jobs = expand_grids(master.hydra.sweeper.params, master.hydra.sweeper.grids, [f"+experiment={name}"], parser)
+        jobs = expand_grids(master.hydra.sweeper.params, master.hydra.sweeper.grids, [f"experiment={name}"], parser)
         if compose_jobs:
             return jobs, [compose("config", overrides=list(job)) for job in jobs]
         return jobs
@@ -36,7 +37,7 @@ def test_every_job_of_every_question_is_valid(name):
     _, jobs = preset_overrides(name, compose_jobs=True)
     assert {cfg.question for cfg in jobs} == {name}
     for cfg in jobs:
-        checked_settings(cfg)
+        config.checked(cfg)
     # no two jobs of a sweep are the same configuration
     keys = [tuple(sorted(str(v) for v in cfg.values())) for cfg in jobs]
     assert len(set(keys)) == len(keys)
@@ -44,7 +45,7 @@ def test_every_job_of_every_question_is_valid(name):
 
 def test_study_is_the_union_of_the_questions():
     """The study runs exactly the jobs of its questions (so the validity of theirs covers it)."""
-    strip = lambda job: sorted(o for o in job if not o.startswith("+experiment="))  # noqa: E731
+    strip = lambda job: sorted(o for o in job if not o.startswith("experiment="))  # noqa: E731
     questions = {name: [strip(job) for job in preset_overrides(name)] for name in QUESTIONS}
     study = [strip(job) for job in preset_overrides("study")]
     assert sorted(study) == sorted(job for jobs in questions.values() for job in jobs)

@@ -579,15 +579,15 @@ def _diverging_run(uri, monkeypatch):
     """One real training run that diverges (relu, rho 3, SGD with lr 10), in this process."""
     from hydra import compose, initialize_config_dir
 
-    from rnngrad import train
+    from rnngrad.app import main
 
-    monkeypatch.delenv(train.PARENT_ENV, raising=False)
+    monkeypatch.delenv(main.PARENT_ENV, raising=False)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[
             "question=clipping", "model.activation=relu", "model.init=gaussian", "model.spectral_radius=3.0", "optim=sgd",
             "optim.lr=10.0", "task.seq_len=8", "model.hidden_size=8", "train.steps=20", "train.eval_interval=10",
             "train.diag_interval=10", "task.test_size=32", "train.verbose=false", f"tracking.uri={uri}"])
-    result = train.run(cfg)
+    result = main.run(cfg)
     assert result["outcome"] == "diverged"
     return result["run_id"]
 
