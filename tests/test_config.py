@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,9 +130,14 @@ def test_choices_come_from_the_implementing_modules(key, value, valid):
         run_config(f"{key}={value}")
 
 
-def test_the_task_checks_its_own_options():
-    with pytest.raises(config.ConfigError, match="train_fraction must lie in"):
-        run_config("task.name=char_lm", "task.options.train_fraction=2.0")
+@pytest.mark.parametrize("overrides, message", [
+    (["task.name=char_lm", "task.options.train_fraction=2.0"], "task: train_fraction must lie in"),
+    (["optim.name=momentum", "optim.momentum=1.5"], "optim: momentum must lie in (0, 1)"),
+    (["optim.name=adam", "optim.beta2=1.0"], "optim: beta2 must lie in [0, 1)"),
+])
+def test_the_task_and_the_optimizer_check_their_own_options(overrides, message):
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        run_config(*overrides)
 
 
 def test_the_run_is_the_schema_object_with_plain_string_choices():

@@ -495,7 +495,7 @@ def test_empty_experiment_and_missing_experiment_report_what_to_run(store, tmp_p
     code, readme = build(store, tmp_path / "out")
     assert code == 0
     for question in sections.QUESTIONS:
-        assert f"No runs with question={question}: `python -m rnngrad.train -m +experiment={question} tracking.uri={store}`" in readme
+        assert f"No runs with question={question}: `python -m rnngrad.train -m experiment={question} tracking.uri={store}`" in readme
     assert "Not drawn" in readme and not list((tmp_path / "out" / "figures").iterdir())
     code, readme = build(store, tmp_path / "other", experiment="absent")
     assert code == 0 and "the experiment does not exist in this store" in readme
@@ -611,9 +611,9 @@ def test_diverged_running_and_artifact_less_runs_are_reported_not_fatal(store, t
     assert "none of the init runs has grad_norms.parquet" in readme
     assert "1 run(s) still running, left out of every figure: still-running." in readme
     assert "1 run(s) without a readable grad_norms.parquet" in readme and "no-artifact (" in readme
-    assert "no finished runs with question=seqlen. Produce them with `python -m rnngrad.train -m +experiment=seqlen" in readme
+    assert "no finished runs with question=seqlen. Produce them with `python -m rnngrad.train -m experiment=seqlen" in readme
     assert ("Not drawn: no finished runs with question=precision. Produce them with "
-            f"`python -m rnngrad.train -m +experiment=precision tracking.uri={store}`") in readme
+            f"`python -m rnngrad.train -m experiment=precision tracking.uri={store}`") in readme
     assert "| clipping | 1 | 0 | 0 | 1 | 0 | 0 | 0 | 0 |" in readme
     assert "| seqlen | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 |" in readme
     assert "Runs diverged: no clipping 1 of 1 (100%)" in readme
@@ -643,7 +643,7 @@ def test_report_from_a_real_sweep_draws_every_figure_and_links_it(tmp_path, blan
     (tmp_path / "store").mkdir()
     shutil.copy(blank_db, tmp_path / "store" / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    proc = run_cli(tmp_path, "+experiment=tiny", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model.hidden_size=8",
+    proc = run_cli(tmp_path, "experiment=tiny", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model.hidden_size=8",
                    "train.eval_interval=10", "train.diag_interval=10", "task.test_size=32", "train.verbose=false",
                    "hydra.launcher.n_jobs=2", multirun=True, uri=uri)
     assert proc.returncode == 0, proc.stderr

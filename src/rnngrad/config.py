@@ -207,10 +207,12 @@ def checked(cfg: DictConfig) -> Config:
         with open_dict(cfg):
             del cfg["hydra"]
     run = OmegaConf.to_object(cfg)
-    try:  # the task's own options (e.g. char_lm's fractions) are checked by its constructor
-        training.make_run_task(run)
-    except ValueError as err:
-        raise ConfigError(f"invalid configuration:\n  task: {err}") from None
+    # the task's and the optimizer's own options (char_lm's fractions, momentum) are checked by their constructors
+    for what, make in (("task", training.make_run_task), ("optim", training.make_run_optimizer)):
+        try:
+            make(run)
+        except ValueError as err:
+            raise ConfigError(f"invalid configuration:\n  {what}: {err}") from None
     return run
 
 

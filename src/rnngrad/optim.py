@@ -43,6 +43,12 @@ class Optimizer(abc.ABC):
             sq_norm += np.sum(delta * delta)
         return float(np.sqrt(sq_norm))
 
+    def _zeros(self, key, g):
+        """The state array of parameter `key` (zeros of g's shape, created the first time the key is seen)."""
+        if key not in self.state:
+            self.state[key] = np.zeros(g.shape)
+        return self.state[key]
+
     @abc.abstractmethod
     def _delta(self, key, g):
         """The amount to subtract from parameter `key` given its gradient `g`, lr included."""
@@ -69,9 +75,7 @@ class Momentum(Optimizer):
         self.nesterov = nesterov
 
     def _delta(self, key, g):
-        if key not in self.state:
-            self.state[key] = np.zeros(g.shape)
-        buf = self.state[key]
+        buf = self._zeros(key, g)
         buf *= self.momentum
         buf += g
         return self.lr * (g + self.momentum * buf if self.nesterov else buf)
@@ -93,9 +97,7 @@ class RMSProp(Optimizer):
         self.eps = eps
 
     def _delta(self, key, g):
-        if key not in self.state:
-            self.state[key] = np.zeros(g.shape)
-        v = self.state[key]
+        v = self._zeros(key, g)
         v *= self.alpha
         v += (1 - self.alpha) * g * g
         return self.lr * g / (np.sqrt(v) + self.eps)

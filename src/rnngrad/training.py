@@ -86,6 +86,13 @@ def make_run_task(run) -> Task:
     return make_task(run.task.name, seq_len=run.task.seq_len, test_size=run.task.test_size, **run.task.options)
 
 
+def make_run_optimizer(run):
+    """The run's optimizer (its constructor checks its own options, e.g. momentum in (0, 1))."""
+    # the configuration holds every optimizer's fields: pass the ones this optimizer takes
+    options = {key: getattr(run.optim, key) for key in option_names(run.optim.name)}
+    return make_optimizer(run.optim.name, run.optim.lr, **options)
+
+
 def _cosine(a: dict, b: dict) -> float:
     dot = sum(float(np.vdot(a[k], b[k])) for k in a)
     denom = global_norm(a) * global_norm(b)
@@ -138,9 +145,7 @@ class _Loop:
         self.model = {"activation": m.activation, "cell": m.cell, "norm": m.norm}
         self.plain_rnn = m.cell == "rnn" and m.norm == "none"  # the Pascanu bound is stated for this model
         self.square_W = self.params["W"].shape[0] == self.params["W"].shape[1]
-        # the configuration holds every optimizer's fields: pass the ones this optimizer takes
-        options = {key: getattr(run.optim, key) for key in option_names(run.optim.name)}
-        self.optimizer = make_optimizer(run.optim.name, run.optim.lr, **options)
+        self.optimizer = make_run_optimizer(run)
         test_x, self.test_y, self.test_mask = task.test_set()
         self.test_x = test_x.astype(self.dtype)
         # fixed test sequences for the Jacobian and Lyapunov instruments; sample 0 is measured, the second

@@ -98,6 +98,23 @@ def _line(frame: pd.DataFrame, key, label) -> pd.DataFrame:
     return frame[(frame["colour"] == key) & (frame["label"] == label)]
 
 
+def _lines(frame: pd.DataFrame, styles: dict):
+    """(colour key, label, line style, rows) for each line of `styles` that has rows in frame."""
+    for (key, label), style in styles.items():
+        rows = _line(frame, key, label)
+        if len(rows):
+            yield key, label, style, rows
+
+
+def _panel_grid(frame: pd.DataFrame, max_cols: int, fig: Figure | None, sharey) -> tuple:
+    """One panel per value of frame["panel"] (natural order), at most max_cols a row: (fig, axes, panels),
+    panels a list of (ax, value, the value's rows)."""
+    values = sorted(frame["panel"].unique(), key=natural_key)
+    n_cols = min(max_cols, len(values))
+    fig, axes = _grid(math.ceil(len(values) / n_cols), n_cols, fig, sharey=sharey)
+    return fig, axes, [(ax, value, frame[frame["panel"] == value]) for ax, value in zip(axes.flat, values)]
+
+
 def _hide_unused(axes, used: int) -> None:
     for ax in axes.flat[used:]:
         ax.set_visible(False)
@@ -297,17 +314,12 @@ def success_vs_length(solved: pd.DataFrame, fig: Figure | None = None) -> Figure
     task.seq_len and fraction. Line styles cycle over the labels of
     one colour.
     """
-    panels = sorted(solved["panel"].unique(), key=natural_key)
     styles = _styles(solved)
-    n_cols = min(4, len(panels))
-    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, fig, sharey=True)
-    for ax, value in zip(axes.flat, panels):
-        part = solved[solved["panel"] == value]
-        for (key, label), style in styles.items():
-            rate = _line(part, key, label)
-            if len(rate):
-                ax.plot(rate["task.seq_len"].to_numpy(), rate["fraction"].to_numpy(), color=colour(key), linestyle=style, marker="o",
-                        markersize=4, label=label)
+    fig, axes, panels = _panel_grid(solved, 4, fig, sharey=True)
+    for ax, value, part in panels:
+        for key, label, style, rate in _lines(part, styles):
+            ax.plot(rate["task.seq_len"].to_numpy(), rate["fraction"].to_numpy(), color=colour(key), linestyle=style, marker="o",
+                    markersize=4, label=label)
         ax.set_title(str(value), fontsize="medium")
         _log_ticks(ax, part["task.seq_len"])
         ax.set_xlabel("sequence length T (steps)")
@@ -331,17 +343,12 @@ def learning_curves(curves: pd.DataFrame, baselines: pd.DataFrame, ylabel: str, 
     times baseline_scale, e.g. 1/ln 2 for bits). Line styles cycle over the configurations of one colour. Panels
     share the y axis when every panel has the same baseline (the same task).
     """
-    panels = sorted(curves["panel"].unique(), key=natural_key)
     styles = _styles(curves)
-    n_cols = min(3, len(panels))
     shared = bool(baselines["task.baseline"].nunique() <= 1)
-    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, fig, sharey=shared)
-    for ax, value in zip(axes.flat, panels):
-        part = curves[curves["panel"] == value]
-        for (key, label), style in styles.items():
-            stats = _line(part, key, label)
-            if len(stats):
-                _band(ax, stats["step"].to_numpy(), stats, label, color=colour(key), linestyle=style, linewidth=1.3)
+    fig, axes, panels = _panel_grid(curves, 3, fig, sharey=shared)
+    for ax, value, part in panels:
+        for key, label, style, stats in _lines(part, styles):
+            _band(ax, stats["step"].to_numpy(), stats, label, color=colour(key), linestyle=style, linewidth=1.3)
         for base in baselines.loc[baselines["panel"] == value, "task.baseline"]:
             ax.axhline(base * baseline_scale, label=f"{baseline_label} ({base * baseline_scale:.3g})", **BASELINE_STYLE)
         if logy:
@@ -507,10 +514,8 @@ def remedies(curves: pd.DataFrame, solved: pd.DataFrame, fig: Figure | None = No
     fig.set_size_inches(fig.get_size_inches()[0], PANEL[1] + GRID_ROW * len(styles) + 1.2)
     for j, task in enumerate(tasks):
         ax = axes[0, j]
-        for (key, label), style in styles.items():
-            stats = _line(curves[curves["task.name"] == task], key, label)
-            if len(stats):
-                _errorbars(ax, stats["task.seq_len"], stats, label, colour(key), linestyle=style, marker="o", linewidth=1.3)
+        for key, label, style, stats in _lines(curves[curves["task.name"] == task], styles):
+            _errorbars(ax, stats["task.seq_len"], stats, label, colour(key), linestyle=style, marker="o", linewidth=1.3)
         ax.axhline(1.0, label="constant predictor (ratio 1)", **BASELINE_STYLE)
         _log_y(ax)
         part = solved[solved["task.name"] == task]

@@ -210,7 +210,7 @@ class Study:
 
     def command(self, question: str) -> str:
         """The command that produces the runs of a question into this report's store and experiment."""
-        parts = ["python -m rnngrad.train -m", f"+experiment={question}"]  # the preset conf/experiment/<question>.yaml
+        parts = ["python -m rnngrad.train -m", f"experiment={question}"]  # the preset conf/experiment/<question>.yaml
         if self.uri != store.resolve_uri(None):
             parts.append(f"tracking.uri={store.redact(self.uri)}")
         if self.experiment != "rnngrad":
