@@ -72,6 +72,15 @@ def redact(uri: str) -> str:
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
+def describe(uri: str) -> str:
+    """The store as a reader of a committed report should see it: credentials redacted, and the project's
+    own SQLite file named relative to the project root (another machine has other absolute paths)."""
+    path = sqlite_path(uri)
+    if path is not None and path.is_relative_to(PROJECT_ROOT):
+        return str(path.relative_to(PROJECT_ROOT))
+    return redact(uri)
+
+
 def credentials_to_environment(uri: str) -> str:
     """Move user:password@ from a server URI into MLFLOW_TRACKING_USERNAME/PASSWORD; return the bare URI.
 

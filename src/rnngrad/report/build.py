@@ -77,7 +77,7 @@ def draw(section: Section, study: Study, used: pd.DataFrame) -> tuple[Part, list
 def build(study: Study) -> Report:
     """The whole report from the study's runs."""
     built = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from experiment `{study.experiment}` at "
-             f"`{store.redact(study.uri)}`")
+             f"`{store.describe(study.uri)}`")
     found = ": the experiment does not exist in this store (no runs yet)." if study.exp_id is None else f": {len(study.runs)} runs."
     report = Report(built + found)
     used = frames.ended(study.runs)
