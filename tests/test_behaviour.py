@@ -1,6 +1,6 @@
 """Behaviour fixed across refactors: a small sweep logs the metrics that the code of commit b82ebfe logged.
 
-The expected values were measured on that code (an AMD EPYC, OpenBLAS Haswell kernel) with the same
+The expected values were measured on that code (an AMD EPYC with AVX-512, OpenBLAS SkylakeX kernel) with the same
 sweep and seeds. 20 updates of an 8-unit model are far from chaotic, so another machine's last-bit
 differences stay below the tolerance; a change to the mathematics does not.
 """
