@@ -31,9 +31,11 @@ Weight gradients are then formed for all steps at once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
+from rnngrad.nn import backend
 from rnngrad.nn import functional as F
 from rnngrad.nn.bptt import bptt
 from rnngrad.nn.spec import Cache, Spec
@@ -247,6 +249,11 @@ def gru_step_backward(dh: np.ndarray, local, W: np.ndarray):
     return dpre, dh_prev
 
 
+def _check_batch_norm(norm: str, B: int) -> None:
+    if norm == "batch" and B < 2:
+        raise ValueError(f"norm='batch' needs a batch of at least 2 samples, got {B}")
+
+
 def norm_step_forward(xu_t: np.ndarray, s_prev: np.ndarray, params: dict, *, norm: str, activation: str, out=None):
     """One normalized RNN step s_t = f(g â_t + b), â_t = normalize(x_t U + s_{t-1} W). xu_t (B, H) = x_t U.
 
@@ -256,8 +263,7 @@ def norm_step_forward(xu_t: np.ndarray, s_prev: np.ndarray, params: dict, *, nor
     """
     F.check_activation(activation)
     B, H = xu_t.shape
-    if norm == "batch" and B < 2:
-        raise ValueError(f"norm='batch' needs a batch of at least 2 samples, got {B}")
+    _check_batch_norm(norm, B)
     axis = _NORM_AXIS[norm]
     if out is None:
         out = (np.empty_like(xu_t), np.empty_like(xu_t), np.empty((B, 1) if norm == "layer" else (1, H), xu_t.dtype))
@@ -302,33 +308,39 @@ def norm_step_backward(ds: np.ndarray, local, params: dict, norm: str):
 # --------------------------------------------------------------------------------------------
 # Each cell over a whole sequence: the forward loop (writing every step in place), the local
 # derivatives of all steps at once, one backward step of the state gradient g (n, P, B, H)
-# (P = 2 state parts h, c for the LSTM, else 1) given the local derivatives at t, and the parameter
-# gradients from the per-step pieces that backward step returns.
+# (P = 2 state parts h, c for the LSTM, else 1) given the local derivatives at t, the parameter
+# gradients from the per-step pieces that backward step returns, and the compiled backward that
+# returns the same pieces (nn.kernels; the forward loops choose their backend themselves).
+# A forward loop keeps what step t makes at t % n of its per-step arrays (the cell state at
+# (t + 1) % (n + 1)): n = T keeps every step for backward, n = 1 only the last (inference).
 # --------------------------------------------------------------------------------------------
 
 
 def _sum_outer(a: np.ndarray, d: np.ndarray) -> np.ndarray:
     """sum_t a_t^T d_t for time-major a (T, B, m), d (T, B, n), as one product."""
-    return a.reshape(-1, a.shape[-1]).T @ d.reshape(-1, d.shape[-1])
+    return backend.matmul(a.reshape(-1, a.shape[-1]).T, d.reshape(-1, d.shape[-1]))
 
 
-def _states(initial: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Storage for a state over a sequence: (new, prev), (T, B, H) views of one (T + 1, B, H) buffer,
-    prev[t] = new[t - 1] and prev[0] = initial, so a recurrent weight's gradient is one product."""
-    buffer = np.empty((T + 1,) + initial.shape, dtype=initial.dtype)
+def _states(initial: np.ndarray, n: int) -> np.ndarray:
+    """Storage for a state over n steps: one (n + 1, B, H) buffer with the initial state first. Its views
+    [1:] (new) and [:-1] (prev, prev[t] = new[t - 1]) make a recurrent weight's gradient one product."""
+    buffer = np.empty((n + 1,) + initial.shape, dtype=initial.dtype)
     buffer[0] = initial
-    return buffer[1:], buffer[:-1]
+    return buffer
 
 
-def _lstm_forward(params, xu, cache):
+def _lstm_forward(params, xu, cache, n):
     T, B, G = xu.shape
-    seq = {"gates": np.empty_like(xu), "tanh_c": np.empty((T, B, G // 4), dtype=xu.dtype)}
-    seq["s"], seq["s_prev"] = _states(cache["h0"], T)
-    seq["c"], seq["c_prev"] = _states(cache["c0"], T)
-    for t in range(T):
-        out = (seq["s"][t], seq["c"][t], seq["gates"][t], seq["tanh_c"][t])
-        lstm_step_forward(xu[t], seq["s_prev"][t], seq["c_prev"][t], params, out=out)
-    return seq
+    h, c = _states(cache["h0"], T), _states(cache["c0"], n)
+    gates, tanh_c = np.empty((n, B, G), dtype=xu.dtype), np.empty((n, B, G // 4), dtype=xu.dtype)
+    kernels = backend.kernels()
+    if kernels is not None:
+        kernels.lstm_forward(xu, h, c, gates, tanh_c, np.ascontiguousarray(params["W"]), np.empty((B, G), xu.dtype))
+    else:
+        for t in range(T):
+            out = (h[t + 1], c[(t + 1) % (n + 1)], gates[t % n], tanh_c[t % n])
+            lstm_step_forward(xu[t], h[t], c[t % (n + 1)], params, out=out)
+    return {"s": h[1:], "s_prev": h[:-1], "c": c[1:], "c_prev": c[:-1], "gates": gates, "tanh_c": tanh_c}
 
 
 def _lstm_local(cache):
@@ -341,6 +353,14 @@ def _lstm_backprop_step(params, cache, local_t, g):
     return g_prev, (dgates, dc_total)
 
 
+def _lstm_compiled(kernels, params, cache, ds, loss_steps, windows):
+    T, B, H = ds.shape
+    dgates, dc = np.empty((T, B, 4 * H), dtype=ds.dtype), np.empty_like(ds)
+    kernels.lstm_backward(ds, dc, dgates, cache["gates"], cache["c_prev"], cache["tanh_c"], _WT(params), loss_steps,
+                          *windows, np.empty((B, 4 * H), dtype=ds.dtype), np.empty((B, H), dtype=ds.dtype))
+    return dgates, dc
+
+
 def _lstm_grads(params, cache, pieces):
     dgates, _ = pieces
     return {
@@ -350,13 +370,17 @@ def _lstm_grads(params, cache, pieces):
     }
 
 
-def _gru_forward(params, xu, cache):
+def _gru_forward(params, xu, cache, n):
     T, B, G = xu.shape
-    seq = {"gates": np.empty_like(xu), "hw_n": np.empty((T, B, G // 3), dtype=xu.dtype)}
-    seq["s"], seq["s_prev"] = _states(cache["h0"], T)
-    for t in range(T):
-        gru_step_forward(xu[t], seq["s_prev"][t], params, out=(seq["s"][t], seq["gates"][t], seq["hw_n"][t]))
-    return seq
+    h = _states(cache["h0"], T)
+    gates, hw_n = np.empty((n, B, G), dtype=xu.dtype), np.empty((n, B, G // 3), dtype=xu.dtype)
+    kernels = backend.kernels()
+    if kernels is not None:
+        kernels.gru_forward(xu, h, gates, hw_n, np.ascontiguousarray(params["W"]), params["bw"], np.empty((B, G), xu.dtype))
+    else:
+        for t in range(T):
+            gru_step_forward(xu[t], h[t], params, out=(h[t + 1], gates[t % n], hw_n[t % n]))
+    return {"s": h[1:], "s_prev": h[:-1], "gates": gates, "hw_n": hw_n}
 
 
 def _gru_local(cache):
@@ -366,6 +390,15 @@ def _gru_local(cache):
 def _gru_backprop_step(params, cache, local_t, g):
     dpre, dh_prev = gru_step_backward(g[:, 0], local_t, params["W"])
     return dh_prev[:, None], (dpre,)
+
+
+def _gru_compiled(kernels, params, cache, ds, loss_steps, windows):
+    T, B, H = ds.shape
+    dpre = np.empty((T, B, 4 * H), dtype=ds.dtype)
+    scratch = (np.empty((B, 3 * H), dtype=ds.dtype), np.empty((B, H), dtype=ds.dtype), np.empty((B, H), dtype=ds.dtype))
+    kernels.gru_backward(ds, dpre, cache["gates"], cache["hw_n"], cache["s_prev"], _WT(params), loss_steps, *windows,
+                         *scratch)
+    return (dpre,)
 
 
 def _gru_grads(params, cache, pieces):
@@ -381,15 +414,20 @@ def _gru_grads(params, cache, pieces):
     }
 
 
-def _norm_forward(params, xu, cache):
+def _norm_forward(params, xu, cache, n):
     T, B, H = xu.shape
-    seq = {"a_hat": np.empty_like(xu)}
-    seq["rstd"] = np.empty((T, B, 1) if cache.spec.norm == "layer" else (T, 1, H), dtype=xu.dtype)
-    seq["s"], seq["s_prev"] = _states(cache["h0"], T)
-    for t in range(T):
-        out = (seq["s"][t], seq["a_hat"][t], seq["rstd"][t])
-        norm_step_forward(xu[t], seq["s_prev"][t], params, norm=cache.spec.norm, activation=cache.spec.activation, out=out)
-    return seq
+    norm, activation = cache.spec.norm, cache.spec.activation
+    s = _states(cache["h0"], T)
+    a_hat = np.empty((n, B, H), dtype=xu.dtype)
+    rstd = np.empty((n, B, 1) if norm == "layer" else (n, 1, H), dtype=xu.dtype)
+    kernels = backend.kernels()
+    if kernels is not None:
+        kernels.norm_forward(xu, s, a_hat, rstd, np.ascontiguousarray(params["W"]), params["g"], params["b"],
+                             kernels.NORM_CODES[norm], kernels.ACTIVATION_CODES[activation], NORM_EPS)
+    else:
+        for t in range(T):
+            norm_step_forward(xu[t], s[t], params, norm=norm, activation=activation, out=(s[t + 1], a_hat[t % n], rstd[t % n]))
+    return {"s": s[1:], "s_prev": s[:-1], "a_hat": a_hat, "rstd": rstd}
 
 
 def _norm_local(cache):
@@ -399,6 +437,15 @@ def _norm_local(cache):
 def _norm_backprop_step(params, cache, local_t, g):
     da, dy, ds_prev = norm_step_backward(g[:, 0], local_t, params, cache.spec.norm)
     return ds_prev[:, None], (da, dy)
+
+
+def _norm_compiled(kernels, params, cache, ds, loss_steps, windows):
+    spec = cache.spec
+    da, dy = np.empty_like(ds), np.empty_like(ds)
+    kernels.norm_backward(ds, da, dy, cache["a_hat"], cache["rstd"], cache["s"], params["g"], _WT(params),
+                          kernels.NORM_CODES[spec.norm], kernels.ACTIVATION_CODES[spec.activation], loss_steps, *windows,
+                          np.empty_like(ds[0]), np.empty_like(ds[0]))
+    return da, dy
 
 
 def _norm_grads(params, cache, pieces):
@@ -411,11 +458,23 @@ def _norm_grads(params, cache, pieces):
     }
 
 
-# cell -> (state parts P, forward loop, local derivatives of all steps, one backward step, parameter gradients)
+def _WT(params) -> np.ndarray:
+    return np.ascontiguousarray(params["W"].T)
+
+
+class _CellPath(NamedTuple):
+    n_parts: int  # state parts P
+    forward: Callable  # (params, xu, cache, n) -> the cache's arrays
+    local: Callable  # (cache) -> the local derivatives of all steps
+    backprop_step: Callable  # (params, cache, local_t, g) -> (g_prev, pieces)
+    grads: Callable  # (params, cache, pieces) -> the parameter gradients but V and c
+    compiled_backward: Callable  # (kernels, params, cache, ds, loss_steps, windows) -> pieces (T, B, width)
+
+
 _CELL_PATHS = {
-    "lstm": (2, _lstm_forward, _lstm_local, _lstm_backprop_step, _lstm_grads),
-    "gru": (1, _gru_forward, _gru_local, _gru_backprop_step, _gru_grads),
-    "rnn": (1, _norm_forward, _norm_local, _norm_backprop_step, _norm_grads),
+    "lstm": _CellPath(2, _lstm_forward, _lstm_local, _lstm_backprop_step, _lstm_grads, _lstm_compiled),
+    "gru": _CellPath(1, _gru_forward, _gru_local, _gru_backprop_step, _gru_grads, _gru_compiled),
+    "rnn": _CellPath(1, _norm_forward, _norm_local, _norm_backprop_step, _norm_grads, _norm_compiled),
 }
 
 
@@ -452,6 +511,18 @@ def forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: st
             (T, B, 1) for layer, (T, 1, H) for batch
     A chunk can continue from the last state: h0 = cache["s"][-1] (lstm: (cache["s"][-1], cache["c"][-1])).
     """
+    return _run(params, x, cell=cell, norm=norm, activation=activation, h0=h0, keep=True)
+
+
+def predict(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0=None) -> np.ndarray:
+    """The outputs of `forward`, out (T, B, O), without what only backward needs: the per-step arrays
+    (gates, cell states, normalized pre-activations) live one step at a time."""
+    out, _ = _run(params, x, cell=cell, norm=norm, activation=activation, h0=h0, keep=False)
+    return out
+
+
+def _run(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0, keep: bool):
+    """forward (keep=True), or predict, whose cache holds the last step's arrays only and is discarded."""
     spec = Spec(cell, norm, activation if cell == "rnn" else None)
     if spec.vanilla:
         raise ValueError("cell 'rnn' with norm 'none' is the vanilla RNN: nn.rnn.forward (or nn.model.forward)")
@@ -459,14 +530,14 @@ def forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: st
     dtype = params["W"].dtype
     x = F.check_input(x, D, dtype)
     T, B, _ = x.shape
+    _check_batch_norm(norm, B)
     cache = Cache(spec, {"x": x, **_initial_state(h0, cell, B, H, dtype)})
 
     # every x_t U at once: the input path does not depend on the recurrence
     xu = (x.reshape(T * B, D) @ params["U"]).reshape(T, B, -1)
     if cell != "rnn":  # the normalized rnn adds b after the normalization
         xu += params["b"]
-    forward_loop = _CELL_PATHS[cell][1]
-    cache.arrays.update(forward_loop(params, xu, cache))
+    cache.arrays.update(_CELL_PATHS[cell].forward(params, xu, cache, T if keep else 1))
     out = (cache["s"].reshape(T * B, H) @ params["V"]).reshape(T, B, O)
     out += params["c"]
     return out, cache
@@ -489,22 +560,27 @@ def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | 
     if k is not None and k >= T:
         k = None  # no window is cut: full BPTT
 
-    n_parts, _, local_derivatives, backprop_step, param_grads = _CELL_PATHS[cell]
+    path = _CELL_PATHS[cell]
     loss_steps = np.any(dout != 0, axis=(1, 2))  # often only the last step carries loss
-    ds_out = np.zeros_like(s)
-    ds_out[loss_steps] = dout[loss_steps] @ params["V"].T  # the direct path o_t -> h_t
-    local = local_derivatives(cache)  # of every step at once: the loop below only does the recurrence
+    ds = np.zeros_like(s)
+    ds[loss_steps] = dout[loss_steps] @ params["V"].T  # the direct path o_t -> h_t
+    kernels = backend.kernels()
+    if kernels is not None:  # ds becomes dL/dh_t in place
+        pieces = path.compiled_backward(kernels, params, cache, ds, loss_steps, kernels.windows(path.n_parts, k, B, H, s.dtype))
+    else:
+        local = path.local(cache)  # of every step at once: the loop below only does the recurrence
 
-    def step(t, g):
-        return backprop_step(params, cache, [a[t] for a in local], g)
+        def step(t, g):
+            return path.backprop_step(params, cache, [a[t] for a in local], g)
 
-    dstate, pieces = bptt(step, ds_out, n_parts, loss_steps, k)
-    grads = param_grads(params, cache, pieces)
+        dstate, pieces = bptt(step, ds, path.n_parts, loss_steps, k)
+        ds = dstate[:, 0]
+    grads = path.grads(params, cache, pieces)
     grads["V"] = _sum_outer(s, dout)
     grads["c"] = dout.sum(axis=(0, 1))
     if cell == "lstm":
         cache.arrays["dc"] = pieces[1]
-    return {key: grads[key] for key in params}, dstate[:, 0]
+    return {key: grads[key] for key in params}, ds
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,7 +611,7 @@ def step_jacobians(params: dict, cache: Cache, sample: int = 0) -> np.ndarray:
         key: value[sample : sample + 1] if key in ("h0", "c0") else value[:, sample : sample + 1]
         for key, value in cache.items()
     })
-    n_parts, _, local_derivatives, backprop_step, _ = _CELL_PATHS[spec.cell]
+    n_parts, _, local_derivatives, backprop_step, _, _ = _CELL_PATHS[spec.cell]
     local = local_derivatives(one)
     basis = np.zeros((H, n_parts, 1, H), dtype=dtype)  # the lstm's c part stays zero: c_{t-1} fixed
     basis[:, 0, 0, :] = np.eye(H, dtype=dtype)

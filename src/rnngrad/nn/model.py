@@ -2,8 +2,12 @@
 
     params = init_params(D, H, O, cell=..., norm=..., init=..., rng=...)
     out, cache = forward(params, x, activation=..., cell=..., norm=...)     x (T, B, D) -> out (T, B, O)
+    out = predict(params, x, activation=..., cell=..., norm=...)             the same out, no cache (evaluation)
     grads, ds = backward(params, cache, dout, truncation=None)                ds (T, B, H) = dL/ds_t
     J = step_jacobians(params, cache, sample)                                 (T, H, H), row form
+
+The per-step loops run on the backend `backend_name()` reports, "numpy" or "numba" (nn.backend: chosen by
+$RNNGRAD_BACKEND or nn.backend.select; numba when it imports, unless told otherwise).
 
 This is the only module that asks which cell it runs: the vanilla RNN (`nn.rnn`, specialised in-place
 loops with a reusable Workspace) or a remedy cell (`nn.cells`: lstm, gru, rnn with layer or batch norm).
@@ -18,12 +22,13 @@ import numpy as np
 
 from rnngrad.nn import cells, rnn
 from rnngrad.nn import init as nn_init
+from rnngrad.nn.backend import name as backend_name
 from rnngrad.nn.functional import check_size
 from rnngrad.nn.rnn import Workspace
 from rnngrad.nn.spec import VANILLA, Cache, Spec, check_cell
 
-__all__ = ["Cache", "Spec", "Workspace", "backward", "check_cell", "forward", "init_params", "nonlinearities",
-           "step_jacobians", "tangent_map"]
+__all__ = ["Cache", "Spec", "Workspace", "backend_name", "backward", "check_cell", "forward", "init_params",
+           "nonlinearities", "predict", "step_jacobians", "tangent_map"]
 
 
 def init_params(
@@ -73,6 +78,20 @@ def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", 
     if (cell, norm) == VANILLA:
         return rnn.forward(params, x, activation=activation, h0=h0, workspace=workspace)
     return cells.forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
+
+
+def predict(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", norm: str = "none", h0=None,
+            workspace: Workspace | None = None) -> np.ndarray:
+    """The outputs of `forward`, out (T, B, O), without keeping what only backward needs: for evaluation.
+
+    The remedy cells keep their gates, cell states and normalized pre-activations for one step at a time
+    (nn.cells.predict); the vanilla RNN needs its states for the outputs anyway, and with a `workspace`
+    (one kept for evaluation: not the training step's, whose cache must stay valid) allocates nothing.
+    """
+    if (cell, norm) == VANILLA:
+        out, _ = rnn.forward(params, x, activation=activation, h0=h0, workspace=workspace)
+        return out
+    return cells.predict(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
 
 
 def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | None = None,

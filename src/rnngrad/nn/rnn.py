@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rnngrad.nn import backend
 from rnngrad.nn import functional as F
 from rnngrad.nn.spec import Cache, Spec
 
@@ -131,11 +132,7 @@ def forward(params: dict, x: np.ndarray, *, activation: str, h0=None, workspace:
     x1[:, :D] = x.reshape(T * B, D)
     x1[:, D] = 1.0
     np.matmul(x1, np.vstack((U, b)), out=s.reshape(T * B, H))
-    rec = _buffer(workspace, "rec", (B, H), dtype)
-    for t in range(T):
-        np.matmul(states[t], W, out=rec)
-        s[t] += rec
-        F.activate_(s[t], activation)
+    _recurrence(states, W, activation, _buffer(workspace, "rec", (B, H), dtype))
     out = (s.reshape(T * B, H) @ V).reshape(T, B, O)
     out += c
     return out, Cache(spec, {"x": x, "x1": x1, "h0": h0, "s": s, "s_prev": states[:-1]})
@@ -158,39 +155,63 @@ def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | 
 
     U, W, b, V, c = (params[key] for key in PARAM_KEYS)
     loss_steps = np.any(dout != 0, axis=(1, 2))  # often only the last step carries loss
-    da = F.dactivation(s, activation, out=_buffer(workspace, "da", s.shape, s.dtype))  # f'(a_t), made dL/da_t below
-    WT = np.ascontiguousarray(W.T)
     ds = _buffer(workspace, "ds", s.shape, s.dtype)
-    if k is None or k >= T:
-        # the direct path o_t -> s_t; the BPTT overwrites the other steps' ds_t, except the last
-        ds[loss_steps] = dout[loss_steps] @ V.T
-        if not loss_steps[-1]:
-            ds[-1] = 0.0
-        _bptt_full(ds, da, WT, loss_steps)
-    else:
-        ds_out = np.zeros_like(s)
-        ds_out[loss_steps] = dout[loss_steps] @ V.T
-        _bptt_windowed(ds_out, da, WT, k, loss_steps, out=ds)
+    ds[loss_steps] = dout[loss_steps] @ V.T  # the direct path o_t -> s_t
+    da = _buffer(workspace, "da", s.shape, s.dtype)
+    _bptt(ds, da, s, np.ascontiguousarray(W.T), activation, loss_steps, None if k is None or k >= T else k)
 
     # the weight gradients: one product each over all T*B rows (W sees s_{t-1}, h0 first; [dU; db]
     # comes from [x_t, 1])
     da_flat = da.reshape(T * B, H)
     dUb = cache["x1"].T @ da_flat
     dU, db = dUb[:D], dUb[D]
-    dW = s_prev.reshape(T * B, H).T @ da_flat
-    if loss_steps.all():
-        dV = s.reshape(T * B, H).T @ dout.reshape(T * B, O)
-    else:  # only the steps that carry loss contribute: often just the last
-        steps = np.flatnonzero(loss_steps)
-        dV = s[steps].reshape(-1, H).T @ dout[steps].reshape(-1, O)
-    dc = dout.sum(axis=(0, 1))
+    dW = backend.matmul(s_prev.reshape(T * B, H).T, da_flat)
+    # only the steps that carry loss contribute, often just the last (dc adds the others' zeros in
+    # order, so the sum over them alone is the same number)
+    steps = slice(None) if loss_steps.all() else np.flatnonzero(loss_steps)
+    dV = s[steps].reshape(-1, H).T @ dout[steps].reshape(-1, O)
+    dc = dout[steps].reshape(-1, O).sum(axis=0)
     return {"U": dU, "W": dW, "b": db, "V": dV, "c": dc}, ds
 
 
 # --------------------------------------------------------------------------------------------
-# BPTT in place: the vanilla RNN's specialised loops (nn.bptt drives the other cells). Here one
-# product per step does the whole recurrence, written straight into the workspace's buffers.
+# The recurrences in place: the vanilla RNN's specialised loops (nn.bptt drives the other cells).
+# One product per step does the whole recurrence, written straight into the workspace's buffers;
+# with the numba backend, nn.kernels runs the same loops compiled.
 # --------------------------------------------------------------------------------------------
+
+
+def _recurrence(states: np.ndarray, W: np.ndarray, activation: str, rec: np.ndarray) -> None:
+    """s_t = f(x_t U + b + s_{t-1} W) in place: states (T + 1, B, H) holds h0 first and x_t U + b after it
+    on entry, s_t at t + 1 on return; W (H, H); rec (B, H) scratch."""
+    kernels = backend.kernels()
+    if kernels is not None:
+        kernels.rnn_forward(states, np.ascontiguousarray(W), kernels.ACTIVATION_CODES[activation], rec)
+        return
+    for t in range(states.shape[0] - 1):
+        np.matmul(states[t], W, out=rec)
+        states[t + 1] += rec
+        F.activate_(states[t + 1], activation)
+
+
+def _bptt(ds: np.ndarray, da: np.ndarray, s: np.ndarray, WT: np.ndarray, activation: str, loss_steps: np.ndarray,
+          k: int | None) -> None:
+    """Full (k None) or windowed BPTT in place. ds (T, B, H) holds the direct gradients on the loss steps
+    on entry (anything elsewhere) and dL/ds_t on return; da (T, B, H) gets dL/da_t; s (T, B, H) the
+    states; WT = W^T (H, H); loss_steps (T,) bool."""
+    kernels = backend.kernels()
+    if kernels is not None:
+        T, B, H = s.shape
+        kernels.rnn_backward(ds, da, s, WT, kernels.ACTIVATION_CODES[activation], loss_steps,
+                             *kernels.windows(1, k, B, H, s.dtype), np.empty((B, H), dtype=s.dtype))
+        return
+    F.dactivation(s, activation, out=da)  # f'(a_t), made dL/da_t by the loops
+    if k is None:
+        if not loss_steps[-1]:  # the loop overwrites the other steps' ds_t
+            ds[-1] = 0.0
+        _bptt_full(ds, da, WT, loss_steps)
+    else:
+        _bptt_windowed(np.where(loss_steps[:, None, None], ds, 0.0), da, WT, k, loss_steps, out=ds)
 
 
 def _bptt_full(ds: np.ndarray, da: np.ndarray, WT: np.ndarray, loss_steps: np.ndarray) -> np.ndarray:
