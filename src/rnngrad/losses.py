@@ -2,7 +2,8 @@
 
 A loss is the mean over the masked (t, b) pairs, so its scale does not depend on how many steps
 carry a target. `dout` is the exact gradient of the returned loss with respect to `out`; it is zero
-on masked-out steps, which is what lets the backward pass treat every step alike.
+on masked-out steps, which is what lets the backward pass treat every step alike. Both are computed
+on the steps that carry loss only (`loss_steps`): for adding and temporal order, the last one.
 """
 import numpy as np
 
@@ -34,6 +35,23 @@ def check_batch(out, y, mask, loss):
         raise ValueError("mask has no positive entry: no step carries loss")
 
 
+def loss_steps(mask):
+    """The steps of a (T, B) mask that carry loss: slice(None) when all do, else their indices."""
+    steps = np.flatnonzero(np.any(mask != 0, axis=1))
+    return slice(None) if steps.size == mask.shape[0] else steps
+
+
+def _total(terms, steps, shape):
+    """The sum of the terms at `steps` (loss_steps) as the sum of a `shape` array that is zero elsewhere:
+    numpy's pairwise summation then groups them as it would over all steps, so the loss is bit for bit
+    the one computed everywhere (summing the few nonzero terms alone could round differently)."""
+    if isinstance(steps, slice):
+        return np.sum(terms)
+    full = np.zeros(shape)
+    full[steps] = terms
+    return np.sum(full)
+
+
 def mse(out, y, mask):
     """Mean squared error over the masked elements.
 
@@ -46,10 +64,13 @@ def mse(out, y, mask):
     dout: (T, B, O).
     """
     check_batch(out, y, mask, "mse")
+    steps = loss_steps(mask)
+    out_s, y_s, mask_s = out[steps], y[steps], mask[steps]
     scale = out.shape[2] * mask.sum()
-    diff = (out - y) * mask[..., None]
-    loss = np.sum(diff * (out - y)) / scale
-    dout = 2.0 * diff / scale
+    diff = (out_s - y_s) * mask_s[..., None]
+    loss = _total(diff * (out_s - y_s), steps, out.shape) / scale
+    dout = np.zeros_like(out)
+    dout[steps] = 2.0 * diff / scale
     return float(loss), dout
 
 
@@ -65,15 +86,21 @@ def softmax_xent(out, y, mask):
     dout: (T, B, O) = mask (softmax(out) - onehot(y)) / sum(mask).
     """
     check_batch(out, y, mask, "xent")
+    steps = loss_steps(mask)
+    T, B, O = out.shape
+    # the rows (t, b) of the steps that carry loss, one per row of a 2-d array
+    logits, target, weight = out[steps].reshape(-1, O), y[steps].reshape(-1), mask[steps].reshape(-1)
+    rows = np.arange(target.size)
     # log-sum-exp around the row maximum: exp never overflows, even for logits of 1e4
-    shifted = out - out.max(axis=2, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
-    log_p_target = np.take_along_axis(log_probs, y[..., None], axis=2)[..., 0]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     count = mask.sum()
-    loss = -np.sum(mask * log_p_target) / count
-    dout = np.exp(log_probs)
-    np.put_along_axis(dout, y[..., None], np.take_along_axis(dout, y[..., None], axis=2) - 1.0, axis=2)
-    dout *= mask[..., None] / count
+    loss = -_total((weight * log_probs[rows, target]).reshape(-1, B), steps, mask.shape) / count
+    probs = np.exp(log_probs)
+    probs[rows, target] -= 1.0
+    probs *= (weight / count)[:, None]
+    dout = np.zeros_like(out)
+    dout[steps] = probs.reshape(-1, B, O)
     return float(loss), dout
 
 
