@@ -13,13 +13,19 @@ from rnngrad import registry
 
 
 class Optimizer(abc.ABC):
-    """Base class: `step` applies `params[k] -= delta_k` for the delta each subclass computes."""
+    """Base class: `step` applies `params[k] -= delta_k` for the delta each subclass computes.
+
+    The deltas are written into buffers kept per key (`_scratch`), so that a step allocates nothing:
+    each subclass computes exactly the expressions of its docstring, in their order and dtypes (float64
+    state; a float32 gradient's own products stay float32), only with `out=`.
+    """
 
     def __init__(self, lr):
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.lr = lr
         self.state = {}
+        self._buffers = {}
 
     def step(self, params, grads):
         """Update every array of `params` in place from `grads`.
@@ -40,14 +46,15 @@ class Optimizer(abc.ABC):
                 raise ValueError(f"grad {key!r} has shape {g.shape}, parameter has {p.shape}")
             delta = self._delta(key, g)
             p -= delta
-            sq_norm += np.sum(delta * delta)
+            sq_norm += float(np.vdot(delta, delta))
         return float(np.sqrt(sq_norm))
 
-    def _zeros(self, key, g):
-        """The state array of parameter `key` (zeros of g's shape, created the first time the key is seen)."""
-        if key not in self.state:
-            self.state[key] = np.zeros(g.shape)
-        return self.state[key]
+    def _scratch(self, key, g, *dtypes):
+        """Buffers of g's shape for parameter `key`, one per dtype given (made on first use)."""
+        buffers = self._buffers.get(key)
+        if buffers is None or buffers[0].shape != g.shape:
+            buffers = self._buffers[key] = tuple(np.empty(g.shape, dtype=d) for d in dtypes)
+        return buffers
 
     @abc.abstractmethod
     def _delta(self, key, g):
@@ -58,7 +65,8 @@ class SGD(Optimizer):
     """Plain gradient descent: p -= lr g."""
 
     def _delta(self, key, g):
-        return self.lr * g
+        (delta,) = self._scratch(key, g, g.dtype)
+        return np.multiply(self.lr, g, out=delta)
 
 
 class Momentum(Optimizer):
@@ -75,10 +83,18 @@ class Momentum(Optimizer):
         self.nesterov = nesterov
 
     def _delta(self, key, g):
-        buf = self._zeros(key, g)
+        if key not in self.state:
+            self.state[key] = np.zeros(g.shape)
+        buf = self.state[key]
+        (delta,) = self._scratch(key, g, np.float64)
         buf *= self.momentum
         buf += g
-        return self.lr * (g + self.momentum * buf if self.nesterov else buf)
+        if not self.nesterov:
+            return np.multiply(self.lr, buf, out=delta)
+        np.multiply(self.momentum, buf, out=delta)
+        np.add(g, delta, out=delta)
+        delta *= self.lr
+        return delta
 
 
 class RMSProp(Optimizer):
@@ -97,10 +113,15 @@ class RMSProp(Optimizer):
         self.eps = eps
 
     def _delta(self, key, g):
-        v = self._zeros(key, g)
+        if key not in self.state:
+            self.state[key] = np.zeros(g.shape)
+        v = self.state[key]
+        g_term, delta = self._scratch(key, g, g.dtype, np.float64)
         v *= self.alpha
-        v += (1 - self.alpha) * g * g
-        return self.lr * g / (np.sqrt(v) + self.eps)
+        v += _squared((1 - self.alpha), g, g_term)
+        np.sqrt(v, out=delta)
+        delta += self.eps
+        return np.divide(np.multiply(self.lr, g, out=g_term), delta, out=delta)
 
 
 class Adam(Optimizer):
@@ -127,14 +148,25 @@ class Adam(Optimizer):
         state = self.state[key]
         state["n"] += 1
         m, v, n = state["m"], state["v"], state["n"]
+        g_term, m_hat, delta = self._scratch(key, g, g.dtype, np.float64, np.float64)
         m *= self.beta1
-        m += (1 - self.beta1) * g
+        m += np.multiply((1 - self.beta1), g, out=g_term)
         v *= self.beta2
-        v += (1 - self.beta2) * g * g
+        v += _squared((1 - self.beta2), g, g_term)
         # the moments start at 0, so early averages are shrunk by (1 - beta^n): undo it
-        m_hat = m / (1 - self.beta1 ** n)
-        v_hat = v / (1 - self.beta2 ** n)
-        return self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        np.divide(m, 1 - self.beta1 ** n, out=m_hat)
+        np.divide(v, 1 - self.beta2 ** n, out=delta)  # v_hat, then sqrt(v_hat) + eps, then the delta
+        np.sqrt(delta, out=delta)
+        delta += self.eps
+        m_hat *= self.lr
+        return np.divide(m_hat, delta, out=delta)
+
+
+def _squared(scale, g, out):
+    """(scale g) g in g's dtype, written to out."""
+    np.multiply(scale, g, out=out)
+    out *= g
+    return out
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSProp, "adam": Adam}
