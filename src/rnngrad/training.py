@@ -156,6 +156,7 @@ class _Loop:
         self.h_carry = None
         # the training step's big arrays are allocated once; nothing below keeps them past the step
         self.workspace = nn.Workspace()
+        self.eval_workspace = nn.Workspace()  # evaluation's own: the step's cache stays valid meanwhile
 
     def info(self) -> dict:
         task = self.task
@@ -167,13 +168,14 @@ class _Loop:
         # equal chunks, none smaller than the others (batch normalization needs a batch)
         for idx in np.array_split(np.arange(n), -(-n // EVAL_BATCH)):
             sl = slice(idx[0], idx[-1] + 1)
-            out, _ = nn.forward(self.params, self.test_x[:, sl], **self.model)
+            out = nn.predict(self.params, self.test_x[:, sl], **self.model, workspace=self.eval_workspace)
             if not np.all(np.isfinite(out)):
                 raise Diverged("non-finite output on the test set")
-            loss, _ = self.loss_fn(out.astype(np.float64), self.test_y[:, sl], self.test_mask[:, sl])
+            out = out.astype(np.float64, copy=False)
+            loss, _ = self.loss_fn(out, self.test_y[:, sl], self.test_mask[:, sl])
             weight = self.test_x[:, sl].shape[1] / n
             total += loss * weight
-            acc_total += self.task.accuracy(out.astype(np.float64), self.test_y[:, sl], self.test_mask[:, sl]) * weight
+            acc_total += self.task.accuracy(out, self.test_y[:, sl], self.test_mask[:, sl]) * weight
         metrics = {"eval/loss": total, "eval/accuracy": acc_total}
         if self.task.name == "char_lm":
             metrics["eval/bpc"] = total / math.log(2)
@@ -214,11 +216,11 @@ class _Loop:
             h0 = None
         x = x.astype(self.dtype)
         out, cache = nn.forward(self.params, x, **self.model, h0=h0, workspace=self.workspace)
-        loss, dout = self.loss_fn(out.astype(np.float64), y, mask)
+        loss, dout = self.loss_fn(out.astype(np.float64, copy=False), y, mask)
         if not math.isfinite(loss):
             raise Diverged("non-finite training loss")
         window = None if self.chunked else self.run.bptt.truncation
-        grads, ds = nn.backward(self.params, cache, dout.astype(self.dtype), truncation=window,
+        grads, ds = nn.backward(self.params, cache, dout.astype(self.dtype, copy=False), truncation=window,
                                 workspace=self.workspace)
         if self.stream is not None:  # the state crosses chunks, the gradient does not
             h = cache["s"][-1].copy()
