@@ -4,12 +4,18 @@
     backend.select("numpy")              the choice in code; "numba" raises if numba cannot be imported
     backend.name()                       -> "numpy" or "numba": the backend in use (what a run reports)
     with backend.using("numpy"): ...     a choice for a block of code
+    backend.available()                  the backends that can run here
 
 "auto" is numba when it imports, else numpy. Only the per-step loops differ (`nn.kernels` for numba,
-the loops of `nn.rnn` and `nn.cells` for numpy); the products over all steps at once are numpy's in both.
-The two agree to float64 rounding, not bit for bit: the kernels' recurrent products go through
-scipy's BLAS, their sums run in another order, and their tanh, sigmoid and exp are nn.kernels' own
-(within 3 ulp of the exact values, as np.tanh is within 1).
+the loops of `nn.rnn` and `nn.cells` for numpy), and the weight gradients' products (`matmul`). The two
+agree to float64 rounding, not bit for bit: the kernels' products go through scipy's BLAS, their sums
+run in another order, and their tanh, sigmoid and exp are nn.kernels' own (within 3 ulp of the exact
+values, as np.tanh is within 1). A training run is chaotic enough to carry such a difference from the
+last bit to every digit within a few hundred steps: runs on the two backends agree closely over a few
+dozen steps, and afterwards only in distribution (as runs on two BLAS kernels or CPUs already do).
+
+scipy's OpenBLAS is loaded when the backend first resolves to numba, and takes the thread count numpy's
+BLAS has at that moment (nn.kernels); a threadpoolctl limit entered later covers both.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ def _numba_kernels() -> ModuleType | None:
     except ImportError:
         return None
     return kernels
+
+
+def available() -> tuple[str, ...]:
+    """The backends that can run here: ("numpy", "numba"), or ("numpy",) without numba."""
+    return ("numpy",) if _numba_kernels() is None else ("numpy", "numba")
 
 
 def select(choice: str) -> str:
@@ -65,7 +76,8 @@ def kernels() -> ModuleType | None:
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for 2-d arrays, through the kernels' BLAS when numba is in use: for the long products of the
     weight gradients, (H, T B) @ (T B, H), scipy's OpenBLAS has run up to 1.4x faster than numpy's here."""
-    return np.matmul(a, b) if kernels() is None else _kernels.matmul(a, b)
+    contiguous = all(m.flags.c_contiguous or m.flags.f_contiguous for m in (a, b))  # else numba would copy
+    return _kernels.matmul(a, b) if contiguous and kernels() is not None else np.matmul(a, b)
 
 
 @contextmanager

@@ -38,7 +38,9 @@ import numpy as np
 from rnngrad.nn import backend
 from rnngrad.nn import functional as F
 from rnngrad.nn.bptt import bptt
-from rnngrad.nn.spec import Cache, Spec
+from rnngrad.nn.spec import Cache
+from rnngrad.nn.spec import spec as make_spec
+from rnngrad.nn.workspace import Workspace, buffer
 
 NORM_EPS = 1e-5
 
@@ -321,21 +323,22 @@ def _sum_outer(a: np.ndarray, d: np.ndarray) -> np.ndarray:
     return backend.matmul(a.reshape(-1, a.shape[-1]).T, d.reshape(-1, d.shape[-1]))
 
 
-def _states(initial: np.ndarray, n: int) -> np.ndarray:
+def _states(initial: np.ndarray, n: int, workspace, name: str) -> np.ndarray:
     """Storage for a state over n steps: one (n + 1, B, H) buffer with the initial state first. Its views
     [1:] (new) and [:-1] (prev, prev[t] = new[t - 1]) make a recurrent weight's gradient one product."""
-    buffer = np.empty((n + 1,) + initial.shape, dtype=initial.dtype)
-    buffer[0] = initial
-    return buffer
+    states = buffer(workspace, name, (n + 1,) + initial.shape, initial.dtype)
+    states[0] = initial
+    return states
 
 
-def _lstm_forward(params, xu, cache, n):
+def _lstm_forward(params, xu, cache, n, workspace):
     T, B, G = xu.shape
-    h, c = _states(cache["h0"], T), _states(cache["c0"], n)
-    gates, tanh_c = np.empty((n, B, G), dtype=xu.dtype), np.empty((n, B, G // 4), dtype=xu.dtype)
+    h, c = _states(cache["h0"], T, workspace, "h"), _states(cache["c0"], n, workspace, "c")
+    gates = buffer(workspace, "gates", (n, B, G), xu.dtype)
+    tanh_c = buffer(workspace, "tanh_c", (n, B, G // 4), xu.dtype)
     kernels = backend.kernels()
     if kernels is not None:
-        kernels.lstm_forward(xu, h, c, gates, tanh_c, np.ascontiguousarray(params["W"]), np.empty((B, G), xu.dtype))
+        kernels.lstm_forward(xu, h, c, gates, tanh_c, np.ascontiguousarray(params["W"]))
     else:
         for t in range(T):
             out = (h[t + 1], c[(t + 1) % (n + 1)], gates[t % n], tanh_c[t % n])
@@ -353,9 +356,10 @@ def _lstm_backprop_step(params, cache, local_t, g):
     return g_prev, (dgates, dc_total)
 
 
-def _lstm_compiled(kernels, params, cache, ds, loss_steps, windows):
+def _lstm_compiled(kernels, params, cache, ds, loss_steps, windows, workspace):
     T, B, H = ds.shape
-    dgates, dc = np.empty((T, B, 4 * H), dtype=ds.dtype), np.empty_like(ds)
+    dgates = buffer(workspace, "dgates", (T, B, 4 * H), ds.dtype)
+    dc = buffer(workspace, "dc", ds.shape, ds.dtype)
     kernels.lstm_backward(ds, dc, dgates, cache["gates"], cache["c_prev"], cache["tanh_c"], _WT(params), loss_steps,
                           *windows, np.empty((B, 4 * H), dtype=ds.dtype), np.empty((B, H), dtype=ds.dtype))
     return dgates, dc
@@ -370,10 +374,11 @@ def _lstm_grads(params, cache, pieces):
     }
 
 
-def _gru_forward(params, xu, cache, n):
+def _gru_forward(params, xu, cache, n, workspace):
     T, B, G = xu.shape
-    h = _states(cache["h0"], T)
-    gates, hw_n = np.empty((n, B, G), dtype=xu.dtype), np.empty((n, B, G // 3), dtype=xu.dtype)
+    h = _states(cache["h0"], T, workspace, "h")
+    gates = buffer(workspace, "gates", (n, B, G), xu.dtype)
+    hw_n = buffer(workspace, "hw_n", (n, B, G // 3), xu.dtype)
     kernels = backend.kernels()
     if kernels is not None:
         kernels.gru_forward(xu, h, gates, hw_n, np.ascontiguousarray(params["W"]), params["bw"], np.empty((B, G), xu.dtype))
@@ -392,9 +397,9 @@ def _gru_backprop_step(params, cache, local_t, g):
     return dh_prev[:, None], (dpre,)
 
 
-def _gru_compiled(kernels, params, cache, ds, loss_steps, windows):
+def _gru_compiled(kernels, params, cache, ds, loss_steps, windows, workspace):
     T, B, H = ds.shape
-    dpre = np.empty((T, B, 4 * H), dtype=ds.dtype)
+    dpre = buffer(workspace, "dpre", (T, B, 4 * H), ds.dtype)
     scratch = (np.empty((B, 3 * H), dtype=ds.dtype), np.empty((B, H), dtype=ds.dtype), np.empty((B, H), dtype=ds.dtype))
     kernels.gru_backward(ds, dpre, cache["gates"], cache["hw_n"], cache["s_prev"], _WT(params), loss_steps, *windows,
                          *scratch)
@@ -414,12 +419,12 @@ def _gru_grads(params, cache, pieces):
     }
 
 
-def _norm_forward(params, xu, cache, n):
+def _norm_forward(params, xu, cache, n, workspace):
     T, B, H = xu.shape
     norm, activation = cache.spec.norm, cache.spec.activation
-    s = _states(cache["h0"], T)
-    a_hat = np.empty((n, B, H), dtype=xu.dtype)
-    rstd = np.empty((n, B, 1) if norm == "layer" else (n, 1, H), dtype=xu.dtype)
+    s = _states(cache["h0"], T, workspace, "h")
+    a_hat = buffer(workspace, "a_hat", (n, B, H), xu.dtype)
+    rstd = buffer(workspace, "rstd", (n, B, 1) if norm == "layer" else (n, 1, H), xu.dtype)
     kernels = backend.kernels()
     if kernels is not None:
         kernels.norm_forward(xu, s, a_hat, rstd, np.ascontiguousarray(params["W"]), params["g"], params["b"],
@@ -439,9 +444,9 @@ def _norm_backprop_step(params, cache, local_t, g):
     return ds_prev[:, None], (da, dy)
 
 
-def _norm_compiled(kernels, params, cache, ds, loss_steps, windows):
+def _norm_compiled(kernels, params, cache, ds, loss_steps, windows, workspace):
     spec = cache.spec
-    da, dy = np.empty_like(ds), np.empty_like(ds)
+    da, dy = buffer(workspace, "da", ds.shape, ds.dtype), buffer(workspace, "dy", ds.shape, ds.dtype)
     kernels.norm_backward(ds, da, dy, cache["a_hat"], cache["rstd"], cache["s"], params["g"], _WT(params),
                           kernels.NORM_CODES[spec.norm], kernels.ACTIVATION_CODES[spec.activation], loss_steps, *windows,
                           np.empty_like(ds[0]), np.empty_like(ds[0]))
@@ -464,11 +469,11 @@ def _WT(params) -> np.ndarray:
 
 class _CellPath(NamedTuple):
     n_parts: int  # state parts P
-    forward: Callable  # (params, xu, cache, n) -> the cache's arrays
+    forward: Callable  # (params, xu, cache, n, workspace) -> the cache's arrays
     local: Callable  # (cache) -> the local derivatives of all steps
     backprop_step: Callable  # (params, cache, local_t, g) -> (g_prev, pieces)
     grads: Callable  # (params, cache, pieces) -> the parameter gradients but V and c
-    compiled_backward: Callable  # (kernels, params, cache, ds, loss_steps, windows) -> pieces (T, B, width)
+    compiled_backward: Callable  # (kernels, params, cache, ds, loss_steps, windows, workspace) -> pieces (T, B, width)
 
 
 _CELL_PATHS = {
@@ -493,7 +498,8 @@ def _initial_state(h0, cell: str, B: int, H: int, dtype) -> dict:
     return {"h0": F.check_state("h0", h0[0], B, H, dtype), "c0": F.check_state("c0", h0[1], B, H, dtype)}
 
 
-def forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0=None):
+def forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0=None,
+            workspace: Workspace | None = None):
     """Run a cell over a sequence.
 
     params: see add_cell_params; x (T, B, D); h0 (B, H) or None (zeros), for the lstm a tuple
@@ -510,20 +516,22 @@ def forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: st
       rnn:  "a_hat" (T, B, H), the normalized pre-activation before the gain; "rstd" 1/sqrt(var + eps),
             (T, B, 1) for layer, (T, 1, H) for batch
     A chunk can continue from the last state: h0 = cache["s"][-1] (lstm: (cache["s"][-1], cache["c"][-1])).
+    With a `workspace` (nn.workspace.Workspace) the arrays are its buffers, valid until its next use.
     """
-    return _run(params, x, cell=cell, norm=norm, activation=activation, h0=h0, keep=True)
+    return _run(params, x, cell=cell, norm=norm, activation=activation, h0=h0, keep=True, workspace=workspace)
 
 
-def predict(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0=None) -> np.ndarray:
+def predict(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0=None,
+            workspace: Workspace | None = None) -> np.ndarray:
     """The outputs of `forward`, out (T, B, O), without what only backward needs: the per-step arrays
     (gates, cell states, normalized pre-activations) live one step at a time."""
-    out, _ = _run(params, x, cell=cell, norm=norm, activation=activation, h0=h0, keep=False)
+    out, _ = _run(params, x, cell=cell, norm=norm, activation=activation, h0=h0, keep=False, workspace=workspace)
     return out
 
 
-def _run(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0, keep: bool):
+def _run(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0, keep: bool, workspace):
     """forward (keep=True), or predict, whose cache holds the last step's arrays only and is discarded."""
-    spec = Spec(cell, norm, activation if cell == "rnn" else None)
+    spec = make_spec(cell, norm, activation if cell == "rnn" else None)
     if spec.vanilla:
         raise ValueError("cell 'rnn' with norm 'none' is the vanilla RNN: nn.rnn.forward (or nn.model.forward)")
     D, H, O = check_params(params, cell)
@@ -534,22 +542,25 @@ def _run(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str |
     cache = Cache(spec, {"x": x, **_initial_state(h0, cell, B, H, dtype)})
 
     # every x_t U at once: the input path does not depend on the recurrence
-    xu = (x.reshape(T * B, D) @ params["U"]).reshape(T, B, -1)
+    xu = buffer(workspace, "xu", (T, B, params["U"].shape[1]), dtype)
+    np.matmul(x.reshape(T * B, D), params["U"], out=xu.reshape(T * B, -1))
     if cell != "rnn":  # the normalized rnn adds b after the normalization
         xu += params["b"]
-    cache.arrays.update(_CELL_PATHS[cell].forward(params, xu, cache, T if keep else 1))
+    cache.arrays.update(_CELL_PATHS[cell].forward(params, xu, cache, T if keep else 1, workspace))
     out = (cache["s"].reshape(T * B, H) @ params["V"]).reshape(T, B, O)
     out += params["c"]
     return out, cache
 
 
-def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | None = None):
+def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | None = None,
+             workspace: Workspace | None = None):
     """Exact BPTT through a cell, full or windowed-truncated, with nn.rnn.backward's contract.
 
     dout (T, B, O) = dL/do_t. Returns (grads, ds): grads has the keys and shapes of params; ds (T, B, H)
     is dL/dh_t, the total derivative through all later states (within the window when truncating).
     For the lstm, cache["dc"] (T, B, H) is set to dL/dc_t, likewise total (through h_t and c_{t+1}).
     truncation=k: the gradient of L_t reaches the states (h, and c) at t .. t-k+1 only; k >= T is full BPTT.
+    With a `workspace`, ds and the gradients' sources are its buffers (see forward).
     """
     cell = cache.spec.cell
     _, H, O = check_params(params, cell)
@@ -561,12 +572,13 @@ def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | 
         k = None  # no window is cut: full BPTT
 
     path = _CELL_PATHS[cell]
-    loss_steps = np.any(dout != 0, axis=(1, 2))  # often only the last step carries loss
-    ds = np.zeros_like(s)
+    loss_steps = F.loss_steps(dout)  # often only the last step carries loss
+    ds = buffer(workspace, "ds", s.shape, s.dtype)  # read at the loss steps only
     ds[loss_steps] = dout[loss_steps] @ params["V"].T  # the direct path o_t -> h_t
     kernels = backend.kernels()
     if kernels is not None:  # ds becomes dL/dh_t in place
-        pieces = path.compiled_backward(kernels, params, cache, ds, loss_steps, kernels.windows(path.n_parts, k, B, H, s.dtype))
+        windows = kernels.windows(path.n_parts, k, B, H, s.dtype)
+        pieces = path.compiled_backward(kernels, params, cache, ds, loss_steps, windows, workspace)
     else:
         local = path.local(cache)  # of every step at once: the loop below only does the recurrence
 

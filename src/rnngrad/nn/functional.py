@@ -12,6 +12,7 @@ import numpy as np
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
 DTYPES = ("float64", "float32")
+_DTYPES = tuple(np.dtype(name) for name in DTYPES)  # compared as objects: a dtype's .name is slow to build
 
 # max |f'(a)|: the gamma of Pascanu et al. (2013), Sec. 2.1
 GAMMA = {"sigmoid": 0.25, "tanh": 1.0, "relu": 1.0, "linear": 1.0}
@@ -107,13 +108,12 @@ def check_params(params: dict, shapes: Callable[[int, int, int], dict], layout: 
     if any(not isinstance(p, np.ndarray) or p.ndim != 2 for p in (U, W, V)):
         raise ValueError(f"params needs 2-d arrays U, W and V; {layout}")
     expected = shapes(U.shape[0], W.shape[0], V.shape[1])
-    if set(params) != set(expected):
+    if params.keys() != expected.keys():
         raise ValueError(f"params has keys {sorted(params)}; it needs {sorted(expected)}")
     wrong = {k: params[k].shape for k, shape in expected.items() if params[k].shape != shape}
     if wrong:
         raise ValueError(f"inconsistent parameter shapes {wrong}; {layout}")
-    dtypes = {params[k].dtype for k in expected}
-    if len(dtypes) != 1 or dtypes.pop().name not in DTYPES:
+    if W.dtype not in _DTYPES or any(params[k].dtype != W.dtype for k in expected):
         raise ValueError("parameters must all be float32 or all float64")
     return U.shape[0], W.shape[0], V.shape[1]
 
@@ -139,6 +139,11 @@ def check_state(name: str, value, B: int, H: int, dtype) -> np.ndarray:
     if not isinstance(value, np.ndarray) or value.shape != (B, H) or value.dtype != dtype:
         raise ValueError(f"{name} must be a {np.dtype(dtype)} array of shape ({B}, {H})")
     return value
+
+
+def loss_steps(dout: np.ndarray) -> np.ndarray:
+    """The steps that carry loss: (T,) bool, True where dout (T, B, O) has a nonzero entry."""
+    return (dout != 0).reshape(dout.shape[0], -1).any(axis=1)
 
 
 def check_dout(dout, T: int, B: int, O: int, dtype) -> np.ndarray:

@@ -2,17 +2,19 @@
 
 Each kernel runs the recurrence of one sequence function of `nn.rnn` or `nn.cells` in place, on the
 arrays that function allocated: one product per step (numba's np.dot, i.e. scipy's BLAS, without
-numpy's per-call overhead) and one fused loop over the step's elements (the nonlinearities, the gates,
-their derivatives). What does not depend on the recurrence (the input and output products, the weight
-gradients) stays numpy's, outside. Arrays are time-major and C-contiguous, float64 or float32 alike
-(the elementwise arithmetic runs in float64 and rounds once to the arrays' dtype).
+numpy's per-call overhead) and a few fused loops over the step's elements (the nonlinearities, the
+gates, their derivatives). What does not depend on the recurrence (the input and output products, the
+weight gradients) stays outside, in numpy (the weight gradients through `matmul`). Arrays are
+time-major and C-contiguous, float64 or float32 alike; float32 arithmetic stays float32, except inside
+the nonlinearities, which compute in float64 and round once.
 
 The nonlinearities are computed here, not by libm (whose scalar calls would keep the loops from
 vectorizing): exp by the classic reduction u = k ln2 + r, |r| <= ln2/2, with e^r - 1 by its Taylor
-series to r^13 (truncation below 1e-17) and 2^k from its bits; tanh(a) = -m / (m + 2) with
-m = e^{-2|a|} - 1, which has no cancellation at small |a|; sigmoid(a) = 1 / (1 + e^{-a}). Measured
-against long-double references: tanh within 3.7e-16 relative (np.tanh 1.8e-16), sigmoid within
-2.9e-16 (numpy's 1 / (1 + exp(-a)) 2.7e-16), i.e. within 3 ulp.
+series to r^13 (truncation below 1e-17) and 2^k from its bits; tanh and sigmoid from m = e^v - 1
+(`squash`): tanh(|a|) = -m / (m + 2) with v = -2|a|, which has no cancellation at small |a|, and
+sigmoid(a) = 1 / (m + 2) with v = -a. Measured against long-double references over 2e6 points in
+[-25, 25] (and 1e3 in [-1e-3, 1e-3]): tanh within 3.6e-16 relative (np.tanh 1.8e-16), sigmoid within
+2.2e-16 (numpy's 1 / (1 + exp(-a)) 2.7e-16); against np.tanh within 4.5e-16, i.e. 2 ulp.
 
 BPTT runs as a set of windows (nn.bptt's semantics): g (n, P, B, H) holds n gradients with respect to
 the state at t (P parts: h, and c for the LSTM), start (n,) the loss step each one began at (-1: a free
@@ -31,12 +33,26 @@ import scipy.linalg.cython_blas  # noqa: F401 -- the BLAS numba's np.dot calls; 
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
+from threadpoolctl import ThreadpoolController
 
 # nogil: a thread may run other work meanwhile; error_model="numpy": a division by zero gives inf or
 # nan as numpy does (rather than a Python exception), which also lets the loops vectorize
 jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 # the nonlinearities may fuse a * b + c into one rounding (an FMA): it is never less accurate
 fused = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+
+
+def _follow_numpy_blas_threads() -> None:
+    """Give scipy's OpenBLAS, loaded only now, the thread count of numpy's: a threadpoolctl limit taken
+    before the backend resolved (one BLAS thread per sweep worker, say) then covers the kernels' products
+    too, rather than leaving them to spin two threads on a busy machine."""
+    blas = ThreadpoolController().select(user_api="blas")
+    numpy_blas = [lib for lib in blas.lib_controllers if "numpy" in lib.filepath]
+    if numpy_blas:
+        blas.limit(limits=numpy_blas[0].num_threads)
+
+
+_follow_numpy_blas_threads()
 
 ACTIVATION_CODES = {"tanh": 0, "sigmoid": 1, "relu": 2, "linear": 3}
 TANH, SIGMOID, RELU, LINEAR = (ACTIVATION_CODES[f] for f in ("tanh", "sigmoid", "relu", "linear"))
@@ -63,8 +79,7 @@ LN2_HI, LN2_LO = _ln2_split()
 LOG2E = 1.0 / math.log(2.0)
 # 1/n! for n = 13, 12, ..., 2: e^r - 1 = r + r^2 (1/2! + r (1/3! + ...)), evaluated by Horner
 C13, C12, C11, C10, C9, C8, C7, C6, C5, C4, C3, C2 = (1.0 / math.factorial(n) for n in range(13, 1, -1))
-TANH_ONE = 20.0  # tanh(a) rounds to 1 for |a| > 19.1
-SIGMOID_LOW, SIGMOID_HIGH = -40.0, 709.0  # 1 + e^v rounds to 1 below; e^v overflows above
+SQUASH_LOW, SQUASH_HIGH = -40.0, 709.0  # the range of v in squash
 
 
 @intrinsic
@@ -88,27 +103,31 @@ def _exp_parts(u):
 
 
 @fused
-def tanh(a):
-    """tanh(a) = -m / (m + 2), m = e^{-2|a|} - 1, with a's sign; NaN stays NaN."""
-    x = abs(a)
-    if x > TANH_ONE:
-        x = TANH_ONE
-    scale, p = _exp_parts(-2.0 * x)
-    m = scale * p + (scale - 1.0)  # e^u - 1 = 2^k p + (2^k - 1): exact at k = 0, no cancellation after
-    y = -m / (m + 2.0)
-    return y if a >= 0 else -y
-
-
-@fused
-def sigmoid(a):
-    """1 / (1 + e^{-a}); for a < -709, where numpy's e^{-a} overflows to a result of 0, a value below 1.3e-308."""
-    v = -a
-    if v < SIGMOID_LOW:  # NaN fails both tests and stays NaN
-        v = SIGMOID_LOW
-    elif v > SIGMOID_HIGH:
-        v = SIGMOID_HIGH
+def squash(a, is_tanh):
+    """tanh(a) if is_tanh else sigmoid(a), by one formula (so that a loop over gates of both kinds vectorizes):
+    with m = e^v - 1, v = -2|a| for tanh and -a for sigmoid, tanh(|a|) = -m / (m + 2) and sigmoid(a) =
+    1 / (m + 2). m = 2^k p + (2^k - 1) is exact at k = 0: no cancellation at small |a|. v is kept in
+    [-40, 709], where 1 + e^v rounds to 1 below and e^v overflows above (so sigmoid(a) for a < -709, 0 in
+    numpy, is a number below 1.3e-308 here); NaN stays NaN."""
+    v = -2.0 * abs(a) if is_tanh else -a
+    if v < SQUASH_LOW:
+        v = SQUASH_LOW
+    elif v > SQUASH_HIGH:
+        v = SQUASH_HIGH
     scale, p = _exp_parts(v)
-    return 1.0 / (1.0 + (scale + scale * p))
+    m = scale * p + (scale - 1.0)
+    y = (-m if is_tanh else 1.0) / (m + 2.0)
+    return -y if is_tanh and a < 0 else y
+
+
+@jit
+def tanh(a):
+    return squash(a, True)
+
+
+@jit
+def sigmoid(a):
+    return squash(a, False)
 
 
 @jit
@@ -159,6 +178,14 @@ def times_dactivation(out, ds, s, act):
 
 
 @jit
+def add(a, b):
+    """a += b, both (B, H)."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    for i in range(a.size):
+        a[i] += b[i]
+
+
+@jit
 def matmul(a, b):
     """a @ b, 2-d (nn.backend.matmul)."""
     return np.dot(a, b)
@@ -195,6 +222,21 @@ def sum_windows(g, start, out):
 
 
 @jit
+def begin_step(g, start, ds, loss_steps, t, k):
+    """Step t of a backward loop: the loss at t enters (open_window), and ds[t] becomes the sum of the open
+    windows' h part; returns how many are open."""
+    if loss_steps[t]:
+        open_window(g, start, ds[t], t, k)
+    return sum_windows(g, start, ds[t])
+
+
+@jit
+def continues(u, t, k):
+    """Whether the window that began at loss step u goes on from the state at t to the one at t - 1."""
+    return k == 0 or u - t < k - 1
+
+
+@jit
 def close_windows(start, t, k):
     """Windows that have reached their last state (t = u - k + 1) end; full BPTT's never does."""
     if k > 0:
@@ -226,16 +268,17 @@ def rnn_forward(states, W, act, rec):
 
 @jit
 def rnn_backward(ds, da, s, WT, act, loss_steps, k, g, start, tmp):
-    """BPTT of the vanilla RNN in place (nn.rnn._bptt_full and _bptt_windowed in one loop).
+    """BPTT of the vanilla RNN in place (nn.rnn._bptt_full and _bptt_windowed).
 
     ds (T, B, H): the direct gradients on the loss steps on entry, dL/ds_t on return; da (T, B, H):
     dL/da_t on return; s (T, B, H) the states; WT = W^T (H, H); loss_steps (T,) bool; k, g (n, 1, B, H),
     start: the windows (see `windows`); tmp (B, H) scratch.
     """
+    if k == 0:
+        _rnn_bptt_full(ds, da, s, WT, act, loss_steps, tmp)
+        return
     for t in range(ds.shape[0] - 1, -1, -1):
-        if loss_steps[t]:
-            open_window(g, start, ds[t], t, k)
-        n_open = sum_windows(g, start, ds[t])
+        n_open = begin_step(g, start, ds, loss_steps, t, k)
         times_dactivation(da[t], ds[t], s[t], act)
         for w in range(start.size):
             if start[w] >= 0 and t > 0 and continues(start[w], t, k):
@@ -247,6 +290,21 @@ def rnn_backward(ds, da, s, WT, act, loss_steps, k, g, start, tmp):
         close_windows(start, t, k)
 
 
+@jit
+def _rnn_bptt_full(ds, da, s, WT, act, loss_steps, carry):
+    """Full BPTT with its one window kept in ds itself, as nn.rnn._bptt_full: ds_t = ds_out_t + da_{t+1} W^T."""
+    T = ds.shape[0]
+    if not loss_steps[T - 1]:
+        ds[T - 1] = 0.0
+    for t in range(T - 1, -1, -1):
+        times_dactivation(da[t], ds[t], s[t], act)
+        if t > 0 and loss_steps[t - 1]:
+            np.dot(da[t], WT, carry)
+            ds[t - 1] += carry
+        elif t > 0:  # no direct gradient to add: straight into ds_{t-1}
+            np.dot(da[t], WT, ds[t - 1])
+
+
 # --------------------------------------------------------------------------------------------
 # The gated cells and the normalized RNN (nn.cells' sequence loops). A forward stores what a step
 # makes at index t % n of its per-step arrays (c at (t + 1) % n): n = T (T + 1 for c) keeps every
@@ -255,29 +313,40 @@ def rnn_backward(ds, da, s, WT, act, loss_steps, k, g, start, tmp):
 
 
 @jit
-def lstm_forward(xu, h, c, gates, tanh_c, W, pre):
+def lstm_forward(xu, h, c, gates, tanh_c, W):
     """LSTM steps (nn.cells.lstm_step_forward). xu (T, B, 4H) = x_t U + b; h (T + 1, B, H) with h[0] = h0,
     h_t at t + 1 on return; c (n + 1, B, H) with c[0] = c0; gates (n, B, 4H) = [i f g o] after their
-    nonlinearities and tanh_c (n, B, H); W (H, 4H); pre (B, 4H) scratch."""
+    nonlinearities and tanh_c (n, B, H); W (H, 4H)."""
     n_c, n = c.shape[0], gates.shape[0]
     for t in range(xu.shape[0]):
-        np.dot(h[t], W, pre)
-        _lstm_cell(pre, xu[t], c[t % n_c], c[(t + 1) % n_c], gates[t % n], tanh_c[t % n], h[t + 1])
+        np.dot(h[t], W, gates[t % n])
+        _lstm_gates(gates[t % n], xu[t])
+        _lstm_state(gates[t % n], c[t % n_c], c[(t + 1) % n_c], tanh_c[t % n], h[t + 1])
 
 
 @jit
-def _lstm_cell(pre, xu, c_prev, c, gates, tanh_c, h):
-    B, H = h.shape
-    for b in range(B):
+def _lstm_gates(gates, xu):
+    """gates (B, 4H): h_{t-1} W on entry, [i f g o] = [sigmoid sigmoid tanh sigmoid](h_{t-1} W + xu) on return."""
+    H = gates.shape[1] // 4
+    for b in range(gates.shape[0]):
+        row, x = gates[b], xu[b]
+        for j in range(4 * H):
+            row[j] = squash(row[j] + x[j], 2 * H <= j < 3 * H)
+
+
+@jit
+def _lstm_state(gates, c_prev, c, tanh_c, h):
+    """c = f c_prev + i g, h = o tanh(c), all (B, H) but gates (B, 4H). (Loops over at most three arrays each
+    here and below: with more, the compiler no longer proves them apart and leaves the loop unvectorized.)"""
+    H = h.shape[1]
+    for b in range(h.shape[0]):
+        i, f, g, o = gates[b, :H], gates[b, H : 2 * H], gates[b, 2 * H : 3 * H], gates[b, 3 * H :]
         for j in range(H):
-            i = sigmoid(pre[b, j] + xu[b, j])
-            f = sigmoid(pre[b, H + j] + xu[b, H + j])
-            g = tanh(pre[b, 2 * H + j] + xu[b, 2 * H + j])
-            o = sigmoid(pre[b, 3 * H + j] + xu[b, 3 * H + j])
-            c[b, j] = f * c_prev[b, j] + i * g
+            c[b, j] = f[j] * c_prev[b, j] + i[j] * g[j]
+        for j in range(H):
             tanh_c[b, j] = tanh(c[b, j])
-            h[b, j] = o * tanh_c[b, j]
-            gates[b, j], gates[b, H + j], gates[b, 2 * H + j], gates[b, 3 * H + j] = i, f, g, o
+        for j in range(H):
+            h[b, j] = o[j] * tanh_c[b, j]
 
 
 @jit
@@ -287,9 +356,7 @@ def lstm_backward(ds, dc, dgates, gates, c_prev, tanh_c, WT, loss_steps, k, g, s
     dL/d[i f g o] before the nonlinearities; gates, c_prev, tanh_c: the forward's; WT = W^T (4H, H);
     g (n, 2, B, H): the windows' dL/dh and dL/dc; part (B, 4H), dc_part (B, H) scratch."""
     for t in range(ds.shape[0] - 1, -1, -1):
-        if loss_steps[t]:
-            open_window(g, start, ds[t], t, k)
-        sum_windows(g, start, ds[t])
+        begin_step(g, start, ds, loss_steps, t, k)
         dgates[t], dc[t] = 0.0, 0.0
         for w in range(start.size):
             if start[w] >= 0:
@@ -305,24 +372,25 @@ def lstm_backward(ds, dc, dgates, gates, c_prev, tanh_c, WT, loss_steps, k, g, s
 def _lstm_step_back(dh, dc_next, gates, c_prev, tanh_c, dgates, dc_total):
     """One window through one step: dh (B, H) = dL/dh_t, dc_next (B, H) = dL/dc_t through c_{t+1}, which
     becomes dL/dc_{t-1}; writes dgates (B, 4H) and dc_total (B, H), dL/dc_t through h_t and c_{t+1}."""
-    B, H = dh.shape
-    for b in range(B):
+    H = dh.shape[1]
+    for b in range(dh.shape[0]):
+        i, f, g, o = gates[b, :H], gates[b, H : 2 * H], gates[b, 2 * H : 3 * H], gates[b, 3 * H :]
+        y, dct = tanh_c[b], dc_total[b]
+        d_i, d_f, d_g, d_o = dgates[b, :H], dgates[b, H : 2 * H], dgates[b, 2 * H : 3 * H], dgates[b, 3 * H :]
         for j in range(H):
-            i, f, g, o = gates[b, j], gates[b, H + j], gates[b, 2 * H + j], gates[b, 3 * H + j]
-            y = tanh_c[b, j]
-            dct = dh[b, j] * ((1.0 - y * y) * o) + dc_next[b, j]
-            dgates[b, j] = dct * (i * (1.0 - i) * g)  # c_t = f c_{t-1} + i g, h_t = o tanh(c_t)
-            dgates[b, H + j] = dct * (f * (1.0 - f) * c_prev[b, j])
-            dgates[b, 2 * H + j] = dct * ((1.0 - g * g) * i)
-            dgates[b, 3 * H + j] = dh[b, j] * (o * (1.0 - o) * y)
-            dc_total[b, j] = dct
-            dc_next[b, j] = dct * f  # the cell state's linear path
-
-
-@jit
-def continues(u, t, k):
-    """Whether the window that began at loss step u goes on from the state at t to the one at t - 1."""
-    return k == 0 or u - t < k - 1
+            dct[j] = (1.0 - y[j] * y[j]) * o[j]  # dh_t/dc_t
+        for j in range(H):
+            dct[j] = dh[b, j] * dct[j] + dc_next[b, j]
+        for j in range(H):  # c_t = f c_{t-1} + i g, h_t = o tanh(c_t)
+            d_i[j] = dct[j] * (i[j] * (1.0 - i[j]) * g[j])
+        for j in range(H):
+            d_f[j] = dct[j] * (f[j] * (1.0 - f[j]) * c_prev[b, j])
+        for j in range(H):
+            d_g[j] = dct[j] * ((1.0 - g[j] * g[j]) * i[j])
+        for j in range(H):
+            d_o[j] = dh[b, j] * (o[j] * (1.0 - o[j]) * y[j])
+        for j in range(H):
+            dc_next[b, j] = dct[j] * f[j]  # the cell state's linear path
 
 
 @jit
@@ -337,15 +405,18 @@ def gru_forward(xu, h, gates, hw_n, W, bw, hw):
 
 @jit
 def _gru_cell(hw, bw, xu, h_prev, gates, hw_n, h):
-    B, H = h.shape
-    for b in range(B):
+    """One GRU step's elementwise part; hw (B, 3H) = h_{t-1} W."""
+    H = h.shape[1]
+    for b in range(h.shape[0]):
+        rz, n, hw_b, x = gates[b, : 2 * H], gates[b, 2 * H :], hw[b], xu[b]
+        for j in range(2 * H):
+            rz[j] = sigmoid(x[j] + (hw_b[j] + bw[j]))
         for j in range(H):
-            r = sigmoid(xu[b, j] + (hw[b, j] + bw[j]))
-            z = sigmoid(xu[b, H + j] + (hw[b, H + j] + bw[H + j]))
-            hw_n[b, j] = hw[b, 2 * H + j] + bw[2 * H + j]
-            n = tanh(r * hw_n[b, j] + xu[b, 2 * H + j])
-            h[b, j] = (h_prev[b, j] - n) * z + n  # (1 - z) n + z h_{t-1}
-            gates[b, j], gates[b, H + j], gates[b, 2 * H + j] = r, z, n
+            hw_n[b, j] = hw_b[2 * H + j] + bw[2 * H + j]
+        for j in range(H):
+            n[j] = tanh(rz[j] * hw_n[b, j] + x[2 * H + j])
+        for j in range(H):
+            h[b, j] = (h_prev[b, j] - n[j]) * rz[H + j] + n[j]  # (1 - z) n + z h_{t-1}
 
 
 @jit
@@ -355,9 +426,7 @@ def gru_backward(ds, dpre, gates, hw_n, h_prev, WT, loss_steps, k, g, start, dhw
     g (n, 1, B, H); dhw (B, 3H), dn_x (B, H), dh_z (B, H) scratch."""
     H = ds.shape[2]
     for t in range(ds.shape[0] - 1, -1, -1):
-        if loss_steps[t]:
-            open_window(g, start, ds[t], t, k)
-        sum_windows(g, start, ds[t])
+        begin_step(g, start, ds, loss_steps, t, k)
         dpre[t] = 0.0
         for w in range(start.size):
             if start[w] >= 0:
@@ -374,16 +443,22 @@ def gru_backward(ds, dpre, gates, hw_n, h_prev, WT, loss_steps, k, g, start, dhw
 def _gru_step_back(dh, gates, hw_n, h_prev, dhw, dn_x, dh_z):
     """One window through one step, dh (B, H) = dL/dh_t: dhw (B, 3H) = dL/d(h_{t-1} W + bw) = [r z n_h],
     dn_x (B, H) = dL/d(x_t U_n + b_n), dh_z = dh z."""
-    B, H = dh.shape
-    for b in range(B):
+    H = dh.shape[1]
+    for b in range(dh.shape[0]):
+        r, z, n = gates[b, :H], gates[b, H : 2 * H], gates[b, 2 * H :]
+        d_r, d_z, d_nh, through_n = dhw[b, :H], dhw[b, H : 2 * H], dhw[b, 2 * H :], dn_x[b]
         for j in range(H):
-            r, z, n = gates[b, j], gates[b, H + j], gates[b, 2 * H + j]
-            through_n = (1.0 - n * n) * (1.0 - z)  # h_t = (1 - z) n + z h_{t-1}, n = tanh(.)
-            dhw[b, j] = dh[b, j] * ((1.0 - r) * r * hw_n[b, j] * through_n)
-            dhw[b, H + j] = dh[b, j] * ((1.0 - z) * z * (h_prev[b, j] - n))
-            dhw[b, 2 * H + j] = dh[b, j] * (through_n * r)
-            dn_x[b, j] = dh[b, j] * through_n
-            dh_z[b, j] = dh[b, j] * z
+            through_n[j] = (1.0 - n[j] * n[j]) * (1.0 - z[j])  # h_t = (1 - z) n + z h_{t-1}, n = tanh(.)
+        for j in range(H):
+            d_r[j] = dh[b, j] * ((1.0 - r[j]) * r[j] * hw_n[b, j] * through_n[j])
+        for j in range(H):
+            d_z[j] = dh[b, j] * ((1.0 - z[j]) * z[j] * (h_prev[b, j] - n[j]))
+        for j in range(H):
+            d_nh[j] = dh[b, j] * (through_n[j] * r[j])
+        for j in range(H):
+            dh_z[b, j] = dh[b, j] * z[j]
+        for j in range(H):
+            through_n[j] *= dh[b, j]  # now dn_x
 
 
 @jit
@@ -392,29 +467,63 @@ def norm_forward(xu, s, a_hat, rstd, W, gain, bias, norm, act, eps):
     s[0] = h0; a_hat (n, B, H); rstd (n, B, 1) for layer, (n, 1, H) for batch; W (H, H); gain, bias (H,);
     eps: added to the variance."""
     n = a_hat.shape[0]
+    sums = np.empty(xu.shape[2], dtype=xu.dtype)  # batch norm's per-unit sums
     for t in range(xu.shape[0]):
         a = a_hat[t % n]
         np.dot(s[t], W, a)
-        a += xu[t]
-        _normalize(a, rstd[t % n], norm, eps)
+        add(a, xu[t])
+        if norm == LAYER:
+            _normalize_rows(a, rstd[t % n], eps)
+        else:
+            _normalize_columns(a, rstd[t % n], eps, sums)
         _gain_activate(a, gain, bias, s[t + 1], act)
 
 
 @jit
-def _normalize(a, rstd, norm, eps):
-    """a (B, H) -> (a - mean) / sqrt(var + eps) in place, over the units of each sample (layer) or the
-    batch of each unit (batch); rstd ((B, 1) or (1, H)) gets 1 / sqrt(var + eps)."""
+def _normalize_rows(a, rstd, eps):
+    """Layer norm in place: each row of a (B, H) to (a - mean) / sqrt(var + eps); rstd (B, 1) = 1 / sqrt(var + eps)."""
     B, H = a.shape
-    if norm == LAYER:
-        for b in range(B):
-            a[b] -= a[b].sum() / H
-            rstd[b, 0] = 1.0 / math.sqrt((a[b] * a[b]).sum() / H + eps)
-            a[b] *= rstd[b, 0]
-    else:
-        mean = a.sum(axis=0) / B
-        a -= mean
-        rstd[0] = 1.0 / np.sqrt((a * a).sum(axis=0) / B + eps)
-        a *= rstd[0]
+    for b in range(B):
+        row = a[b]
+        mean = 0.0
+        for j in range(H):
+            mean += row[j]
+        mean /= H
+        var = 0.0
+        for j in range(H):
+            row[j] -= mean
+            var += row[j] * row[j]
+        rstd[b, 0] = 1.0 / math.sqrt(var / H + eps)
+        for j in range(H):
+            row[j] *= rstd[b, 0]
+
+
+@jit
+def _normalize_columns(a, rstd, eps, sums):
+    """Batch norm in place: each column of a (B, H) over the batch; rstd (1, H); sums (H,) scratch."""
+    B, H = a.shape
+    _column_sums(a, sums)
+    for b in range(B):
+        for j in range(H):
+            a[b, j] -= sums[j] / B
+    sums[:] = 0.0
+    for b in range(B):
+        for j in range(H):
+            sums[j] += a[b, j] * a[b, j]
+    for j in range(H):
+        rstd[0, j] = 1.0 / math.sqrt(sums[j] / B + eps)
+    for b in range(B):
+        for j in range(H):
+            a[b, j] *= rstd[0, j]
+
+
+@jit
+def _column_sums(a, sums):
+    """sums (H,) = the sum of a (B, H) over its rows."""
+    sums[:] = 0.0
+    for b in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            sums[j] += a[b, j]
 
 
 @jit
@@ -431,33 +540,49 @@ def norm_backward(ds, da, dy, a_hat, rstd, s, gain, WT, norm, act, loss_steps, k
     """Normalized RNN BPTT (nn.cells.norm_step_backward over the windows). ds (T, B, H) as for the LSTM;
     da (T, B, H) gets dL/d(x_t U + s_{t-1} W), dy (T, B, H) dL/d(gain a_hat + bias); a_hat, rstd, s: the
     forward's; WT = W^T (H, H); g (n, 1, B, H); da_part, dy_part (B, H) scratch."""
+    m1, m2 = np.empty(ds.shape[2], dtype=ds.dtype), np.empty(ds.shape[2], dtype=ds.dtype)
     for t in range(ds.shape[0] - 1, -1, -1):
-        if loss_steps[t]:
-            open_window(g, start, ds[t], t, k)
-        sum_windows(g, start, ds[t])
+        begin_step(g, start, ds, loss_steps, t, k)
         da[t], dy[t] = 0.0, 0.0
         for w in range(start.size):
             if start[w] >= 0:
                 times_dactivation(dy_part, g[w, 0], s[t], act)
-                _normalize_back(dy_part * gain, a_hat[t], rstd[t], norm, da_part)
-                da[t] += da_part
-                dy[t] += dy_part
+                if norm == LAYER:
+                    _normalize_rows_back(dy_part, gain, a_hat[t], rstd[t], da_part)
+                else:
+                    _normalize_columns_back(dy_part, gain, a_hat[t], rstd[t], da_part, m1, m2)
+                add(da[t], da_part)
+                add(dy[t], dy_part)
                 if t > 0 and continues(start[w], t, k):
                     np.dot(da_part, WT, g[w, 0])
         close_windows(start, t, k)
 
 
 @jit
-def _normalize_back(da_hat, a_hat, rstd, norm, da):
-    """da (B, H) = dL/da from dL/da_hat: the mean and the variance depend on every a in the group."""
-    if norm == LAYER:
-        H = da.shape[1]
-        for b in range(da.shape[0]):
-            da[b] = da_hat[b] - da_hat[b].sum() / H
-            da[b] -= a_hat[b] * ((da_hat[b] * a_hat[b]).sum() / H)
-            da[b] *= rstd[b, 0]
-    else:
-        B = da.shape[0]
-        da[...] = da_hat - da_hat.sum(axis=0) / B
-        da -= a_hat * ((da_hat * a_hat).sum(axis=0) / B)
-        da *= rstd[0]
+def _normalize_rows_back(dy, gain, a_hat, rstd, da):
+    """da (B, H) = dL/da of layer norm from dy = dL/d(gain a_hat + bias): with da_hat = gain dy, the mean and
+    the variance of each row depend on all its a: da = (da_hat - mean(da_hat) - a_hat mean(da_hat a_hat)) rstd."""
+    B, H = da.shape
+    for b in range(B):
+        m1, m2 = 0.0, 0.0
+        for j in range(H):
+            da[b, j] = dy[b, j] * gain[j]  # da_hat
+            m1 += da[b, j]
+            m2 += da[b, j] * a_hat[b, j]
+        for j in range(H):
+            da[b, j] = ((da[b, j] - m1 / H) - a_hat[b, j] * (m2 / H)) * rstd[b, 0]
+
+
+@jit
+def _normalize_columns_back(dy, gain, a_hat, rstd, da, m1, m2):
+    """The same for batch norm, the means over each column; m1, m2 (H,) scratch."""
+    B, H = da.shape
+    m1[:], m2[:] = 0.0, 0.0
+    for b in range(B):
+        for j in range(H):
+            da[b, j] = dy[b, j] * gain[j]
+            m1[j] += da[b, j]
+            m2[j] += da[b, j] * a_hat[b, j]
+    for b in range(B):
+        for j in range(H):
+            da[b, j] = ((da[b, j] - m1[j] / B) - a_hat[b, j] * (m2[j] / B)) * rstd[0, j]

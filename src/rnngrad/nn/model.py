@@ -10,12 +10,13 @@ The per-step loops run on the backend `backend_name()` reports, "numpy" or "numb
 $RNNGRAD_BACKEND or nn.backend.select; numba when it imports, unless told otherwise).
 
 This is the only module that asks which cell it runs: the vanilla RNN (`nn.rnn`, specialised in-place
-loops with a reusable Workspace) or a remedy cell (`nn.cells`: lstm, gru, rnn with layer or batch norm).
+loops) or a remedy cell (`nn.cells`: lstm, gru, rnn with layer or batch norm).
 The cache a forward returns carries its Spec, and every call that takes a cache dispatches on that.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -23,12 +24,12 @@ import numpy as np
 from rnngrad.nn import cells, rnn
 from rnngrad.nn import init as nn_init
 from rnngrad.nn.backend import name as backend_name
-from rnngrad.nn.functional import check_size
-from rnngrad.nn.rnn import Workspace
-from rnngrad.nn.spec import VANILLA, Cache, Spec, check_cell
+from rnngrad.nn.functional import DTYPES, check_size
+from rnngrad.nn.workspace import Workspace
+from rnngrad.nn.spec import VALID_COMBINATIONS, VANILLA, Cache, Spec, check_cell
 
 __all__ = ["Cache", "Spec", "Workspace", "backend_name", "backward", "check_cell", "forward", "init_params",
-           "nonlinearities", "predict", "step_jacobians", "tangent_map"]
+           "nonlinearities", "predict", "step_jacobians", "tangent_map", "warm_up"]
 
 
 def init_params(
@@ -72,12 +73,12 @@ def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", 
 
     h0: the initial state (B, H), None for zeros; for the lstm a tuple (h0, c0) or None. `activation` is f
     of the rnn cells (vanilla or normalized); the lstm and gru have fixed nonlinearities and ignore it.
-    `workspace` (see Workspace) is used by the vanilla RNN and ignored by the other cells.
+    `workspace` (see Workspace): buffers reused from call to call, whose views the cache holds.
     The cache's arrays: nn.rnn.forward and nn.cells.forward.
     """
     if (cell, norm) == VANILLA:
         return rnn.forward(params, x, activation=activation, h0=h0, workspace=workspace)
-    return cells.forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
+    return cells.forward(params, x, cell=cell, norm=norm, activation=activation, h0=h0, workspace=workspace)
 
 
 def predict(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", norm: str = "none", h0=None,
@@ -91,7 +92,7 @@ def predict(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", 
     if (cell, norm) == VANILLA:
         out, _ = rnn.forward(params, x, activation=activation, h0=h0, workspace=workspace)
         return out
-    return cells.predict(params, x, cell=cell, norm=norm, activation=activation, h0=h0)
+    return cells.predict(params, x, cell=cell, norm=norm, activation=activation, h0=h0, workspace=workspace)
 
 
 def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | None = None,
@@ -105,7 +106,7 @@ def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | 
     """
     if cache.spec.vanilla:
         return rnn.backward(params, cache, dout, truncation=truncation, workspace=workspace)
-    return cells.backward(params, cache, dout, truncation=truncation)
+    return cells.backward(params, cache, dout, truncation=truncation, workspace=workspace)
 
 
 def step_jacobians(params: dict, cache: Cache, sample: int = 0) -> np.ndarray:
@@ -137,3 +138,16 @@ def nonlinearities(cache: Cache) -> dict[str, tuple[np.ndarray, str]]:
     if cache.spec.cell == "rnn":
         return {"s": (cache["s"], cache.spec.activation)}
     return cells.gate_outputs(cache)
+
+
+def warm_up() -> None:
+    """Run every cell once, in both dtypes and both BPTT modes, on a tiny problem: with the numba backend
+    this compiles every kernel into numba's cache (about half a minute on a fresh clone), or loads it.
+    Call it once before a sweep, so that its workers do not each compile the same kernels."""
+    for (cell, norm), dtype in itertools.product(VALID_COMBINATIONS, DTYPES):
+        params = init_params(2, 3, 1, cell=cell, norm=norm, init="orthogonal", rng=0, dtype=dtype)
+        x, dout = np.ones((4, 2, 2), dtype=dtype), np.ones((4, 2, 1), dtype=dtype)
+        predict(params, x, activation="tanh", cell=cell, norm=norm)
+        _, cache = forward(params, x, activation="tanh", cell=cell, norm=norm)
+        for truncation in (None, 2):
+            backward(params, cache, dout, truncation=truncation)

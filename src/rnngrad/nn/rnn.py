@@ -27,7 +27,9 @@ import numpy as np
 
 from rnngrad.nn import backend
 from rnngrad.nn import functional as F
-from rnngrad.nn.spec import Cache, Spec
+from rnngrad.nn.spec import Cache
+from rnngrad.nn.spec import spec as make_spec
+from rnngrad.nn.workspace import Workspace, buffer
 
 PARAM_KEYS = ("U", "W", "b", "V", "c")
 LAYOUT = "a rnn has U (D, H), W (H, H), b (H,), V (H, O), c (O,)"
@@ -78,33 +80,6 @@ def step_backward(ds: np.ndarray, cache):
 # --------------------------------------------------------------------------------------------
 
 
-class Workspace:
-    """Buffers that `forward` and `backward` reuse from call to call.
-
-    A training step of the vanilla RNN needs three (T, B, H) arrays (states, dL/ds, dL/da). Allocated
-    afresh, each costs page faults on first touch, which at (T, B, H) = (200, 32, 128) is about a fifth
-    of the step; a loop that hands the same workspace to every call allocates once. What a call with a
-    workspace returns (the cache's s and s_prev, ds, the gradients' sources) are views of its buffers:
-    valid until the next call with the same workspace, so a caller that keeps results across steps
-    copies them, and a second backward of the same cache (e.g. the full gradient next to a truncated
-    one) is called without it. The remedy cells (`nn.cells`) allocate their own arrays and ignore it.
-    """
-
-    def __init__(self):
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        """The buffer `name` with this shape and dtype (uninitialized), reallocated only when they change."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
-        return buf
-
-
-def _buffer(workspace: Workspace | None, name: str, shape: tuple, dtype) -> np.ndarray:
-    return np.empty(shape, dtype=dtype) if workspace is None else workspace.get(name, shape, dtype)
-
-
 def forward(params: dict, x: np.ndarray, *, activation: str, h0=None, workspace: Workspace | None = None):
     """Run the RNN over a sequence.
 
@@ -113,7 +88,7 @@ def forward(params: dict, x: np.ndarray, *, activation: str, h0=None, workspace:
     s (T, B, H) and s_prev (T, B, H) = s_{t-1} for every t (h0 first); s and s_prev are views of one
     (T + 1, B, H) buffer, taken from `workspace` when one is given (see Workspace).
     """
-    spec = Spec("rnn", "none", activation)
+    spec = make_spec("rnn", "none", activation)
     D, H, O = check_params(params)
     dtype = params["W"].dtype
     x = F.check_input(x, D, dtype)
@@ -123,16 +98,16 @@ def forward(params: dict, x: np.ndarray, *, activation: str, h0=None, workspace:
     U, W, b, V, c = (params[k] for k in PARAM_KEYS)
     # states[t] = s_{t-1}: the states each step reads (s_prev) and writes (s) are one buffer, so that
     # backward forms dW, h0's term included, in a single product
-    states = _buffer(workspace, "states", (T + 1, B, H), dtype)
+    states = buffer(workspace, "states", (T + 1, B, H), dtype)
     states[0] = h0
     s = states[1:]
     # every x_t U + b at once, as [x_t, 1] [U; b]: the input path does not depend on the recurrence,
     # and backward gets dU and db from one product with the same [x_t, 1]
-    x1 = _buffer(workspace, "x1", (T * B, D + 1), dtype)
+    x1 = buffer(workspace, "x1", (T * B, D + 1), dtype)
     x1[:, :D] = x.reshape(T * B, D)
     x1[:, D] = 1.0
     np.matmul(x1, np.vstack((U, b)), out=s.reshape(T * B, H))
-    _recurrence(states, W, activation, _buffer(workspace, "rec", (B, H), dtype))
+    _recurrence(states, W, activation, buffer(workspace, "rec", (B, H), dtype))
     out = (s.reshape(T * B, H) @ V).reshape(T, B, O)
     out += c
     return out, Cache(spec, {"x": x, "x1": x1, "h0": h0, "s": s, "s_prev": states[:-1]})
@@ -154,10 +129,13 @@ def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | 
     k = F.check_truncation(truncation)
 
     U, W, b, V, c = (params[key] for key in PARAM_KEYS)
-    loss_steps = np.any(dout != 0, axis=(1, 2))  # often only the last step carries loss
-    ds = _buffer(workspace, "ds", s.shape, s.dtype)
-    ds[loss_steps] = dout[loss_steps] @ V.T  # the direct path o_t -> s_t
-    da = _buffer(workspace, "da", s.shape, s.dtype)
+    loss_steps = F.loss_steps(dout)  # often only the last step carries loss
+    # the steps that carry loss: their direct path o_t -> s_t, and all of dV and dc (dc adds the other
+    # steps' zeros in order, so the sum over these alone is the same number)
+    steps = slice(None) if loss_steps.all() else np.flatnonzero(loss_steps)
+    ds = buffer(workspace, "ds", s.shape, s.dtype)
+    ds[steps] = dout[steps] @ V.T
+    da = buffer(workspace, "da", s.shape, s.dtype)
     _bptt(ds, da, s, np.ascontiguousarray(W.T), activation, loss_steps, None if k is None or k >= T else k)
 
     # the weight gradients: one product each over all T*B rows (W sees s_{t-1}, h0 first; [dU; db]
@@ -166,9 +144,6 @@ def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | 
     dUb = cache["x1"].T @ da_flat
     dU, db = dUb[:D], dUb[D]
     dW = backend.matmul(s_prev.reshape(T * B, H).T, da_flat)
-    # only the steps that carry loss contribute, often just the last (dc adds the others' zeros in
-    # order, so the sum over them alone is the same number)
-    steps = slice(None) if loss_steps.all() else np.flatnonzero(loss_steps)
     dV = s[steps].reshape(-1, H).T @ dout[steps].reshape(-1, O)
     dc = dout[steps].reshape(-1, O).sum(axis=0)
     return {"U": dU, "W": dW, "b": db, "V": dV, "c": dc}, ds

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -59,6 +60,12 @@ class Spec:
         check_activation(activation)
         if activation != self.activation:
             raise ValueError(f"activation {activation!r} is not the one the model ran with, {self.activation!r}")
+
+
+@lru_cache(maxsize=None)
+def spec(cell: str, norm: str, activation: str | None) -> Spec:
+    """Spec(cell, norm, activation), checked once per combination (forward makes one per call)."""
+    return Spec(cell, norm, activation)
 
 
 @dataclass(eq=False)
