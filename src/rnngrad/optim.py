@@ -15,17 +15,23 @@ from rnngrad import registry
 class Optimizer(abc.ABC):
     """Base class: `step` applies `params[k] -= delta_k` for the delta each subclass computes.
 
-    The deltas are written into buffers kept per key (`_scratch`), so that a step allocates nothing:
-    each subclass computes exactly the expressions of its docstring, in their order and dtypes (float64
-    state; a float32 gradient's own products stay float32), only with `out=`.
+    All keys are updated at once, as one flat vector: the gradients are gathered into one array, the
+    subclass computes the flat delta from flat state arrays (float64, zero at first: `STATE`), and each
+    parameter takes its slice. A step thus costs a few whole-vector operations and allocates nothing,
+    whatever the number of parameters. The expressions are those of each docstring, in their order and
+    dtypes (a float32 gradient's own products stay float32), elementwise as per key: the same numbers.
+    `state[key]` holds the key's views of the flat state (Adam's also its step count "n").
     """
+
+    STATE: tuple[str, ...] = ()  # the names of the flat state arrays
 
     def __init__(self, lr):
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.lr = lr
         self.state = {}
-        self._buffers = {}
+        self._layout = None  # ((key, shape), ...) of the parameters the flat arrays follow
+        self._flat = {}  # name -> flat state array; also "g", scratch "a" (the gradient's dtype), "b", "c"
 
     def step(self, params, grads):
         """Update every array of `params` in place from `grads`.
@@ -39,34 +45,53 @@ class Optimizer(abc.ABC):
         if set(grads) != set(params):
             raise ValueError(f"grads must have exactly the keys of params {sorted(params)}, "
                              f"got {sorted(grads)}")
-        sq_norm = 0.0
         for key, p in params.items():
-            g = grads[key]
-            if g.shape != p.shape:
-                raise ValueError(f"grad {key!r} has shape {g.shape}, parameter has {p.shape}")
-            delta = self._delta(key, g)
-            p -= delta
-            sq_norm += float(np.vdot(delta, delta))
-        return float(np.sqrt(sq_norm))
+            if grads[key].shape != p.shape:
+                raise ValueError(f"grad {key!r} has shape {grads[key].shape}, parameter has {p.shape}")
+        layout = tuple((key, p.shape) for key, p in params.items())
+        if layout != self._layout or self._flat["g"].dtype != grads[layout[0][0]].dtype:
+            self._relayout(layout, grads[layout[0][0]].dtype)
+        g = self._flat["g"]
+        for key, sl in self._slices.items():
+            g[sl] = grads[key].reshape(-1)
+        delta = self._delta(g)
+        for key, sl in self._slices.items():
+            params[key] -= delta[sl].reshape(params[key].shape)
+        return float(np.sqrt(np.vdot(delta, delta)))
 
-    def _scratch(self, key, g, *dtypes):
-        """Buffers of g's shape for parameter `key`, one per dtype given (made on first use)."""
-        buffers = self._buffers.get(key)
-        if buffers is None or buffers[0].shape != g.shape:
-            buffers = self._buffers[key] = tuple(np.empty(g.shape, dtype=d) for d in dtypes)
-        return buffers
+    def _relayout(self, layout, dtype):
+        """Flat arrays for these parameters, carrying over the state of the keys seen before."""
+        sizes = [int(np.prod(shape)) for _, shape in layout]
+        offsets = np.cumsum([0] + sizes)
+        self._slices = {key: slice(offsets[i], offsets[i + 1]) for i, (key, _) in enumerate(layout)}
+        n = int(offsets[-1])
+        flat = {name: np.zeros(n) for name in self.STATE}
+        for key, sl in self._slices.items():
+            for name in self.STATE:
+                if key in self.state:
+                    flat[name][sl] = self._state_view(key, name).reshape(-1)
+        flat["g"], flat["a"] = np.empty(n, dtype=dtype), np.empty(n, dtype=dtype)
+        flat["b"], flat["c"] = np.empty(n), np.empty(n)
+        self._flat, self._layout = flat, layout
+        for (key, shape), sl in zip(layout, self._slices.values()):
+            self._set_state(key, {name: flat[name][sl].reshape(shape) for name in self.STATE})
+
+    def _state_view(self, key, name):
+        return self.state[key][name]
+
+    def _set_state(self, key, views):
+        self.state[key] = views
 
     @abc.abstractmethod
-    def _delta(self, key, g):
-        """The amount to subtract from parameter `key` given its gradient `g`, lr included."""
+    def _delta(self, g):
+        """The flat amount to subtract given the flat gradient g, lr included (in self._flat's buffers)."""
 
 
 class SGD(Optimizer):
     """Plain gradient descent: p -= lr g."""
 
-    def _delta(self, key, g):
-        (delta,) = self._scratch(key, g, g.dtype)
-        return np.multiply(self.lr, g, out=delta)
+    def _delta(self, g):
+        return np.multiply(self.lr, g, out=self._flat["a"])
 
 
 class Momentum(Optimizer):
@@ -75,6 +100,8 @@ class Momentum(Optimizer):
     buf = momentum buf + g; p -= lr (g + momentum buf) if nesterov else lr buf.
     """
 
+    STATE = ("buf",)
+
     def __init__(self, lr, momentum=0.9, nesterov=False):
         super().__init__(lr)
         if not 0 < momentum < 1:
@@ -82,11 +109,8 @@ class Momentum(Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
 
-    def _delta(self, key, g):
-        if key not in self.state:
-            self.state[key] = np.zeros(g.shape)
-        buf = self.state[key]
-        (delta,) = self._scratch(key, g, np.float64)
+    def _delta(self, g):
+        buf, delta = self._flat["buf"], self._flat["b"]
         buf *= self.momentum
         buf += g
         if not self.nesterov:
@@ -103,6 +127,8 @@ class RMSProp(Optimizer):
     v = alpha v + (1 - alpha) g^2; p -= lr g / (sqrt(v) + eps).
     """
 
+    STATE = ("v",)
+
     def __init__(self, lr, alpha=0.99, eps=1e-8):
         super().__init__(lr)
         if not 0 <= alpha < 1:
@@ -112,11 +138,8 @@ class RMSProp(Optimizer):
         self.alpha = alpha
         self.eps = eps
 
-    def _delta(self, key, g):
-        if key not in self.state:
-            self.state[key] = np.zeros(g.shape)
-        v = self.state[key]
-        g_term, delta = self._scratch(key, g, g.dtype, np.float64)
+    def _delta(self, g):
+        v, g_term, delta = self._flat["v"], self._flat["a"], self._flat["b"]
         v *= self.alpha
         v += _squared((1 - self.alpha), g, g_term)
         np.sqrt(v, out=delta)
@@ -131,6 +154,8 @@ class Adam(Optimizer):
     p -= lr (m / (1 - beta1^n)) / (sqrt(v / (1 - beta2^n)) + eps).
     """
 
+    STATE = ("m", "v")
+
     def __init__(self, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(lr)
         for label, beta in (("beta1", beta1), ("beta2", beta2)):
@@ -142,24 +167,29 @@ class Adam(Optimizer):
         self.beta2 = beta2
         self.eps = eps
 
-    def _delta(self, key, g):
-        if key not in self.state:
-            self.state[key] = {"n": 0, "m": np.zeros(g.shape), "v": np.zeros(g.shape)}
-        state = self.state[key]
-        state["n"] += 1
-        m, v, n = state["m"], state["v"], state["n"]
-        g_term, m_hat, delta = self._scratch(key, g, g.dtype, np.float64, np.float64)
+    def _set_state(self, key, views):
+        self.state[key] = {"n": self.state.get(key, {}).get("n", 0), **views}
+
+    def _delta(self, g):
+        m, v, g_term, m_hat, v_hat = (self._flat[name] for name in ("m", "v", "a", "c", "b"))
         m *= self.beta1
         m += np.multiply((1 - self.beta1), g, out=g_term)
         v *= self.beta2
         v += _squared((1 - self.beta2), g, g_term)
-        # the moments start at 0, so early averages are shrunk by (1 - beta^n): undo it
-        np.divide(m, 1 - self.beta1 ** n, out=m_hat)
-        np.divide(v, 1 - self.beta2 ** n, out=delta)  # v_hat, then sqrt(v_hat) + eps, then the delta
-        np.sqrt(delta, out=delta)
-        delta += self.eps
+        # the moments start at 0, so early averages are shrunk by (1 - beta^n): undo it, per key (keys
+        # added later have taken fewer steps), in one go when all keys have taken as many
+        for key in self._slices:
+            self.state[key]["n"] += 1
+        counts = {self.state[key]["n"] for key in self._slices}
+        parts = ([(counts.pop(), slice(None))] if len(counts) == 1
+                 else [(self.state[key]["n"], sl) for key, sl in self._slices.items()])
+        for n, sl in parts:
+            np.divide(m[sl], 1 - self.beta1 ** n, out=m_hat[sl])
+            np.divide(v[sl], 1 - self.beta2 ** n, out=v_hat[sl])
+        np.sqrt(v_hat, out=v_hat)
+        v_hat += self.eps
         m_hat *= self.lr
-        return np.divide(m_hat, delta, out=delta)
+        return np.divide(m_hat, v_hat, out=v_hat)  # the delta
 
 
 def _squared(scale, g, out):
