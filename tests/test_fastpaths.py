@@ -3,8 +3,13 @@
 The fast paths: the core's batched forward and in-place BPTT (including the steps that carry no loss),
 the cells' sequence loops writing each step in place with all local derivatives computed at once, and
 the instruments' batched norms, Gram-matrix spectral norms and the direct k = 1 QR of the Lyapunov loop.
-The references loop the public step functions one step and one loss term at a time.
+The references loop the public step functions one step and one loss term at a time. The sequence paths
+run on every backend (`on_backend`: numpy, and numba's compiled kernels when numba is installed; without
+it those cases are skipped, with the reason, and the numpy fallback is what runs).
 """
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,8 +17,20 @@ from reference import backward_steps, forward_steps, make_cell_model, rel_error
 from runconfig import run_config
 
 from rnngrad import core, diagnostics
-from rnngrad.nn import cells
+from rnngrad.nn import backend, cells
+from rnngrad.nn import model as nn
 from rnngrad.training import train
+
+NO_NUMBA = "numba is not installed: the compiled kernels are not tested here, the numpy fallback is"
+BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif("numba" not in backend.available(), reason=NO_NUMBA))]
+
+
+@pytest.fixture(params=BACKENDS)
+def on_backend(request):
+    """Run the test on each backend in turn."""
+    with backend.using(request.param) as name:
+        yield name
+
 
 T, B, D, H, O = 9, 3, 3, 5, 2
 CELL_CONFIGS = [("lstm", "none", "tanh"), ("gru", "none", "tanh"), ("rnn", "layer", "tanh"), ("rnn", "batch", "relu")]
@@ -40,6 +57,7 @@ def make_dout(kind, rng, T=T, B=B, O=O):
 @pytest.mark.parametrize("activation", core.ACTIVATIONS)
 @pytest.mark.parametrize("kind", ["all", "last", "sparse"])
 @pytest.mark.parametrize("truncation", [None, 1, 3, T])
+@pytest.mark.usefixtures("on_backend")
 def test_core_equals_per_step_reference(activation, kind, truncation):
     rng = np.random.default_rng(0)
     params = core.init_params(D, H, O, init="gaussian", scale=1.1, rng=rng)
@@ -57,6 +75,7 @@ def test_core_equals_per_step_reference(activation, kind, truncation):
         close(grads[key], grads_ref[key], key)
 
 
+@pytest.mark.usefixtures("on_backend")
 def test_core_with_a_reused_workspace_equals_the_reference():
     """Buffers poisoned with NaN between calls, shapes and loss patterns changing: nothing stale is read."""
     rng = np.random.default_rng(3)
@@ -156,6 +175,7 @@ def cell_steps_backward(params, x, cfg, h0, dout, truncation):
 @pytest.mark.parametrize("cfg", CELL_CONFIGS, ids=CELL_IDS)
 @pytest.mark.parametrize("kind", ["all", "last", "sparse"])
 @pytest.mark.parametrize("truncation", [None, 1, 3])
+@pytest.mark.usefixtures("on_backend")
 def test_cells_equal_per_step_reference(cfg, kind, truncation):
     cell, norm, activation = cfg
     params, x, h0 = make_cell_model(cell, norm, T, B, D, H, O)
@@ -215,6 +235,7 @@ def test_lyapunov_fast_paths_equal_the_qr_method(cfg):
 
 @pytest.mark.parametrize("cfg", [("rnn", "none", "tanh"), *CELL_CONFIGS], ids=["rnn", *CELL_IDS])
 @pytest.mark.parametrize("truncation", [None, 3])
+@pytest.mark.usefixtures("on_backend")
 def test_float32_stays_float32_and_matches_float64(cfg, truncation):
     cell, norm, activation = cfg
     params = core.init_params(D, H, O, init="gaussian", scale=1.1, rng=6, cell=cell, norm=norm)
@@ -236,6 +257,7 @@ def test_float32_stays_float32_and_matches_float64(cfg, truncation):
 
 
 @pytest.mark.parametrize("cell, norm", [("rnn", "none"), ("lstm", "none"), ("gru", "none"), ("rnn", "layer"), ("rnn", "batch")])
+@pytest.mark.usefixtures("on_backend")
 def test_float32_trains_end_to_end(cell, norm):
     settings = run_config("task.name=adding", "task.seq_len=10", "model.hidden_size=16", f"model.cell={cell}",
                           f"model.norm={norm}", "model.dtype=float32", "optim.lr=0.01", "train.steps=20",
@@ -243,3 +265,96 @@ def test_float32_trains_end_to_end(cell, norm):
     result = train(settings)
     assert result.outcome != "diverged"
     assert {"train/loss", "eval/loss", "lyap/top", "grad/trunc_cosine"} <= set(result.final)
+
+
+# ---------------------------------------------------------------- the backends
+
+
+@pytest.mark.usefixtures("on_backend")
+@pytest.mark.parametrize("cfg", [("rnn", "none", "sigmoid"), *CELL_CONFIGS], ids=["rnn", *CELL_IDS])
+def test_predict_is_forward_without_the_cache(cfg):
+    """Evaluation's forward pass: the same outputs, the per-step arrays of one step only (one workspace reused)."""
+    cell, norm, activation = cfg
+    params, x, h0 = make_cell_model(cell, norm, T, B, D, H, O)
+    model = dict(activation=activation, cell=cell, norm=norm, h0=h0 if cell != "rnn" or norm != "none" else None)
+    workspace = nn.Workspace()
+    expected, _ = nn.forward(params, x, **model)
+    np.testing.assert_array_equal(nn.predict(params, x, **model, workspace=workspace), expected)
+    step_arrays = {"lstm": "gates", "gru": "gates", "rnn": "a_hat"}[cell]
+    if norm != "none" or cell != "rnn":
+        assert workspace._buffers[step_arrays].shape[0] == 1
+    np.testing.assert_array_equal(nn.predict(params, x, **model, workspace=workspace), expected)
+
+
+@pytest.mark.skipif("numba" not in backend.available(), reason=NO_NUMBA)
+@pytest.mark.parametrize("cell, norm, activation, truncation", [
+    ("rnn", "none", "tanh", None), ("rnn", "none", "relu", 4), ("lstm", "none", "tanh", None),
+    ("gru", "none", "tanh", 4), ("rnn", "layer", "sigmoid", None), ("rnn", "batch", "tanh", None)])
+def test_the_backends_give_the_same_metrics_on_a_short_run(cell, norm, activation, truncation):
+    """Same seed, same machine: the numba and numpy backends agree closely, not bit for bit. Their
+    products and nonlinearities round differently (nn.backend), and training carries those last-bit
+    differences further with every step: over 20 steps they stay within 1e-9 of each other."""
+    settings = run_config("task.name=adding", "task.seq_len=12", "model.hidden_size=8", f"model.cell={cell}",
+                          f"model.norm={norm}", f"model.activation={activation}", "optim.lr=0.01", "train.steps=20",
+                          "train.eval_interval=10", "train.diag_interval=10", f"bptt.truncation={truncation or 'null'}",
+                          "train.verbose=false")
+    results = {}
+    for name in ("numpy", "numba"):
+        with backend.using(name):
+            results[name] = train(settings)
+    numpy_run, numba_run = results["numpy"].final, results["numba"].final
+    assert numpy_run.keys() == numba_run.keys()
+    for key, value in numpy_run.items():
+        assert numba_run[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert results["numpy"].outcome == results["numba"].outcome
+
+
+@pytest.mark.skipif("numba" not in backend.available(), reason=NO_NUMBA)
+def test_compiled_nonlinearities_are_within_rounding_of_numpys():
+    from rnngrad.nn import kernels
+
+    rng = np.random.default_rng(9)
+    x = np.concatenate([rng.uniform(-25, 25, 200_000), rng.uniform(-1e-3, 1e-3, 10_000), 10.0 ** rng.uniform(-300, 2, 10_000),
+                        [0.0, -0.0, 1e-310, 19.0, 20.0, 21.0, 700.0, 709.0, np.inf, -np.inf]])
+    x = np.concatenate([x, -x])
+    with np.errstate(over="ignore"):
+        references = {"tanh": np.tanh(x), "sigmoid": 1.0 / (1.0 + np.exp(-x))}
+    for activation, expected in references.items():
+        y = x.copy()[None]
+        kernels.add_activate(y, np.zeros_like(y), kernels.ACTIVATION_CODES[activation])
+        error = np.abs(y[0] - expected)
+        # below 1.3e-308 (sigmoid of a < -709, where numpy's e^-a overflows to a result of 0) absolutely
+        assert np.all((error <= 5e-16 * np.abs(expected)) | (error < 1.3e-308)), activation
+        y = np.array([[np.nan]])
+        kernels.add_activate(y, np.zeros_like(y), kernels.ACTIVATION_CODES[activation])
+        assert np.isnan(y[0, 0])
+
+
+def test_the_backend_is_selectable_and_reported():
+    with backend.using("numpy"):
+        assert backend.name() == nn.backend_name() == "numpy"
+        assert backend.kernels() is None
+        with backend.using("auto") as name:
+            assert name == backend.name() == backend.available()[-1]
+        assert backend.name() == "numpy"
+    with pytest.raises(ValueError, match="auto, numpy, numba"):
+        backend.select("cuda")
+
+
+def test_without_numba_auto_falls_back_to_numpy(monkeypatch):
+    monkeypatch.setattr(backend, "_numba_kernels", lambda: None)
+    with backend.using("auto") as name:
+        assert name == "numpy" and backend.available() == ("numpy",)
+        params = core.init_params(D, H, O, init="gaussian", rng=0)
+        out, cache = core.forward(params, np.ones((T, B, D)), activation="tanh")
+        core.backward(params, cache, np.ones((T, B, O)))
+    with pytest.raises(ImportError, match="numba"):
+        backend.select("numba")
+
+
+@pytest.mark.parametrize("choice", ["numpy", "auto"])
+def test_the_environment_chooses_the_backend(choice, monkeypatch):
+    monkeypatch.setenv(backend.ENV, choice)
+    code = "from rnngrad.nn import model; print(model.backend_name())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == (backend.available()[-1] if choice == "auto" else "numpy")

@@ -88,3 +88,36 @@ def test_make_loss_and_bad_inputs():
         mse(out, out[..., :1], mask)
     with pytest.raises(ValueError, match=r"\(T, B, O\)"):
         mse(out[0], out[0], mask)
+
+
+def losses_over_every_step(out, y, mask):
+    """The losses computed at every step, masked afterwards (ee16401): what restricting to the steps that
+    carry loss must reproduce bit for bit."""
+    scale = out.shape[2] * mask.sum()
+    diff = (out - y[0]) * mask[..., None]
+    mse_value = (np.sum(diff * (out - y[0])) / scale, 2.0 * diff / scale)
+    shifted = out - out.max(axis=2, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+    count = mask.sum()
+    dout = np.exp(log_probs)
+    np.put_along_axis(dout, y[1][..., None], np.take_along_axis(dout, y[1][..., None], axis=2) - 1.0, axis=2)
+    dout *= mask[..., None] / count
+    xent_value = (-np.sum(mask * np.take_along_axis(log_probs, y[1][..., None], axis=2)[..., 0]) / count, dout)
+    return {"mse": mse_value, "xent": xent_value}
+
+
+@pytest.mark.parametrize("steps", ["last", "some", "all"])
+@pytest.mark.parametrize("shape", [(40, 32, 4), (23, 20, 3), (7, 5, 1)])
+def test_losses_at_the_loss_steps_only_are_bit_for_bit_the_full_ones(steps, shape):
+    rng = np.random.default_rng(2)
+    T, B, O = shape
+    out = rng.normal(size=shape) * 3
+    y = (rng.normal(size=shape), rng.integers(0, O, size=(T, B)))
+    mask = {"last": np.eye(T)[-1][:, None] * np.ones(B), "some": (rng.uniform(size=(T, 1)) < 0.3) * np.ones(B),
+            "all": np.ones((T, B))}[steps]
+    mask[-1] = 1.0
+    expected = losses_over_every_step(out, y, mask)
+    for name, target in (("mse", y[0]), ("xent", y[1])):
+        loss, dout = make_loss(name)(out, target, mask)
+        assert loss == expected[name][0], name
+        np.testing.assert_array_equal(dout, expected[name][1], err_msg=name)

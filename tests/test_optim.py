@@ -118,3 +118,47 @@ def test_bad_inputs_raise():
         SGD(0.1).step(params(), {"w": np.zeros(2)})
     with pytest.raises(ValueError, match="shape"):
         SGD(0.1).step(params(), {"w": np.zeros(3), "b": np.zeros(1)})
+
+
+def reference_deltas(name, lr, state, key, g):
+    """The docstrings' formulas, one key at a time and allocating (ee16401's optimizers)."""
+    if name == "sgd":
+        return lr * g
+    if name in ("momentum", "nesterov"):
+        buf = state.setdefault(key, np.zeros(g.shape))
+        buf *= 0.9
+        buf += g
+        return lr * (g + 0.9 * buf if name == "nesterov" else buf)
+    if name == "rmsprop":
+        v = state.setdefault(key, np.zeros(g.shape))
+        v *= 0.99
+        v += (1 - 0.99) * g * g
+        return lr * g / (np.sqrt(v) + 1e-8)
+    s = state.setdefault(key, {"n": 0, "m": np.zeros(g.shape), "v": np.zeros(g.shape)})
+    s["n"] += 1
+    s["m"] *= 0.9
+    s["m"] += (1 - 0.9) * g
+    s["v"] *= 0.999
+    s["v"] += (1 - 0.999) * g * g
+    return lr * (s["m"] / (1 - 0.9 ** s["n"])) / (np.sqrt(s["v"] / (1 - 0.999 ** s["n"])) + 1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam"])
+def test_the_flat_in_place_update_is_the_per_key_formula_bit_for_bit(name, dtype):
+    """A key that joins later takes its own steps (Adam's bias correction), the others keep their state."""
+    rng = np.random.default_rng(3)
+    opt = make_optimizer("momentum", 0.01, nesterov=True) if name == "nesterov" else make_optimizer(name, 0.01)
+    p = {"W": rng.normal(size=(4, 6)).astype(dtype), "b": rng.normal(size=6).astype(dtype)}
+    expected, state = {k: v.copy() for k, v in p.items()}, {}
+    for step in range(25):
+        if step == 10:
+            p["c"] = rng.normal(size=3).astype(dtype)
+            expected["c"] = p["c"].copy()
+        g = {k: rng.normal(size=v.shape).astype(dtype) for k, v in p.items()}
+        opt.step(p, g)
+        for key in expected:
+            expected[key] -= reference_deltas(name, 0.01, state, key, g[key])
+    for key in p:
+        assert p[key].dtype == dtype
+        np.testing.assert_array_equal(p[key], expected[key], err_msg=key)
