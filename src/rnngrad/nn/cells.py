@@ -331,15 +331,35 @@ def _states(initial: np.ndarray, n: int, workspace, name: str) -> np.ndarray:
     return states
 
 
-def _lstm_forward(params, xu, cache, n, workspace):
-    T, B, G = xu.shape
+def _input_projection(params, x, workspace, bias: bool = True):
+    """xu (T, B, G) = x_t U (+ b): the input path of every step at once, for the numpy loops (the kernels
+    form each step's as they go, rather than write and read back a (T, B, G) array)."""
+    T, B, D = x.shape
+    xu = buffer(workspace, "xu", (T, B, params["U"].shape[1]), x.dtype)
+    np.matmul(x.reshape(T * B, D), params["U"], out=xu.reshape(T * B, -1))
+    if bias:
+        xu += params["b"]
+    return xu
+
+
+def _kernel_inputs(params, x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x, U and W as the kernels take them (C-contiguous), and a (B, G) scratch for x_t U."""
+    U = np.ascontiguousarray(params["U"])
+    return np.ascontiguousarray(x), U, np.ascontiguousarray(params["W"]), np.empty((x.shape[1], U.shape[1]), dtype=x.dtype)
+
+
+def _lstm_forward(params, x, cache, n, workspace):
+    T, B, _ = x.shape
+    G = params["U"].shape[1]
     h, c = _states(cache["h0"], T, workspace, "h"), _states(cache["c0"], n, workspace, "c")
-    gates = buffer(workspace, "gates", (n, B, G), xu.dtype)
-    tanh_c = buffer(workspace, "tanh_c", (n, B, G // 4), xu.dtype)
+    gates = buffer(workspace, "gates", (n, B, G), x.dtype)
+    tanh_c = buffer(workspace, "tanh_c", (n, B, G // 4), x.dtype)
     kernels = backend.kernels()
     if kernels is not None:
-        kernels.lstm_forward(xu, h, c, gates, tanh_c, np.ascontiguousarray(params["W"]))
+        x, U, W, xu = _kernel_inputs(params, x)
+        kernels.lstm_forward(x, U, params["b"], h, c, gates, tanh_c, W, xu)
     else:
+        xu = _input_projection(params, x, workspace)
         for t in range(T):
             out = (h[t + 1], c[(t + 1) % (n + 1)], gates[t % n], tanh_c[t % n])
             lstm_step_forward(xu[t], h[t], c[t % (n + 1)], params, out=out)
@@ -374,15 +394,18 @@ def _lstm_grads(params, cache, pieces):
     }
 
 
-def _gru_forward(params, xu, cache, n, workspace):
-    T, B, G = xu.shape
+def _gru_forward(params, x, cache, n, workspace):
+    T, B, _ = x.shape
+    G = params["U"].shape[1]
     h = _states(cache["h0"], T, workspace, "h")
-    gates = buffer(workspace, "gates", (n, B, G), xu.dtype)
-    hw_n = buffer(workspace, "hw_n", (n, B, G // 3), xu.dtype)
+    gates = buffer(workspace, "gates", (n, B, G), x.dtype)
+    hw_n = buffer(workspace, "hw_n", (n, B, G // 3), x.dtype)
     kernels = backend.kernels()
     if kernels is not None:
-        kernels.gru_forward(xu, h, gates, hw_n, np.ascontiguousarray(params["W"]), params["bw"], np.empty((B, G), xu.dtype))
+        x, U, W, xu = _kernel_inputs(params, x)
+        kernels.gru_forward(x, U, params["b"], h, gates, hw_n, W, params["bw"], np.empty((B, G), x.dtype), xu)
     else:
+        xu = _input_projection(params, x, workspace)
         for t in range(T):
             gru_step_forward(xu[t], h[t], params, out=(h[t + 1], gates[t % n], hw_n[t % n]))
     return {"s": h[1:], "s_prev": h[:-1], "gates": gates, "hw_n": hw_n}
@@ -419,17 +442,20 @@ def _gru_grads(params, cache, pieces):
     }
 
 
-def _norm_forward(params, xu, cache, n, workspace):
-    T, B, H = xu.shape
+def _norm_forward(params, x, cache, n, workspace):
+    T, B, _ = x.shape
+    H = params["W"].shape[0]
     norm, activation = cache.spec.norm, cache.spec.activation
     s = _states(cache["h0"], T, workspace, "h")
-    a_hat = buffer(workspace, "a_hat", (n, B, H), xu.dtype)
-    rstd = buffer(workspace, "rstd", (n, B, 1) if norm == "layer" else (n, 1, H), xu.dtype)
+    a_hat = buffer(workspace, "a_hat", (n, B, H), x.dtype)
+    rstd = buffer(workspace, "rstd", (n, B, 1) if norm == "layer" else (n, 1, H), x.dtype)
     kernels = backend.kernels()
     if kernels is not None:
-        kernels.norm_forward(xu, s, a_hat, rstd, np.ascontiguousarray(params["W"]), params["g"], params["b"],
-                             kernels.NORM_CODES[norm], kernels.ACTIVATION_CODES[activation], NORM_EPS)
+        x, U, W, xu = _kernel_inputs(params, x)
+        kernels.norm_forward(x, U, s, a_hat, rstd, W, params["g"], params["b"], kernels.NORM_CODES[norm],
+                             kernels.ACTIVATION_CODES[activation], NORM_EPS, xu)
     else:
+        xu = _input_projection(params, x, workspace, bias=False)  # the normalized rnn adds b after normalizing
         for t in range(T):
             norm_step_forward(xu[t], s[t], params, norm=norm, activation=activation, out=(s[t + 1], a_hat[t % n], rstd[t % n]))
     return {"s": s[1:], "s_prev": s[:-1], "a_hat": a_hat, "rstd": rstd}
@@ -469,7 +495,7 @@ def _WT(params) -> np.ndarray:
 
 class _CellPath(NamedTuple):
     n_parts: int  # state parts P
-    forward: Callable  # (params, xu, cache, n, workspace) -> the cache's arrays
+    forward: Callable  # (params, x, cache, n, workspace) -> the cache's arrays
     local: Callable  # (cache) -> the local derivatives of all steps
     backprop_step: Callable  # (params, cache, local_t, g) -> (g_prev, pieces)
     grads: Callable  # (params, cache, pieces) -> the parameter gradients but V and c
@@ -541,12 +567,7 @@ def _run(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str |
     _check_batch_norm(norm, B)
     cache = Cache(spec, {"x": x, **_initial_state(h0, cell, B, H, dtype)})
 
-    # every x_t U at once: the input path does not depend on the recurrence
-    xu = buffer(workspace, "xu", (T, B, params["U"].shape[1]), dtype)
-    np.matmul(x.reshape(T * B, D), params["U"], out=xu.reshape(T * B, -1))
-    if cell != "rnn":  # the normalized rnn adds b after the normalization
-        xu += params["b"]
-    cache.arrays.update(_CELL_PATHS[cell].forward(params, xu, cache, T if keep else 1, workspace))
+    cache.arrays.update(_CELL_PATHS[cell].forward(params, x, cache, T if keep else 1, workspace))
     out = (cache["s"].reshape(T * B, H) @ params["V"]).reshape(T, B, O)
     out += params["c"]
     return out, cache

@@ -1,10 +1,12 @@
 """The numba backend (see nn.backend): every cell's per-step loops, forward and backward, compiled.
 
 Each kernel runs the recurrence of one sequence function of `nn.rnn` or `nn.cells` in place, on the
-arrays that function allocated: one product per step (numba's np.dot, i.e. scipy's BLAS, without
-numpy's per-call overhead) and a few fused loops over the step's elements (the nonlinearities, the
-gates, their derivatives). What does not depend on the recurrence (the input and output products, the
-weight gradients) stays outside, in numpy (the weight gradients through `matmul`). Arrays are
+arrays that function allocated: the step's products (numba's np.dot, i.e. scipy's BLAS, without
+numpy's per-call overhead) and a few fused loops over its elements (the nonlinearities, the gates,
+their derivatives). The cells form their input path x_t U step by step too: the numpy loops' (T, B, G)
+array of all steps, written and read back, cost more than the products. The rest (the vanilla RNN's
+input product, the outputs, the weight gradients) stays outside, in numpy (the weight gradients
+through `matmul`). Arrays are
 time-major and C-contiguous, float64 or float32 alike; float32 arithmetic stays float32, except inside
 the nonlinearities, which compute in float64 and round once.
 
@@ -313,25 +315,27 @@ def _rnn_bptt_full(ds, da, s, WT, act, loss_steps, carry):
 
 
 @jit
-def lstm_forward(xu, h, c, gates, tanh_c, W):
-    """LSTM steps (nn.cells.lstm_step_forward). xu (T, B, 4H) = x_t U + b; h (T + 1, B, H) with h[0] = h0,
-    h_t at t + 1 on return; c (n + 1, B, H) with c[0] = c0; gates (n, B, 4H) = [i f g o] after their
-    nonlinearities and tanh_c (n, B, H); W (H, 4H)."""
+def lstm_forward(x, U, b, h, c, gates, tanh_c, W, xu):
+    """LSTM steps (nn.cells.lstm_step_forward). x (T, B, D); U (D, 4H), b (4H,); h (T + 1, B, H) with
+    h[0] = h0, h_t at t + 1 on return; c (n + 1, B, H) with c[0] = c0; gates (n, B, 4H) = [i f g o] after
+    their nonlinearities and tanh_c (n, B, H); W (H, 4H); xu (B, 4H) scratch for x_t U."""
     n_c, n = c.shape[0], gates.shape[0]
-    for t in range(xu.shape[0]):
+    for t in range(x.shape[0]):
+        np.dot(x[t], U, xu)
         np.dot(h[t], W, gates[t % n])
-        _lstm_gates(gates[t % n], xu[t])
+        _lstm_gates(gates[t % n], xu, b)
         _lstm_state(gates[t % n], c[t % n_c], c[(t + 1) % n_c], tanh_c[t % n], h[t + 1])
 
 
 @jit
-def _lstm_gates(gates, xu):
-    """gates (B, 4H): h_{t-1} W on entry, [i f g o] = [sigmoid sigmoid tanh sigmoid](h_{t-1} W + xu) on return."""
+def _lstm_gates(gates, xu, bias):
+    """gates (B, 4H): h_{t-1} W on entry, [i f g o] = [sigmoid sigmoid tanh sigmoid](h_{t-1} W + (x_t U + b))
+    on return; xu (B, 4H) = x_t U, bias (4H,) = b."""
     H = gates.shape[1] // 4
     for b in range(gates.shape[0]):
         row, x = gates[b], xu[b]
         for j in range(4 * H):
-            row[j] = squash(row[j] + x[j], 2 * H <= j < 3 * H)
+            row[j] = squash(row[j] + (x[j] + bias[j]), 2 * H <= j < 3 * H)
 
 
 @jit
@@ -394,27 +398,29 @@ def _lstm_step_back(dh, dc_next, gates, c_prev, tanh_c, dgates, dc_total):
 
 
 @jit
-def gru_forward(xu, h, gates, hw_n, W, bw, hw):
-    """GRU steps (nn.cells.gru_step_forward). xu (T, B, 3H) = x_t U + b; h (T + 1, B, H) with h[0] = h0;
-    gates (n, B, 3H) = [r z n] and hw_n (n, B, H) = h_{t-1} W_n + bw_n; W (H, 3H); bw (3H,); hw (B, 3H) scratch."""
+def gru_forward(x, U, b, h, gates, hw_n, W, bw, hw, xu):
+    """GRU steps (nn.cells.gru_step_forward). x (T, B, D); U (D, 3H), b (3H,); h (T + 1, B, H) with
+    h[0] = h0; gates (n, B, 3H) = [r z n] and hw_n (n, B, H) = h_{t-1} W_n + bw_n; W (H, 3H); bw (3H,);
+    hw (B, 3H) and xu (B, 3H) scratch for h_{t-1} W and x_t U."""
     n = gates.shape[0]
-    for t in range(xu.shape[0]):
+    for t in range(x.shape[0]):
+        np.dot(x[t], U, xu)
         np.dot(h[t], W, hw)
-        _gru_cell(hw, bw, xu[t], h[t], gates[t % n], hw_n[t % n], h[t + 1])
+        _gru_cell(hw, bw, xu, b, h[t], gates[t % n], hw_n[t % n], h[t + 1])
 
 
 @jit
-def _gru_cell(hw, bw, xu, h_prev, gates, hw_n, h):
-    """One GRU step's elementwise part; hw (B, 3H) = h_{t-1} W."""
+def _gru_cell(hw, bw, xu, bias, h_prev, gates, hw_n, h):
+    """One GRU step's elementwise part; hw (B, 3H) = h_{t-1} W, xu (B, 3H) = x_t U, bias (3H,) = b."""
     H = h.shape[1]
     for b in range(h.shape[0]):
         rz, n, hw_b, x = gates[b, : 2 * H], gates[b, 2 * H :], hw[b], xu[b]
         for j in range(2 * H):
-            rz[j] = sigmoid(x[j] + (hw_b[j] + bw[j]))
+            rz[j] = sigmoid((x[j] + bias[j]) + (hw_b[j] + bw[j]))
         for j in range(H):
             hw_n[b, j] = hw_b[2 * H + j] + bw[2 * H + j]
         for j in range(H):
-            n[j] = tanh(rz[j] * hw_n[b, j] + x[2 * H + j])
+            n[j] = tanh(rz[j] * hw_n[b, j] + (x[2 * H + j] + bias[2 * H + j]))
         for j in range(H):
             h[b, j] = (h_prev[b, j] - n[j]) * rz[H + j] + n[j]  # (1 - z) n + z h_{t-1}
 
@@ -462,16 +468,17 @@ def _gru_step_back(dh, gates, hw_n, h_prev, dhw, dn_x, dh_z):
 
 
 @jit
-def norm_forward(xu, s, a_hat, rstd, W, gain, bias, norm, act, eps):
-    """Normalized RNN steps (nn.cells.norm_step_forward). xu (T, B, H) = x_t U; s (T + 1, B, H) with
+def norm_forward(x, U, s, a_hat, rstd, W, gain, bias, norm, act, eps, xu):
+    """Normalized RNN steps (nn.cells.norm_step_forward). x (T, B, D); U (D, H); s (T + 1, B, H) with
     s[0] = h0; a_hat (n, B, H); rstd (n, B, 1) for layer, (n, 1, H) for batch; W (H, H); gain, bias (H,);
-    eps: added to the variance."""
+    eps: added to the variance; xu (B, H) scratch for x_t U."""
     n = a_hat.shape[0]
-    sums = np.empty(xu.shape[2], dtype=xu.dtype)  # batch norm's per-unit sums
-    for t in range(xu.shape[0]):
+    sums = np.empty(W.shape[0], dtype=W.dtype)  # batch norm's per-unit sums
+    for t in range(x.shape[0]):
         a = a_hat[t % n]
+        np.dot(x[t], U, xu)
         np.dot(s[t], W, a)
-        add(a, xu[t])
+        add(a, xu)
         if norm == LAYER:
             _normalize_rows(a, rstd[t % n], eps)
         else:
