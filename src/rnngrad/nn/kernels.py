@@ -233,6 +233,26 @@ def begin_step(g, start, ds, loss_steps, t, k):
 
 
 @jit
+def piece_targets(single, total_a, total_b, part_a, part_b):
+    """Where the windows write their two pieces (per-step gradient sources) at a step: straight into the
+    step's totals when one window is open, else into the scratch parts, which `accumulate` adds to the
+    totals (zeroed here)."""
+    if single:
+        return total_a, total_b
+    total_a[...] = 0.0
+    total_b[...] = 0.0
+    return part_a, part_b
+
+
+@jit
+def accumulate(single, total_a, total_b, part_a, part_b):
+    """Add a window's parts to the step's totals, unless it wrote them there itself (piece_targets)."""
+    if not single:
+        add(total_a, part_a)
+        add(total_b, part_b)
+
+
+@jit
 def continues(u, t, k):
     """Whether the window that began at loss step u goes on from the state at t to the one at t - 1."""
     return k == 0 or u - t < k - 1
@@ -360,15 +380,14 @@ def lstm_backward(ds, dc, dgates, gates, c_prev, tanh_c, WT, loss_steps, k, g, s
     dL/d[i f g o] before the nonlinearities; gates, c_prev, tanh_c: the forward's; WT = W^T (4H, H);
     g (n, 2, B, H): the windows' dL/dh and dL/dc; part (B, 4H), dc_part (B, H) scratch."""
     for t in range(ds.shape[0] - 1, -1, -1):
-        begin_step(g, start, ds, loss_steps, t, k)
-        dgates[t], dc[t] = 0.0, 0.0
+        single = begin_step(g, start, ds, loss_steps, t, k) == 1
+        d_gates, d_c = piece_targets(single, dgates[t], dc[t], part, dc_part)
         for w in range(start.size):
             if start[w] >= 0:
-                _lstm_step_back(g[w, 0], g[w, 1], gates[t], c_prev[t], tanh_c[t], part, dc_part)
-                dgates[t] += part
-                dc[t] += dc_part
+                _lstm_step_back(g[w, 0], g[w, 1], gates[t], c_prev[t], tanh_c[t], d_gates, d_c)
+                accumulate(single, dgates[t], dc[t], part, dc_part)
                 if t > 0 and continues(start[w], t, k):
-                    np.dot(part, WT, g[w, 0])
+                    np.dot(d_gates, WT, g[w, 0])
         close_windows(start, t, k)
 
 
@@ -549,19 +568,18 @@ def norm_backward(ds, da, dy, a_hat, rstd, s, gain, WT, norm, act, loss_steps, k
     forward's; WT = W^T (H, H); g (n, 1, B, H); da_part, dy_part (B, H) scratch."""
     m1, m2 = np.empty(ds.shape[2], dtype=ds.dtype), np.empty(ds.shape[2], dtype=ds.dtype)
     for t in range(ds.shape[0] - 1, -1, -1):
-        begin_step(g, start, ds, loss_steps, t, k)
-        da[t], dy[t] = 0.0, 0.0
+        single = begin_step(g, start, ds, loss_steps, t, k) == 1
+        d_a, d_y = piece_targets(single, da[t], dy[t], da_part, dy_part)
         for w in range(start.size):
             if start[w] >= 0:
-                times_dactivation(dy_part, g[w, 0], s[t], act)
+                times_dactivation(d_y, g[w, 0], s[t], act)
                 if norm == LAYER:
-                    _normalize_rows_back(dy_part, gain, a_hat[t], rstd[t], da_part)
+                    _normalize_rows_back(d_y, gain, a_hat[t], rstd[t], d_a)
                 else:
-                    _normalize_columns_back(dy_part, gain, a_hat[t], rstd[t], da_part, m1, m2)
-                add(da[t], da_part)
-                add(dy[t], dy_part)
+                    _normalize_columns_back(d_y, gain, a_hat[t], rstd[t], d_a, m1, m2)
+                accumulate(single, da[t], dy[t], da_part, dy_part)
                 if t > 0 and continues(start[w], t, k):
-                    np.dot(da_part, WT, g[w, 0])
+                    np.dot(d_a, WT, g[w, 0])
         close_windows(start, t, k)
 
 
