@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from rnngrad import core
+from rnngrad.nn import model
 
 
 @pytest.fixture
@@ -13,3 +14,10 @@ def small_rnn():
     params["c"] = rng.normal(0, 0.3, 2)
     x = rng.normal(size=(7, 3, 3))
     return params, x
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """Compile (or load) the numba kernels once, before any test starts a subprocess that would compile them
+    on its own: on a fresh clone that takes about half a minute, longer than some tests wait for a run."""
+    model.warm_up()
