@@ -9,6 +9,7 @@ from clihelpers import TINY, run_cli, runs, split_sweep
 
 from rnngrad import store
 from rnngrad.app.tracking import loggable_overrides
+from rnngrad.nn.model import backend_name
 
 METRICS = {"train/loss", "eval/loss", "eval/accuracy", "grad/norm", "grad/clipped", "grad/ds_first",
            "grad/ds_last", "grad/decay_rate", "spectral/radius", "spectral/sigma_max", "act/saturation",
@@ -28,6 +29,7 @@ def test_single_run_logs_params_tags_metrics_and_artifacts(tmp_path):
     assert (p["model.activation"], p["task.seq_len"], p["clip.mode"], p["bptt.truncation"], p["seed"]) == \
         ("tanh", "8", "norm", "3", "3")
     assert p["model.spectral_radius"] == "null" and p["task.name"] == "adding"
+    assert p["backend"] == backend_name()  # the subprocess resolves $RNNGRAD_BACKEND as this one does
     tags = run.data.tags
     assert tags["outcome"] in ("solved", "unsolved") and len(tags["config_hash"]) == 16
     assert "clip=norm" in tags["hydra.overrides"] and "mlflow.parentRunId" not in tags
@@ -60,13 +62,16 @@ def test_single_run_logs_params_tags_metrics_and_artifacts(tmp_path):
 
 @pytest.mark.slow
 def test_metric_every_thins_the_scalars_but_not_the_parquet(tmp_path):
-    proc = run_cli(tmp_path, *TINY, "train.steps=23", "train.eval_interval=7", "tracking.metric_every=5")
+    proc = run_cli(tmp_path, *TINY, "train.steps=23", "train.eval_interval=7", "tracking.metric_every=5",
+                   "tracking.through_time_points=3")
     assert proc.returncode == 0, proc.stderr
     client, (run,) = runs(tmp_path)
     steps = lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)]  # noqa: E731
     # every 5th step, every evaluation/diagnostic step (7, 14, 21 and 10, 20) and the last step
     assert steps("train/loss") == [0, 5, 7, 10, 14, 15, 20, 21, 23]
     assert steps("eval/loss") == [0, 7, 14, 21, 23]
+    # the through-time curves at 3 of the T = 8 time steps, first and last included
+    assert steps("grad_through_time/step_23") == [1, 5, 8]
     frame = pd.read_parquet(client.download_artifacts(run.info.run_id, "grad_norms.parquet", str(tmp_path)))
     assert sorted(frame.step.unique()) == list(range(24))
 

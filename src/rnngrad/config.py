@@ -119,6 +119,7 @@ class TrackingConfig:
     experiment: str = "rnngrad"
     skip_completed: bool = True  # a rerun skips configurations that already have a FINISHED run
     through_time_checkpoints: int = 3
+    through_time_points: int = 25  # of each checkpoint's T norms, at most this many t go to MLflow as metrics
     metric_every: int = 50  # per-step scalars to MLflow every N steps (and at every eval/diagnostic step)
     flush_seconds: float = 10.0
 
@@ -167,6 +168,7 @@ def _range_errors(cfg: DictConfig) -> list[str]:
         *_require(tk.metric_every >= 1, "tracking.metric_every", ">= 1", tk.metric_every),
         *_require(tk.through_time_checkpoints >= 1, "tracking.through_time_checkpoints", ">= 1",
                   tk.through_time_checkpoints),
+        *_require(tk.through_time_points >= 2, "tracking.through_time_points", ">= 2", tk.through_time_points),
     ]
 
 

@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnngrad import config as config_mod
+from rnngrad.nn.model import backend_name
 from rnngrad.store import PROJECT_ROOT, StoreError, credentials_to_environment, resolve_uri
 from rnngrad.training import Callback, make_run_task, train
 
@@ -71,9 +72,13 @@ def run(cfg: DictConfig) -> dict:
     data = tracking.loggable_config(cfg)
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     tags = {"config_hash": chash, "hydra.overrides": tracking.loggable_overrides(overrides)}
-    run_id = tracking.start_run(client, exp_id, name, config_mod.flatten(data), tags, parent_id)
+    # which implementation ran the recurrences (numpy or numba: nn.backend) is part of what a run is, though
+    # not of its configuration: the two agree to rounding, not bit for bit
+    params = dict(config_mod.flatten(data), backend=backend_name())
+    run_id = tracking.start_run(client, exp_id, name, params, tags, parent_id)
     logger = tracking.MlflowLogger(
-        client, run_id, checkpoints=cfg.tracking.through_time_checkpoints, flush_seconds=cfg.tracking.flush_seconds,
+        client, run_id, checkpoints=cfg.tracking.through_time_checkpoints,
+        points=cfg.tracking.through_time_points, flush_seconds=cfg.tracking.flush_seconds,
         metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)), run_name=name,
     )
     interrupts = Interrupts()

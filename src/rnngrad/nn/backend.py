@@ -14,8 +14,8 @@ values, as np.tanh is within 1). A training run is chaotic enough to carry such 
 last bit to every digit within a few hundred steps: runs on the two backends agree closely over a few
 dozen steps, and afterwards only in distribution (as runs on two BLAS kernels or CPUs already do).
 
-scipy's OpenBLAS is loaded when the backend first resolves to numba, and takes the thread count numpy's
-BLAS has at that moment (nn.kernels); a threadpoolctl limit entered later covers both.
+scipy's OpenBLAS is loaded when the backend first resolves to numba and runs on one thread (nn.kernels
+says why); numpy's BLAS keeps its thread count; a threadpoolctl limit entered later covers both.
 """
 
 from __future__ import annotations
