@@ -2,7 +2,8 @@
 
 1. `check_job(cfg)` for every composed job, before anything exists: its configuration error, if
    any, its work (to launch the longest jobs first) and where it logs.
-2. `open_sweep(master_cfg, jobs, checks)`: fails naming the first bad job; otherwise creates the store
+2. `open_sweep(master_cfg, jobs, checks)`: fails naming the first bad job; otherwise compiles (or loads)
+   the numba kernels once for all workers (nn.model.warm_up), creates the store
    and the experiment once (processes creating them at once race inside MLflow), marks the runs whose
    process died as KILLED (their configurations run again), and opens the sweep's parent run.
 3. `Sweep.job_overrides()`: what hands each job the parent run and the experiment.
@@ -25,6 +26,7 @@ from omegaconf import DictConfig
 from rnngrad.app import tracking
 from rnngrad.app.main import EXPERIMENT_ENV, PARENT_ENV, checked
 from rnngrad.config import ConfigError
+from rnngrad.nn.model import warm_up
 from rnngrad.store import credentials_to_environment, redact, resolve_uri
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # recurrent (H, H) products per step, relative to the vanilla RNN
@@ -117,6 +119,9 @@ def open_sweep(master_cfg: DictConfig, jobs: list[list[str]], checks: list[JobCh
     if len(targets) != 1:
         raise ConfigError("all jobs of a sweep must log to the same tracking.uri and tracking.experiment")
     uri, experiment = targets.pop()
+    # compile the numba kernels into their on-disk cache here, once, rather than in every worker at
+    # once (about half a minute each on a fresh clone); with the cache warm this takes about a second
+    warm_up()
     uri = credentials_to_environment(uri)
     exp_id = tracking.prepare_store(uri, experiment)
     client = MlflowClient(uri)
