@@ -95,3 +95,27 @@ def test_degenerate_inputs_still_give_a_figure(tmp_path):
 def test_bad_input_is_refused(steps, norms, message):
     with pytest.raises(ValueError, match=message):
         hm.grad_heatmap(np.asarray(steps), np.asarray(norms, dtype=float))
+
+
+def test_the_process_figure_redrawn_for_a_run_is_the_fresh_figure_of_that_run(tmp_path):
+    """save_grad_heatmap reuses one figure per process: what an earlier run left on it (another shape,
+    range, title, blank cells) must not show in the next run's PNG."""
+    rng = np.random.default_rng(0)
+    earlier = (np.arange(0, 40, 2), 10.0 ** rng.uniform(-9, 3, (20, 7)))
+    earlier[1][3, 2] = np.nan
+    later = (np.arange(0, 1001), 10.0 ** rng.uniform(-2, 0, (1001, 50)))
+    hm.save_grad_heatmap(tmp_path / "earlier.png", *earlier, title="adding-T7-relu-identity-s1")
+    hm.save_grad_heatmap(tmp_path / "reused.png", *later, title="adding-T50-tanh-orthogonal-s0")
+    hm.grad_heatmap(*later, title="adding-T50-tanh-orthogonal-s0").savefig(tmp_path / "fresh.png", pil_kwargs=hm.PNG)
+    np.testing.assert_array_equal(imread(tmp_path / "reused.png"), imread(tmp_path / "fresh.png"))
+    assert not np.array_equal(imread(tmp_path / "earlier.png"), imread(tmp_path / "fresh.png"))
+
+
+def test_a_refused_input_leaves_the_process_figure_as_it_was(tmp_path):
+    steps, norms = np.arange(3), np.ones((3, 4))
+    hm.save_grad_heatmap(tmp_path / "a.png", steps, norms, title="a")
+    with pytest.raises(ValueError, match="steps must increase evenly"):
+        hm.save_grad_heatmap(tmp_path / "b.png", np.array([0, 1, 3]), norms, title="b")
+    assert not (tmp_path / "b.png").exists()
+    hm.save_grad_heatmap(tmp_path / "c.png", steps, norms, title="a")
+    np.testing.assert_array_equal(imread(tmp_path / "a.png"), imread(tmp_path / "c.png"))
