@@ -11,7 +11,14 @@ TINY = ["task.seq_len=8", "model.hidden_size=8", "train.steps=20", "train.eval_i
         "train.diag_interval=10", "task.test_size=32", "train.verbose=false", "tracking.metric_every=1"]
 
 
+def nothing_stored(tmp_path: Path) -> bool:
+    """Whether the tests' store folder holds nothing: no database, no artifacts."""
+    return not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
+
+
 def store_uri(tmp_path: Path) -> str:
+    """The tests' store, in a folder of its own that exists (the project never creates a store's folder)."""
+    (tmp_path / "store").mkdir(exist_ok=True)
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 

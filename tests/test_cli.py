@@ -5,7 +5,7 @@ import io
 import pandas as pd
 import pytest
 import yaml
-from clihelpers import TINY, run_cli, runs, split_sweep
+from clihelpers import TINY, nothing_stored, run_cli, runs, split_sweep
 
 from rnngrad import store
 from rnngrad.app.tracking import loggable_overrides
@@ -115,7 +115,7 @@ def test_bad_overrides_fail_without_creating_anything(tmp_path, overrides, messa
     proc = run_cli(tmp_path, *TINY, *[o for o in overrides if o != "-m"], multirun=multirun)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
-    assert not (tmp_path / "store").exists()  # no store, no experiment, no run
+    assert nothing_stored(tmp_path)  # no store, no experiment, no run
 
 
 def test_uri_resolution_and_redaction(tmp_path, monkeypatch):
@@ -136,7 +136,7 @@ def test_a_grid_experiment_without_multirun_is_refused_naming_dash_m(tmp_path):
     assert proc.returncode == 2
     assert "experiment=seqlen is a sweep" in proc.stderr and "run it with -m" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "store").exists()  # no store, no experiment, no run
+    assert nothing_stored(tmp_path)  # no store, no experiment, no run
 
 
 @pytest.mark.slow

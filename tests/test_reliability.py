@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from clihelpers import TINY, run_cli, runs, split_sweep, store_uri
+from clihelpers import TINY, nothing_stored, run_cli, runs, split_sweep, store_uri
 from mlflow.tracking import MlflowClient
 
 from rnngrad.app import tracking
@@ -133,6 +133,7 @@ def test_same_seed_gives_identical_metrics_across_launchers(tmp_path):
     sweep = [*TINY, "model.activation=tanh,relu", "seed=0,1"]
     histories, job_files = [], []
     for launcher, store in (("joblib", "a"), ("basic", "b"), ("joblib", "c")):
+        (tmp_path / store).mkdir()
         uri = f"sqlite:///{tmp_path / store / 'mlflow.db'}"
         proc = run_cli(tmp_path, *sweep, f"hydra/launcher={launcher}", multirun=True, uri=uri)
         assert proc.returncode == 0, proc.stderr
@@ -170,6 +171,20 @@ def make_foreign(tmp_path):
     return f"sqlite:///{tmp_path / 'foreign.db'}"
 
 
+def make_missing_folder(tmp_path):
+    return f"sqlite:///{tmp_path / 'typo' / 'mlflow.db'}"
+
+
+def make_folder(tmp_path):
+    (tmp_path / "adir").mkdir()
+    return f"sqlite:///{tmp_path / 'adir'}"
+
+
+def make_under_file(tmp_path):
+    (tmp_path / "afile").write_text("")
+    return f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}"
+
+
 BAD_INPUT = [
     (["model.activation=softplus"], "expected one of [sigmoid, tanh, relu, linear]"),
     (["model.init=kaiming"], "expected one of [gaussian, xavier, he, orthogonal, identity, sparse]"),
@@ -199,6 +214,9 @@ BAD_INPUT = [
     (make_readonly, "is read-only"),
     (make_corrupt, "is not a SQLite database"),
     (make_foreign, "not an MLflow store; refusing to touch it"),
+    (make_missing_folder, "does not exist: create the directory or fix tracking.uri"),
+    (make_folder, "is a directory; name a database file in it"),
+    (make_under_file, "is a file, not a directory"),
 ]
 
 
@@ -217,7 +235,8 @@ def test_bad_input_fails_clearly_and_leaves_nothing_running(tmp_path, bad, messa
     assert "Traceback" not in output
     assert "s3cret" not in output  # credentials are never echoed
     assert time.monotonic() - start < 60  # fails fast, no retry loop
-    assert not (tmp_path / "store").exists()  # nothing created, so nothing left RUNNING
+    assert nothing_stored(tmp_path)  # nothing created, so nothing left RUNNING
+    assert not (tmp_path / "typo").exists() and list((tmp_path / "adir").glob("*")) == []
     if callable(bad) and bad is make_foreign:
         with sqlite3.connect(tmp_path / "foreign.db") as db:
             assert [r[0] for r in db.execute("select name from sqlite_master")] == ["songs"]

@@ -490,16 +490,29 @@ def test_runs_table_counts_outcomes_and_statuses_per_question():
 
 # the whole build
 
-def test_empty_experiment_and_missing_experiment_report_what_to_run(store, tmp_path):
+def test_an_empty_experiment_reports_what_to_run(store, tmp_path):
     create_experiment(store, "rnngrad")
     code, readme = build(store, tmp_path / "out")
     assert code == 0
     for question in sections.QUESTIONS:
         assert f"No runs with question={question}: `python -m rnngrad.train -m experiment={question} tracking.uri={store}`" in readme
     assert "Not drawn" in readme and not list((tmp_path / "out" / "figures").iterdir())
-    code, readme = build(store, tmp_path / "other", experiment="absent")
-    assert code == 0 and "the experiment does not exist in this store" in readme
-    assert "tracking.experiment=absent" in readme
+
+
+def test_a_missing_experiment_is_refused_naming_those_there_are_and_the_report_is_untouched(store, tmp_path, capsys):
+    create_experiment(store, "rnngrad")
+    create_experiment(store, "pilot")
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "README.md").write_text("the good report")
+    (out / "figures" / "a.png").write_bytes(b"png")
+    code, readme = build(store, out, experiment="rnngard")
+    assert code == 2 and readme == "the good report"
+    assert sorted(p.name for p in out.rglob("*")) == ["README.md", "a.png", "figures"]
+    err = capsys.readouterr().err
+    assert "no experiment 'rnngard'" in err and "'pilot'" in err and "'rnngrad'" in err
+    with pytest.raises(load.ExperimentNotFound, match="no experiment 'absent'"):
+        load.Study.open(store, "absent")
 
 
 def test_failed_build_leaves_the_old_report_and_a_good_one_keeps_other_files(store, tmp_path, monkeypatch):

@@ -106,7 +106,16 @@ def _check_sqlite(path: Path, must_exist: bool) -> None:
     if must_exist and not path.is_file():
         raise StoreNotFound(f"no MLflow store at {path}")
     if not must_exist:
-        folder = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+        # a writer creates the database file, never the folders above it: a mistyped path would
+        # otherwise start an empty store somewhere and the runs would seem lost
+        if path.is_dir():
+            raise StoreError(f"tracking store {path} is a directory; name a database file in it "
+                             f"(tracking.uri=sqlite:///{path / 'mlflow.db'})")
+        folder = path.parent
+        if not folder.is_dir():
+            what = "is a file, not a directory" if folder.exists() else "does not exist"
+            raise StoreError(f"the directory of tracking store {path} {what}: create the directory or fix "
+                             "tracking.uri (nothing is created for a path that may be mistyped)")
         if not (folder.stat().st_mode & 0o222) or not os.access(folder, os.W_OK):
             raise StoreError(f"tracking store directory {folder} is read-only: cannot write {path.name} there")
     if not path.exists() or path.stat().st_size == 0:
@@ -140,7 +149,8 @@ def check_store(uri: str, *, must_exist: bool = False) -> None:
     """Fail fast, before anything is written, when the store cannot work.
 
     SQLite: an existing file must be an MLflow database (a corrupt file or another program's database
-    is refused, never migrated); a writer (must_exist=False) needs a writable directory; a reader
+    is refused, never migrated); a writer (must_exist=False) needs the file's directory to exist and be
+    writable (it is never created: a mistyped path fails rather than starting a new store); a reader
     (must_exist=True) needs the file to exist (StoreNotFound). A server: it must answer its health
     check within HEALTH_TIMEOUT seconds.
     """

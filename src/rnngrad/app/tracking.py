@@ -42,9 +42,6 @@ def prepare_store(uri: str, experiment: str) -> str:
     Call from one process only, before any job starts.
     """
     check_store(uri)
-    path = sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:

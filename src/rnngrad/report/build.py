@@ -78,7 +78,7 @@ def build(study: Study) -> Report:
     """The whole report from the study's runs."""
     built = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from experiment `{study.experiment}` at "
              f"`{store.describe(study.uri)}`")
-    found = ": the experiment does not exist in this store (no runs yet)." if study.exp_id is None else f": {len(study.runs)} runs."
+    found = f": {len(study.runs)} runs."
     report = Report(built + found)
     used = frames.ended(study.runs)
     for section in SECTIONS:

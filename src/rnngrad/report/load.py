@@ -172,6 +172,10 @@ def load_grad_norms(client: MlflowClient, run_ids) -> GradNorms:
     return GradNorms(frame[["run_id", *(c for c in frame.columns if c != "run_id")]], missing)
 
 
+class ExperimentNotFound(ValueError):
+    """The store exists but holds no (active) experiment of that name."""
+
+
 class Study:
     """The runs of one experiment, whatever their status (`runs`, from `load_runs`), with loaders for their histories
     and grad_norms artifacts; `missing_artifacts` (run_id -> reason) records the artifacts that could not be read.
@@ -187,15 +191,19 @@ class Study:
 
     @classmethod
     def open(cls, uri: str, experiment: str) -> Study:
-        """Read the experiment's runs; a missing experiment gives an empty study (nothing is created).
+        """Read the experiment's runs (nothing is created).
 
-        Raises store.StoreNotFound when the store itself does not exist, store.StoreError when it cannot be read.
+        Raises store.StoreNotFound when the store itself does not exist, store.StoreError when it cannot be read,
+        ExperimentNotFound (naming the experiments there are) when the store has no such experiment: a mistyped
+        name must not replace a report by an empty one.
         """
         store.check_store(uri, must_exist=True)
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
-        if found is None:
-            return cls(None, None, pd.DataFrame(columns=RUN_COLUMNS), uri=uri, experiment=experiment)
+        if found is None or found.lifecycle_stage != "active":
+            names = sorted(e.name for e in client.search_experiments())
+            raise ExperimentNotFound(f"no experiment {experiment!r} in {store.describe(uri)}; its experiments: "
+                                     + (", ".join(repr(n) for n in names) or "none"))
         return cls(client, found.experiment_id, load_runs(client, found.experiment_id), uri=uri, experiment=experiment)
 
     def history(self, runs: pd.DataFrame, key: str) -> pd.DataFrame:
