@@ -23,7 +23,7 @@ report: $(STAMP)  ## rebuild reports/ from the store
 	$(PY) scripts/build_report.py
 
 ui: $(STAMP)  ## the MLflow UI over the embedded store, on 127.0.0.1 only
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_DISABLE_TELEMETRY=$${MLFLOW_DISABLE_TELEMETRY:-true} $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 bench: $(STAMP)  ## the performance benchmark (writes reports/bench.md; ~30 min: the study jobs against the baseline code, then the study with 1 worker and with 2; torch and JAX from $$RNNGRAD_TORCH_PYTHON, $$RNNGRAD_JAX_PYTHON)
 	$(PY) scripts/bench.py
