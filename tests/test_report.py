@@ -4,6 +4,7 @@ whole build (scripts/build_report.py) on empty, partial and real stores."""
 import importlib.util
 import math
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -679,3 +680,31 @@ def test_report_from_a_real_sweep_draws_every_figure_and_links_it(tmp_path, blan
     diverged = sum(r.data.tags["outcome"] == "diverged" for r in runs)
     assert f"| total | {len(runs)} | " in readme and readme.count("| diverged |") == 1
     assert readme.split("| total |")[1].split("|")[3].strip() == str(diverged)
+
+
+def _foreign(path):
+    with sqlite3.connect(path) as db:
+        db.execute("create table songs (title text)")
+
+
+def _tableless(path):
+    sqlite3.connect(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("create table t (x)")
+        db.execute("drop table t")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "is an empty file, not an MLflow store"),
+    (lambda p: p.write_bytes(b"not a database" * 20), "is not a SQLite database"),
+    (_foreign, "is a SQLite database of another program"),
+    (_tableless, "is a SQLite database of another program"),
+])
+def test_the_report_refuses_a_file_that_is_not_an_mlflow_store_and_leaves_it_as_it_was(tmp_path, capsys, make, message):
+    path = tmp_path / "other.db"
+    make(path)
+    before = path.read_bytes()
+    code, readme = build(f"sqlite:///{path}", tmp_path / "out")
+    assert code == 2 and readme is None and not (tmp_path / "out").exists()
+    assert message in capsys.readouterr().err
+    assert path.read_bytes() == before  # no MLflow tables added, nothing migrated

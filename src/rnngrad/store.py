@@ -119,6 +119,8 @@ def _check_sqlite(path: Path, must_exist: bool) -> None:
         if not (folder.stat().st_mode & 0o222) or not os.access(folder, os.W_OK):
             raise StoreError(f"tracking store directory {folder} is read-only: cannot write {path.name} there")
     if not path.exists() or path.stat().st_size == 0:
+        if must_exist and path.exists():  # a reader would let MLflow create its tables in it
+            raise StoreError(f"tracking store {path} is an empty file, not an MLflow store; refusing to touch it")
         return
     with open(path, "rb") as fh:
         if fh.read(16) != b"SQLite format 3\x00":
@@ -129,7 +131,7 @@ def _check_sqlite(path: Path, must_exist: bool) -> None:
             tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
     except sqlite3.DatabaseError as err:
         raise StoreError(f"tracking store {path} cannot be read as SQLite ({err})") from None
-    if tables and not MLFLOW_TABLES <= tables:
+    if (tables or must_exist) and not MLFLOW_TABLES <= tables:
         raise StoreError(f"tracking store {path} is a SQLite database of another program "
                          f"(tables: {', '.join(sorted(tables)[:5])}), not an MLflow store; refusing to touch it")
 
