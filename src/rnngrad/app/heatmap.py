@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colorbar import Colorbar
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import MaxNLocator
@@ -36,11 +35,10 @@ PNG = {"compress_level": 1}  # zlib's fastest level: the small image's size hard
 
 @dataclass
 class _Heatmap:
-    """A heatmap figure and the artists a new run's data changes."""
+    """A heatmap figure and the image a new run's data changes (its colourbar follows the image)."""
 
     figure: Figure
     image: AxesImage
-    colourbar: Colorbar
 
     @classmethod
     def build(cls) -> _Heatmap:
@@ -56,7 +54,7 @@ class _Heatmap:
         ax.yaxis.set_label_coords(*YLABEL_AT)
         colourbar = fig.colorbar(image, cax=fig.add_axes(COLOURBAR_AXES), label="log10 ||dL/ds_t||")
         colourbar.ax.yaxis.set_label_coords(*COLOURBAR_LABEL_AT)
-        return cls(fig, image, colourbar)
+        return cls(fig, image)
 
     def draw(self, steps: np.ndarray, ds_norm: np.ndarray, title: str | None) -> Figure:
         steps, norms = _checked(steps, ds_norm)  # before anything of the figure changes

@@ -114,13 +114,16 @@ class MlflowLogger(Callback):
 
     What it costs: MLflow's SQL store spends about 70 us per metric point (ORM objects, latest-metric
     bookkeeping), so the points logged decide the share of a short run's time, and the defaults
-    (`tracking.metric_every=50`, 3 through-time checkpoints of at most 25 t each) keep a default run's logging within 3%.
+    (`tracking.metric_every=50`, 3 through-time checkpoints of at most 25 t each) keep a default run's logging to a
+    few percent (`scripts/bench.py` measures the share; its budget is 3%, which reports/bench.md says it misses).
     (MLflow's asynchronous logging is not used: closing a run joins its queue's threads, an idle wait
     of about a second per run, more than the synchronous batches cost.)
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, *, checkpoints: int = 3, points: int = 25, flush_seconds: float = 10.0,
-                 metric_every: int = 50, config_yaml: str | None = None, run_name: str | None = None):
+    # checkpoints, points, flush_seconds, metric_every: tracking.through_time_checkpoints, .through_time_points,
+    # .flush_seconds, .metric_every of the schema (rnngrad.config), their defaults' one home
+    def __init__(self, client: MlflowClient, run_id: str, *, checkpoints: int, points: int, flush_seconds: float,
+                 metric_every: int, config_yaml: str | None = None, run_name: str | None = None):
         self.client, self.run_id, self.run_name = client, run_id, run_name
         self.checkpoints, self.points = checkpoints, points
         self.flush_seconds, self.metric_every = flush_seconds, metric_every
