@@ -219,9 +219,10 @@ def checked(cfg: DictConfig) -> Config:
 
 
 def resolved(cfg: DictConfig) -> dict:
-    """The run's config as plain data (enums as strings), without Hydra's own node."""
-    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    data.pop("hydra", None)
+    """The run's config as plain data (enums as strings), without Hydra's own node (left unresolved: a
+    sweep's job composed before it is launched has no hydra.job.num yet)."""
+    data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]),
+                                  resolve=True, enum_to_str=True)
     return data
 
 
