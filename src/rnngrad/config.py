@@ -117,7 +117,7 @@ class TrainConfig:
 class TrackingConfig:
     uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db
     experiment: str = "rnngrad"
-    skip_completed: bool = True  # a rerun skips configurations that already have a FINISHED run
+    skip_completed: bool = True  # a rerun sweep skips configurations that already have a FINISHED run
     through_time_checkpoints: int = 3
     through_time_points: int = 25  # of each checkpoint's T norms, at most this many t go to MLflow as metrics
     metric_every: int = 50  # per-step scalars to MLflow every N steps (and at every eval/diagnostic step)
