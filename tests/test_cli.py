@@ -1,6 +1,8 @@
 """The Hydra + MLflow layer through the real command line, into temporary stores."""
 
 import io
+import re
+import sys
 
 import pandas as pd
 import pytest
@@ -78,7 +80,7 @@ def test_metric_every_thins_the_scalars_but_not_the_parquet(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_makes_one_parent_and_children_then_resumes(tmp_path):
-    sweep = ["model.activation=tanh,relu", "seed=0,1", *TINY, "hydra.launcher.n_jobs=2"]
+    sweep = ["model.activation=tanh,relu", "seed=0,1", *TINY, "train.verbose=true", "hydra.launcher.n_jobs=2"]
     proc = run_cli(tmp_path, *sweep, "tracking.experiment=sweeptest", multirun=True)
     assert proc.returncode == 0, proc.stderr
     client, found = runs(tmp_path, "sweeptest")
@@ -90,12 +92,45 @@ def test_multirun_makes_one_parent_and_children_then_resumes(tmp_path):
         "adding-T8-relu-orthogonal-s0", "adding-T8-relu-orthogonal-s1",
         "adding-T8-tanh-orthogonal-s0", "adding-T8-tanh-orthogonal-s1"]
     assert len({r.data.tags["config_hash"] for r in children}) == 4
-    # resume: the same sweep again starts no new training run
+    # the console: each job's lines start with its run name (3 step lines: steps 0, 10, 20, and the outcome)
+    names = {r.info.run_name: r for r in children}
+    job_lines = [line for line in proc.stdout.splitlines() if re.search(r"\bstep +\d|\boutcome \w", line)]
+    assert len(job_lines) == 4 * 4
+    for name, run in names.items():
+        assert sum(line.startswith(f"{name} step ") for line in job_lines) == 3
+        assert f"{name} outcome {run.data.tags['outcome']}" in job_lines
+    # progress over the sweep (a pipe: plain lines), ending with every job done
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("sweep: ")]
+    assert progress and progress[-1].startswith("sweep: 4/4 jobs done, ") and "elapsed" in progress[-1]
+    # the end table: a row per job with its outcome, final train loss and run id; then the UI's address
+    fields = [line.split() for line in proc.stdout.splitlines() if line not in job_lines]
+    rows = {f[0]: f for f in fields if f and f[0] in names}
+    assert set(rows) == set(names)
+    for name, run in names.items():
+        assert rows[name][1] == run.data.tags["outcome"] and rows[name][-1] == run.info.run_id
+        assert float(rows[name][2]) == pytest.approx(run.data.metrics["train/loss"], rel=1e-3)
+    assert f"http://127.0.0.1:5000/#/experiments/{children[0].info.experiment_id}/runs" in proc.stdout
+    assert "Joblib.Parallel" not in proc.stdout + proc.stderr and "Launching jobs" not in proc.stdout + proc.stderr
+    # resume: the same sweep again says every job finished before and creates nothing, not even a parent run
     proc = run_cli(tmp_path, *sweep, "tracking.experiment=sweeptest", multirun=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("skipped") == 4
+    assert "all 4 jobs already have a FINISHED run" in proc.stdout and "no run created" in proc.stdout
+    assert proc.stdout.count("(finished before: skipped)") == 4 and " step " not in proc.stdout
     _, again = runs(tmp_path, "sweeptest")
-    assert len([r for r in again if r.data.tags.get("rnngrad.sweep") != "true"]) == 4
+    assert sorted(r.info.run_id for r in again) == sorted(r.info.run_id for r in found)
+
+
+@pytest.mark.slow
+def test_a_single_run_asked_for_again_runs_again(tmp_path):
+    # only a sweep skips what finished before; and its lines start with its run name
+    first = run_cli(tmp_path, *TINY, "train.verbose=true")
+    again = run_cli(tmp_path, *TINY, "train.verbose=true")
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    _, found = runs(tmp_path)
+    assert len(found) == 2 and {r.info.status for r in found} == {"FINISHED"}
+    assert len({r.data.tags["config_hash"] for r in found}) == 1
+    assert "skipped" not in again.stdout
+    assert f"adding-T8-tanh-orthogonal-s0 outcome {found[0].data.tags['outcome']}" in again.stdout.splitlines()
 
 
 @pytest.mark.parametrize(
@@ -156,3 +191,27 @@ def test_logged_overrides_are_parsed_by_hydra_and_redacted():
                  "++tracking.uri=http://bob:pw@host:5000", "seed=3"]
     assert loggable_overrides(overrides) == ("model.activation=relu tracking.uri=http://***@host:5000/p "
                                              "tracking.uri=null ++tracking.uri=http://***@host:5000 seed=3")
+
+
+def test_a_jobs_lines_and_log_records_start_with_its_run_name(capsys):
+    import logging
+
+    from rnngrad.app.console import job_output
+
+    logger = logging.getLogger("rnngrad.test.console")
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
+    try:
+        with job_output("adding-T8-relu-orthogonal-s1"):
+            print("step      0  loss 1\noutcome unsolved")
+            sys.stdout.write("no newline yet")
+            logger.warning("from a logger")
+    finally:
+        logger.removeHandler(handler)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["adding-T8-relu-orthogonal-s1 step      0  loss 1",
+                                "adding-T8-relu-orthogonal-s1 outcome unsolved",
+                                "adding-T8-relu-orthogonal-s1 no newline yet"]
+    assert err == "adding-T8-relu-orthogonal-s1 from a logger\n"
+    print("after")
+    assert capsys.readouterr().out == "after\n"

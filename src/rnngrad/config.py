@@ -117,7 +117,7 @@ class TrainConfig:
 class TrackingConfig:
     uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db
     experiment: str = "rnngrad"
-    skip_completed: bool = True  # a rerun skips configurations that already have a FINISHED run
+    skip_completed: bool = True  # a rerun sweep skips configurations that already have a FINISHED run
     through_time_checkpoints: int = 3
     through_time_points: int = 25  # of each checkpoint's T norms, at most this many t go to MLflow as metrics
     metric_every: int = 50  # per-step scalars to MLflow every N steps (and at every eval/diagnostic step)
@@ -219,9 +219,10 @@ def checked(cfg: DictConfig) -> Config:
 
 
 def resolved(cfg: DictConfig) -> dict:
-    """The run's config as plain data (enums as strings), without Hydra's own node."""
-    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    data.pop("hydra", None)
+    """The run's config as plain data (enums as strings), without Hydra's own node (left unresolved: a
+    sweep's job composed before it is launched has no hydra.job.num yet)."""
+    data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]),
+                                  resolve=True, enum_to_str=True)
     return data
 
 

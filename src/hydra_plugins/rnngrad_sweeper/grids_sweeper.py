@@ -126,6 +126,12 @@ def executor_options(launcher_cfg: DictConfig) -> Dict[str, Any]:
     return dict(options, backend="loky")
 
 
+def is_joblib(launcher: Any) -> bool:
+    """Whether the launcher is the joblib one. Not isinstance: Hydra's plugin scan executes the plugin
+    modules a second time, so the launcher's class is another object than the one imported here."""
+    return (type(launcher).__module__, type(launcher).__qualname__) == (JoblibLauncher.__module__, JoblibLauncher.__qualname__)
+
+
 class GridsSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
                  grids: Optional[Dict[str, Any]] = None, shard: Optional[str] = None) -> None:
@@ -144,7 +150,7 @@ class GridsSweeper(Sweeper):
 
     def _check_all(self, jobs: List[List[str]]) -> List[Any]:
         state = Singleton.get_state()
-        if isinstance(self.launcher, JoblibLauncher) and len(jobs) > 1:
+        if is_joblib(self.launcher) and len(jobs) > 1:
             from joblib import Parallel, cpu_count, delayed
 
             options = executor_options(self.config.hydra.launcher)
@@ -166,23 +172,31 @@ class GridsSweeper(Sweeper):
         return jobs if shard is None else jobs[shard[0]::shard[1]]
 
     def sweep(self, arguments: List[str]) -> Any:
+        from rnngrad.app import console
         from rnngrad.app.main import errors_exit
         from rnngrad.app.sweep import open_sweep
 
+        console.quiet_libraries(self.config.hydra.verbose)
         with errors_exit():
             jobs = self._selected_jobs(arguments)
             checks = self._check_all(jobs)
             sweep = open_sweep(self.config, jobs, checks)
-        order = sorted(range(len(jobs)), key=lambda i: -checks[i].cost)  # longest first; stable otherwise
+        skipped = list(sweep.skipped.values())
+        if sweep.parent_id is None:  # every job finished before: nothing was created, nothing runs
+            print(console.summary(sweep.client, sweep.uri, sweep.exp_id, None, skipped), flush=True)
+            return []
+        # longest first; stable otherwise
+        order = sorted(sweep.pending(len(jobs)), key=lambda i: -checks[i].cost)
         jobs = [jobs[i] + sweep.job_overrides() for i in order]
         batch_size = len(jobs) if self.max_batch_size in (None, -1) else self.max_batch_size
         returns = []
         try:
-            for start in range(0, len(jobs), max(batch_size, 1)):
-                results = self.launcher.launch(jobs[start : start + batch_size], initial_job_idx=start)
-                for r in results:
-                    _ = r.return_value  # raises if the job failed
-                returns.append(results)
+            with console.watch(sweep.client, sweep.uri, sweep.exp_id, sweep.parent_id, len(jobs), skipped):
+                for start in range(0, len(jobs), max(batch_size, 1)):
+                    results = self.launcher.launch(jobs[start : start + batch_size], initial_job_idx=start)
+                    for r in results:
+                        _ = r.return_value  # raises if the job failed
+                    returns.append(results)
         except BaseException:
             sweep.close("FAILED")
             raise

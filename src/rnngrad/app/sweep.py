@@ -9,15 +9,17 @@
 3. `Sweep.job_overrides()`: what hands each job the parent run and the experiment.
 4. `Sweep.close(status)`: the parent run ends with the sweep.
 
-A job whose configuration already has a FINISHED run is skipped by the job itself (`rnngrad.app.main.run`,
-which a single run shares): so an interrupted sweep, run again, continues where it stopped.
+A job whose configuration already has a FINISHED run is skipped (tracking.skip_completed): decided here,
+before the parent run exists, so that a sweep whose every job finished before says so and creates
+nothing; the job itself checks again (`rnngrad.app.main.run`), in case another sweep finished it since.
+So an interrupted sweep, run again, continues where it stopped.
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 from mlflow.tracking import MlflowClient
@@ -25,7 +27,7 @@ from omegaconf import DictConfig
 
 from rnngrad.app import tracking
 from rnngrad.app.main import EXPERIMENT_ENV, PARENT_ENV, checked
-from rnngrad.config import ConfigError
+from rnngrad.config import ConfigError, config_hash, run_name
 from rnngrad.nn.model import warm_up
 from rnngrad.store import credentials_to_environment, redact, resolve_uri
 
@@ -40,6 +42,8 @@ class JobCheck:
     error: str | None  # the configuration error, if any
     cost: float = 0.0  # relative work, for scheduling the longest jobs first
     target: tuple[str, str] | None = None  # (tracking uri, experiment)
+    config_hash: str = ""  # config.config_hash: what a FINISHED run of the same configuration is found by
+    skip_completed: bool = True  # tracking.skip_completed
 
 
 def check_job(cfg: DictConfig) -> JobCheck:
@@ -55,7 +59,8 @@ def check_job(cfg: DictConfig) -> JobCheck:
     except ConfigError as err:
         return JobCheck(str(err))
     cost = (run.train.steps + 1) * length * run.train.batch_size * run.model.hidden_size ** 2 * GATES[run.model.cell]
-    return JobCheck(None, float(cost), (resolve_uri(cfg.tracking.uri), cfg.tracking.experiment))
+    return JobCheck(None, float(cost), (resolve_uri(cfg.tracking.uri), cfg.tracking.experiment),
+                    config_hash(cfg), cfg.tracking.skip_completed)
 
 
 def _process_alive(pid: int, started_ms: int) -> bool:
@@ -93,8 +98,14 @@ def mark_stale_runs(client: MlflowClient, exp_id: str) -> list[str]:
 @dataclass
 class Sweep:
     client: MlflowClient
-    parent_id: str
+    parent_id: str | None  # None: every job had finished before, nothing was created
     exp_id: str
+    uri: str = ""
+    skipped: dict[int, str] = field(default_factory=dict)  # job index -> its FINISHED run
+
+    def pending(self, jobs: int) -> list[int]:
+        """The indices of the jobs to launch."""
+        return [i for i in range(jobs) if i not in self.skipped]
 
     def job_overrides(self) -> list[str]:
         """Hydra overrides that set the parent run and the experiment as environment variables around
@@ -127,11 +138,20 @@ def open_sweep(master_cfg: DictConfig, jobs: list[list[str]], checks: list[JobCh
     client = MlflowClient(uri)
     for run_id in mark_stale_runs(client, exp_id):
         print(f"run {run_id}: its process is gone; marked KILLED (its configuration will run again)", flush=True)
+    skipped = {i: done for i, check in enumerate(checks) if check.skip_completed
+               and (done := tracking.find_finished(client, exp_id, check.config_hash)) is not None}
+    if len(skipped) == len(jobs):
+        print(f"sweep: all {len(jobs)} jobs already have a FINISHED run in experiment {experiment!r} at "
+              f"{redact(uri)}; nothing to run, no run created (tracking.skip_completed=false runs them again)",
+              flush=True)
+        return Sweep(client, None, exp_id, uri, skipped)
     choice = master_cfg.hydra.runtime.choices.get("experiment") or "adhoc"
     name = f"sweep-{choice}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent = client.create_run(exp_id, run_name=name, tags={
-        **tracking.process_tags(), "rnngrad.sweep": "true", "rnngrad.jobs": str(len(jobs)),
+        **tracking.process_tags(), "rnngrad.sweep": "true", "rnngrad.jobs": str(len(jobs) - len(skipped)),
         "hydra.overrides": tracking.loggable_overrides(master_cfg.hydra.overrides.task),
     })
-    print(f"sweep {name}: {len(jobs)} jobs into experiment {experiment!r} at {redact(uri)}", flush=True)
-    return Sweep(client, parent.info.run_id, exp_id)
+    done = f" ({len(skipped)} more already finished: skipped)" if skipped else ""
+    print(f"sweep {name}: {len(jobs) - len(skipped)} jobs{done} into experiment {experiment!r} at {redact(uri)}",
+          flush=True)
+    return Sweep(client, parent.info.run_id, exp_id, uri, skipped)
