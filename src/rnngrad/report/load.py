@@ -198,7 +198,7 @@ def _check_schema(path: Path, engine: sqlalchemy.engine.Engine) -> None:
     this MLflow's (opening it would upgrade it in place), or a corrupt (e.g. truncated) file."""
     try:
         with engine.connect() as db:
-            problems = [row[0] for row in db.exec_driver_sql("PRAGMA quick_check").fetchall()]
+            problems = [" ".join(row[0].split()) for row in db.exec_driver_sql("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
             raise store.StoreError(f"tracking store {path} is a damaged SQLite database ({'; '.join(problems[:3])}); "
                                    "nothing was read or changed")
