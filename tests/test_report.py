@@ -239,7 +239,8 @@ def test_learning_curves_plot_median_per_configuration_and_the_scaled_baseline()
     assert (first.get_title(), second.get_title()) == ("T = 8", "T = 16")
     np.testing.assert_allclose(line(first, "tanh"), [[0, 5.0], [10, 2.5]])
     np.testing.assert_allclose(line(second, "relu"), [[0, 5.0]])
-    np.testing.assert_allclose(line(first, "unigram (4.5)")[:, 1], [4.5, 4.5])
+    np.testing.assert_allclose(line(first, "unigram")[:, 1], [4.5, 4.5])  # one legend entry, the value on the panel
+    assert [t.get_text() for t in first.texts] == ["4.5"]
 
 
 def test_clipping_plots_pre_clip_norms_and_divergence_rates():
