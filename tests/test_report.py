@@ -783,15 +783,16 @@ def test_the_builder_refuses_a_corrupt_or_unmigrated_store_and_changes_nothing(t
     assert state(path, previous) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "report"]
 
 
-def test_the_builder_refuses_an_out_that_is_a_file_and_leaves_it(tmp_path, store):
+def test_the_builder_refuses_an_out_that_is_a_file_and_leaves_it(tmp_path, store, capsys):
     create_experiment(store, "rnngrad")
-    for out, what in ((tmp_path / "report.md", "is a file, not a directory"),
-                      (tmp_path / "report.md" / "deeper", f"is under {tmp_path / 'report.md'}, a file")):
-        (tmp_path / "report.md").write_text("my notes")
-        before = state(tmp_path)
-        proc = build_command(store, out)
-        assert proc.returncode == 2 and f"--out {out} {what}" in proc.stderr and "Traceback" not in proc.stderr
-        assert state(tmp_path) == before
+    (tmp_path / "report.md").write_text("my notes")
+    before = state(tmp_path)
+    proc = build_command(store, tmp_path / "report.md")
+    assert proc.returncode == 2 and f"--out {tmp_path / 'report.md'} is a file, not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr and state(tmp_path) == before
+    deeper = tmp_path / "report.md" / "deeper"  # the same check, in this process
+    assert build(store, deeper) == (2, None) and f"--out {deeper} is under {tmp_path / 'report.md'}, a file" in capsys.readouterr().err
+    assert state(tmp_path) == before
 
 
 def _one_figure_store(uri, question="init", name="init-tanh"):
