@@ -835,8 +835,8 @@ def targets(m: dict, sweeps: dict | None) -> list[Goal]:
 
 
 def table(header: list[str], rows: list[list]) -> list[str]:
-    """A markdown table as lines (the report's writer)."""
-    return markdown_table(rows, header).split("\n")
+    """A markdown table as lines (the report's writer; raw: its cells are markdown this script wrote, code spans included)."""
+    return markdown_table(rows, header, raw=True).split("\n")
 
 
 def ms(seconds: float | None) -> str:

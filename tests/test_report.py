@@ -1,12 +1,17 @@
 """The report: loading runs from MLflow, the figure functions on crafted frames, the findings, and the
 whole build (scripts/build_report.py) on empty, partial and real stores."""
 
+import fcntl
+import hashlib
 import importlib.util
 import math
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from storehelpers import create_experiment, fake_run
 
 from rnngrad.report import build as report_build
+from rnngrad.report import cli
 from rnngrad.report import figures, findings, frames, load, markdown, sections
 from rnngrad.store import StoreNotFound
 
@@ -233,7 +239,8 @@ def test_learning_curves_plot_median_per_configuration_and_the_scaled_baseline()
     assert (first.get_title(), second.get_title()) == ("T = 8", "T = 16")
     np.testing.assert_allclose(line(first, "tanh"), [[0, 5.0], [10, 2.5]])
     np.testing.assert_allclose(line(second, "relu"), [[0, 5.0]])
-    np.testing.assert_allclose(line(first, "unigram (4.5)")[:, 1], [4.5, 4.5])
+    np.testing.assert_allclose(line(first, "unigram")[:, 1], [4.5, 4.5])  # one legend entry, the value on the panel
+    assert [t.get_text() for t in first.texts] == ["4.5"]
 
 
 def test_clipping_plots_pre_clip_norms_and_divergence_rates():
@@ -708,3 +715,174 @@ def test_the_report_refuses_a_file_that_is_not_an_mlflow_store_and_leaves_it_as_
     assert code == 2 and readme is None and not (tmp_path / "out").exists()
     assert message in capsys.readouterr().err
     assert path.read_bytes() == before  # no MLflow tables added, nothing migrated
+
+
+# the builder as a command, against stores it must only read (issue 16): each case a subprocess of scripts/build_report.py
+
+def build_command(uri, out, *more, timeout=300):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "build_report.py"), "--tracking-uri", uri, "--out", str(out),
+                           *more], capture_output=True, text=True, timeout=timeout, env=environment,
+                          cwd=next(p for p in out.parents if p.is_dir()))
+
+
+def state(*paths):
+    """Each file under these paths: its bytes' hash and its mtime (ns), to show that nothing changed."""
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*"))) if f.is_file()]
+    return {str(f): (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns) for f in files}
+
+
+@pytest.fixture
+def previous(tmp_path):
+    """A previous report in tmp_path/report: README.md and one figure."""
+    out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    (out / "README.md").write_text("the previous report")
+    (out / "figures" / "old.png").write_bytes(b"png")
+    return out
+
+
+def _truncated(path, blank_db):
+    data = blank_db.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _damaged_page(path, blank_db):
+    data = bytearray(blank_db.read_bytes())
+    size = int.from_bytes(data[16:18], "big")  # the page size, from the header
+    data[2 * size : 3 * size] = b"\xff" * size  # page 3: a table's b-tree page (the schema on page 1 still reads)
+    path.write_bytes(bytes(data))
+
+
+def _old_schema(path, blank_db):
+    shutil.copy(blank_db, path)
+    with sqlite3.connect(path) as db:
+        db.execute("update alembic_version set version_num = '0a8213491aaa'")  # MLflow 1.x's first revision
+
+
+def _table_missing(path, blank_db):
+    shutil.copy(blank_db, path)
+    with sqlite3.connect(path) as db:
+        db.execute("drop table latest_metrics")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p, blank: p.write_bytes(np.random.default_rng(0).bytes(4096)), "is not a SQLite database"),
+    (_truncated, "cannot be read as SQLite (database disk image is malformed)"),
+    (_damaged_page, "is a damaged SQLite database (*** in database main *** Page 3: btreeInitPage() returns error code 11)"),
+    (_old_schema, "has MLflow schema revision 0a8213491aaa (this MLflow writes"),
+    (_table_missing, "and some of its tables are missing"),
+])
+def test_the_builder_refuses_a_corrupt_or_unmigrated_store_and_changes_nothing(tmp_path, blank_db, previous, make, message):
+    path = tmp_path / "mlflow.db"
+    make(path, blank_db)
+    before = state(path, previous)
+    proc = build_command(f"sqlite:///{path}", previous)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert state(path, previous) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "report"]
+
+
+def test_the_builder_refuses_an_out_that_is_a_file_and_leaves_it(tmp_path, store, capsys):
+    create_experiment(store, "rnngrad")
+    (tmp_path / "report.md").write_text("my notes")
+    before = state(tmp_path)
+    proc = build_command(store, tmp_path / "report.md")
+    assert proc.returncode == 2 and f"--out {tmp_path / 'report.md'} is a file, not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr and state(tmp_path) == before
+    deeper = tmp_path / "report.md" / "deeper"  # the same check, in this process
+    assert build(store, deeper) == (2, None) and f"--out {deeper} is under {tmp_path / 'report.md'}, a file" in capsys.readouterr().err
+    assert state(tmp_path) == before
+
+
+def _one_figure_store(uri, question="init", name="init-tanh"):
+    """A store whose one init run draws the decay-rate figure (its metrics need no artifact)."""
+    client = MlflowClient(uri)
+    fake_run(client, create_experiment(uri, "rnngrad"), name, dict(PARAMS, question=question),
+             tags={"outcome": "unsolved", "task.baseline": 1 / 6},
+             metrics={"grad/decay_rate": [(0, -0.5)], "spectral/radius": [(0, 0.6)], "lyap/top": [(0, -0.5)]})
+    return client
+
+
+def test_a_build_leaves_the_store_byte_for_byte_and_escapes_param_text_in_the_markdown(tmp_path, store):
+    awkward = "a|b *c* _d_ `e`\n# f <g> [h](i) $j$"
+    client = _one_figure_store(store, question=awkward, name="run|*1*")
+    fake_run(client, client.get_experiment_by_name("rnngrad").experiment_id, "still|`running`", PARAMS, status="RUNNING")
+    path = Path(store[len("sqlite:///"):])
+    before = state(path.parent)
+    out = tmp_path / "out"
+    proc = build_command(store, out)
+    assert proc.returncode == 0, proc.stderr
+    assert state(path.parent) == before  # not a byte, not an mtime: no migration, no write, no journal
+    readme = (out / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| a")]
+    assert rows == [r"| a\|b \*c\* \_d\_ \`e\` # f \<g> \[h\](i) \$j\$ | 1 | 0 | 1 | 0 | 0 | 0 | 0 | 0 |"]
+    assert "1 run(s) still running, left out of every figure: still\\|\\`running\\`." in readme
+    # the read-only connection: a write through the report's client fails and leaves the file as it was
+    with pytest.raises(Exception, match="readonly"):
+        load.open_client(store).create_experiment("written")
+    assert state(path.parent) == before
+
+
+HOLD = """import sys, time
+from pathlib import Path
+from matplotlib.figure import Figure
+save, marker = Figure.savefig, Path(sys.argv[1])
+def held(self, *args, **kwargs):  # the first figure saved, the build waits mid-way to be killed
+    save(self, *args, **kwargs)
+    marker.write_text("saving")
+    time.sleep(120)
+Figure.savefig = held
+sys.argv = sys.argv[2:]
+exec(compile(Path(sys.argv[0]).read_text(), sys.argv[0], "exec"), {"__name__": "__main__"})
+"""
+
+
+def test_a_killed_build_leaves_the_previous_report_and_the_next_build_cleans_its_folder(tmp_path, store, previous):
+    _one_figure_store(store)
+    before, marker = state(previous), tmp_path / "saving"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(marker), str(ROOT / "scripts" / "build_report.py"),
+                             "--tracking-uri", store, "--out", str(previous)], env=environment,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "the build never saved a figure"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert {k: v for k, v in state(previous).items() if cli.STAGE not in k} == before  # the previous report, intact
+    assert len(list(previous.glob(f"{cli.STAGE}*"))) == 1  # what SIGKILL leaves behind
+    done = build_command(store, previous)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in previous.iterdir()) == ["README.md", "figures"]
+    assert [p.name for p in (previous / "figures").iterdir()] and (previous / "figures" / "init_decay_rate.png").exists()
+
+
+def test_stale_staging_folders_are_finished_one_way_and_removed_and_a_live_one_is_kept(tmp_path):
+    out = tmp_path / "report"
+    # killed after moving the old figures aside: they go back
+    (out / ".build-a" / "old-figures").mkdir(parents=True)
+    (out / ".build-a" / "old-figures" / "old.png").write_bytes(b"old")
+    (out / ".build-a" / "lock").write_text("")
+    (out / "README.md").write_text("old")
+    assert cli.clean_stale(out) == [out / ".build-a"]
+    assert (out / "figures" / "old.png").read_bytes() == b"old" and (out / "README.md").read_text() == "old"
+    # killed after moving the new figures in: the new README follows them
+    (out / ".build-b" / "old-figures").mkdir(parents=True)
+    (out / ".build-b" / "README.md").write_text("new")
+    (out / ".build-b" / "lock").write_text("")
+    cli.clean_stale(out)
+    assert (out / "README.md").read_text() == "new" and not (out / ".build-b").exists()
+    # a build that holds its lock, and one that has not taken it yet, are left alone
+    (out / ".build-live").mkdir()
+    (out / ".build-new").mkdir()
+    with open(out / ".build-live" / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert cli.clean_stale(out) == []
+    assert (out / ".build-live").exists() and (out / ".build-new").exists()

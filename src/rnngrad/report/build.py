@@ -76,8 +76,8 @@ def draw(section: Section, study: Study, used: pd.DataFrame) -> tuple[Part, list
 
 def build(study: Study) -> Report:
     """The whole report from the study's runs."""
-    built = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from experiment `{study.experiment}` at "
-             f"`{store.describe(study.uri)}`")
+    built = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from experiment {markdown.code(study.experiment)} at "
+             f"{markdown.code(store.describe(study.uri))}")
     found = f": {len(study.runs)} runs."
     report = Report(built + found)
     used = frames.ended(study.runs)
@@ -88,7 +88,7 @@ def build(study: Study) -> Report:
             part, found_here = draw(section, study, used)
         except Exception as err:  # a bug in one figure must not cost the rest of the report
             traceback.print_exc()
-            why = f"{type(err).__name__}: {err}"
+            why = markdown.escape(f"{type(err).__name__}: {err}")  # it enters the markdown
             report.errors.append(f"{section.name}: the figure could not be drawn ({why}); see the traceback on stderr.")
             part, found_here = Part(section.name, section.title, missing=f"error while drawing ({why})."), []
         report.parts.append(part)
@@ -118,7 +118,7 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _names(runs: pd.DataFrame) -> str:
-    return ", ".join(runs["run_name"].astype(str).head(LISTED))
+    return ", ".join(markdown.escape(name) for name in runs["run_name"].astype(str).head(LISTED))
 
 
 def notes(study: Study, used: pd.DataFrame) -> list[str]:
@@ -138,7 +138,8 @@ def notes(study: Study, used: pd.DataFrame) -> list[str]:
     if study.missing_artifacts:
         names = runs.set_index("run_id")["run_name"].reindex(list(study.missing_artifacts)).fillna("?")
         out.append(f"{len(study.missing_artifacts)} run(s) without a readable grad_norms.parquet, left out of the through-time "
-                   "figures: " + "; ".join(f"{n} ({why})" for n, why in zip(names, study.missing_artifacts.values())) + ".")
+                   "figures: " + "; ".join(f"{markdown.escape(n)} ({markdown.escape(why)})"
+                                     for n, why in zip(names, study.missing_artifacts.values())) + ".")
     questions = set(runs["question"].dropna()) if "question" in runs else set()
-    out += [f"No runs with question={q}: `{study.command(q)}`." for q in QUESTIONS if q not in questions]
+    out += [f"No runs with question={q}: {markdown.code(study.command(q))}." for q in QUESTIONS if q not in questions]
     return out

@@ -2,18 +2,24 @@
 
     python scripts/build_report.py [--tracking-uri URI] [--experiment NAME] [--out DIR]
 
-The report is built in a temporary directory inside <out> and then swapped in, so a failure leaves
-the previous report as it was. The report owns <out>/README.md and <out>/figures/; other files in
-<out> are left alone. A store that does not exist is an error (exit status 2); nothing is created.
+The report is staged in a folder <out>/.build-* and then swapped in, so a failure leaves the previous report
+as it was. A build killed outright (SIGKILL) leaves its staging folder behind; the next build removes it, after
+putting the previous figures back if the kill came mid-swap. The report owns <out>/README.md and <out>/figures/;
+other files in <out> are left alone. The store is only read (rnngrad.report.load.open_client).
+Exit status 2, nothing created or changed: a store that does not exist, is not an MLflow store, is damaged or
+would need migrating; an experiment the store does not have; an --out that is not a directory.
 Exit status 1: a figure failed to draw (a bug; the rest of the report is written).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rnngrad import store
@@ -23,10 +29,61 @@ from rnngrad.report.load import Study
 DPI = 150
 
 
+STAGE = ".build-"  # the prefix of a build's staging folder in <out>
+LOCK = "lock"  # a file in the staging folder, locked (flock) while its build runs
+UNLOCKED_GRACE = 60.0  # seconds a staging folder without its lock file yet is taken to be another build's
+
+
+def _check_out(out: Path) -> None:
+    """--out must be a directory or a path that can become one (no file in its place or above it)."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file" if folder == out else f"is under {folder}, a file"
+                raise ValueError(f"--out {out} {what}, not a directory; name a directory for the report")
+            return
+
+
+def _held(stage: Path) -> bool:
+    """Whether a live build holds this staging folder's lock."""
+    try:
+        fd = os.open(stage / LOCK, os.O_RDWR)
+    except OSError:  # no lock file: a build killed before it took its lock, or one about to take it
+        return time.time() - stage.stat().st_mtime < UNLOCKED_GRACE
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def clean_stale(out: Path) -> list[Path]:
+    """Remove the staging folders of builds that were killed; return them. A build killed in its swap (`write`)
+    is first finished one way: killed after moving the old figures aside, they are put back; killed after moving
+    the new figures in, the new README follows them (either way README.md and figures/ belong together)."""
+    removed = []
+    for stage in sorted(out.glob(f"{STAGE}*")):
+        if not stage.is_dir() or _held(stage):
+            continue  # another build is writing it
+        if (stage / "old-figures").is_dir():
+            if not (out / "figures").exists():
+                (stage / "old-figures").rename(out / "figures")
+            elif not (stage / "figures").exists() and (stage / "README.md").is_file():
+                (stage / "README.md").replace(out / "README.md")
+        shutil.rmtree(stage, ignore_errors=True)
+        removed.append(stage)
+    return removed
+
+
 def write(report: Report, out: Path) -> None:
-    """Save the figures and README into a fresh directory, then replace the old ones."""
+    """Save the figures and README into a fresh staging folder, then replace the old ones."""
     out.mkdir(parents=True, exist_ok=True)
-    build_dir = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    clean_stale(out)
+    build_dir = Path(tempfile.mkdtemp(prefix=STAGE, dir=out))
+    lock = os.open(build_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when this process ends, however it ends
     try:
         (build_dir / "figures").mkdir()
         for part in report.parts:
@@ -44,6 +101,7 @@ def write(report: Report, out: Path) -> None:
         raise
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)
+        os.close(lock)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=store.PROJECT_ROOT / "reports", help="output directory (default: reports/)")
     args = parser.parse_args(argv)
     try:
+        _check_out(args.out)
         uri = store.resolve_uri(args.tracking_uri)
         study = Study.open(uri, args.experiment)
     except store.StoreNotFound as err:

@@ -8,11 +8,18 @@ Conventions shared by every figure:
   threshold) it uses shades of that colour or greys;
 - seeds (and any other runs of one configuration) are shown as the median with the interquartile
   range as a band or error bar;
-- legends sit outside the axes.
+- legends sit outside the axes, one entry per distinct label, none for an entry that says nothing
+  (`frames.ALL_RUNS`); the legend of coloured lines is coloured;
+- log axes have their major ticks at round decades only (`DecadeLocator`: 10^k for k a multiple of 1, 2, 5, 10,
+  20, ...); panels that show the same quantity share their y range;
+- a line over a grid (T, rho, k, a threshold) is broken where a grid value has no runs (`_on_grid`), never drawn
+  across it;
+- panels wrap into rows so that a figure is at most MAX_ASPECT times as wide as it is tall.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -20,8 +27,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
-from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, NullFormatter
 
 from rnngrad.report import frames
 from rnngrad.report.frames import FLOAT32, GAMMA, ordered, with_radius
@@ -34,6 +42,10 @@ CLIP_LINESTYLES = {"none": "-", "norm": "--", "value": ":"}
 LINESTYLES = ["-", "--", ":", "-."]  # cycled over the configurations that share a colour
 INIT_MARKERS = {"orthogonal": "o", "gaussian": "s", "identity": "D", "sparse": "^", "xavier": "v", "he": "P"}
 PANEL = (3.2, 2.6)  # inches per panel
+MAX_COLS = 3  # panels per row where the panels are a list (wrapped into rows beyond it)
+MAX_ASPECT = 4.0  # the widest a figure may be, as width / height (a legend that would pass it goes below)
+DECADE_STRIDES = (1, 2, 5, 10, 20, 50, 100, 200, 500)  # decades between major ticks of a log axis
+MAJOR_TICKS = 6  # at most this many major ticks on a log axis
 
 GRAD_LABEL = r"$\|\partial L/\partial s_t\|$"
 LOG10_GRAD_LABEL = r"$\log_{10}\|\partial L/\partial s_t\|$"
@@ -115,16 +127,26 @@ def _panel_grid(frame: pd.DataFrame, max_cols: int, fig: Figure | None, sharey) 
     return fig, axes, [(ax, value, frame[frame["panel"] == value]) for ax, value in zip(axes.flat, values)]
 
 
+def _wrapped(n_panels: int, fig: Figure | None, max_cols: int = MAX_COLS, **kwargs) -> tuple:
+    """n_panels panels in rows of at most max_cols: (fig, the grid of axes, the first n_panels axes); the rest hidden."""
+    n_cols = max(1, min(max_cols, n_panels))
+    fig, axes = _grid(math.ceil(n_panels / n_cols) if n_panels else 1, n_cols, fig, **kwargs)
+    _hide_unused(axes, n_panels)
+    return fig, axes, list(axes.flat[:n_panels])
+
+
 def _hide_unused(axes, used: int) -> None:
     for ax in axes.flat[used:]:
         ax.set_visible(False)
 
 
 def legend(fig, axes=None, handles=None, labels=None, extra=()):
-    """One legend for the whole figure, outside the axes on the right; the figure widens to make room.
+    """One legend for the whole figure, outside the axes: on the right (the figure widens to make room), or below
+    when that would make the figure wider than MAX_ASPECT (it grows taller instead).
 
-    Without `handles`, the entries of every axis, each label once (labels starting with '_' are skipped),
-    then the (handle, label) pairs in `extra`.
+    Without `handles`, the entries of every axis, each label once (labels starting with '_' and `frames.ALL_RUNS`,
+    which say nothing, are skipped), then the (handle, label) pairs in `extra`. A handle may be a tuple of artists
+    (drawn side by side: one per colour). No legend when no entry is left.
     """
     if handles is None:
         found = {}
@@ -132,12 +154,91 @@ def legend(fig, axes=None, handles=None, labels=None, extra=()):
             for handle, label in zip(*ax.get_legend_handles_labels()):
                 found.setdefault(label, handle)
         found.update({label: handle for handle, label in extra})
+        found.pop(frames.ALL_RUNS, None)
         labels, handles = list(found), list(found.values())
     if not handles:
         return None
+    style = dict(fontsize="small", frameon=False, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)},
+                 handlelength=2.0 * min(3, max(_width(h) for h in handles)))
     width, height = fig.get_size_inches()
-    fig.set_size_inches(width + 0.8 + 0.062 * max(len(label) for label in labels), height)
-    return fig.legend(handles, labels, loc="outside right upper", fontsize="small", frameon=False)
+    wide = width + 0.8 + 0.062 * max(len(label) for label in labels) + 0.25 * max(_width(h) - 1 for h in handles)
+    if wide / height <= MAX_ASPECT:
+        fig.set_size_inches(wide, height)
+        return fig.legend(handles, labels, loc="outside right upper", **style)
+    columns = max(1, int(width // (1.2 + 0.062 * max(len(label) for label in labels))))
+    fig.set_size_inches(width, height + 0.25 * math.ceil(len(labels) / columns) + 0.2)
+    return fig.legend(handles, labels, loc="outside lower center", ncols=columns, **style)
+
+
+def _width(handle) -> int:
+    return len(handle) if isinstance(handle, tuple) else 1
+
+
+def _drawn(draw):
+    """A figure function whose figure's log axes are finished (`finish_log_axes`) once everything is drawn."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> Figure:
+        fig = draw(*args, **kwargs)
+        finish_log_axes(fig)
+        return fig
+
+    return wrapper
+
+
+class DecadeLocator(LogLocator):
+    """Major ticks of a base-10 log axis at 10^k, k a multiple of the smallest stride of DECADE_STRIDES that keeps
+    at most `numticks` in view (so 10^-10, 10^0, 10^10, never 10^-6, 10^12, 10^30); minor=True: every decade
+    between them, or 2..9 x 10^k when the stride is 1."""
+
+    def __init__(self, numticks: int = MAJOR_TICKS, minor: bool = False):
+        super().__init__(base=10.0, numticks=numticks)
+        self.minor = minor
+
+    @staticmethod
+    def stride(low: float, high: float, numticks: int = MAJOR_TICKS) -> int:
+        """The decades between major ticks for exponents low..high."""
+        for stride in DECADE_STRIDES:
+            if math.floor(high / stride) - math.ceil(low / stride) + 1 <= numticks:
+                return stride
+        return DECADE_STRIDES[-1]
+
+    def tick_values(self, vmin, vmax):
+        vmin, vmax = sorted((vmin, vmax))
+        if not (vmax > 0 and np.isfinite(vmax)):
+            return np.array([])
+        vmin = vmin if vmin > 0 and np.isfinite(vmin) else vmax / 1e3
+        low, high = math.log10(vmin), math.log10(vmax)
+        stride = self.stride(low, high, self.numticks)
+        exponents = np.arange((math.floor(low / stride) - 1) * stride, (math.ceil(high / stride) + 1) * stride + 1, stride)
+        if not self.minor:
+            return 10.0 ** exponents.astype(float)
+        if stride > 1:
+            decades = np.arange(exponents[0], exponents[-1] + 1)
+            return 10.0 ** decades[decades % stride != 0].astype(float) if len(decades) <= 60 else np.array([])
+        return np.array([m * 10.0 ** e for e in exponents for m in range(2, 10)])
+
+    def set_params(self, **kwargs):
+        self.minor = kwargs.pop("minor", getattr(self, "minor", False))
+        super().set_params(**kwargs)
+
+
+def _at_least_one_decade(ax, axis: str = "y") -> None:
+    """Widen a log axis whose view holds no power of ten to the nearest one (else it would carry no major label)."""
+    low, high = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
+    if not (low > 0) or math.floor(math.log10(high)) >= math.ceil(math.log10(low)):
+        return
+    below, above = 10.0 ** math.floor(math.log10(low)), 10.0 ** math.ceil(math.log10(high))
+    low, high = (below, high) if math.log10(low / below) < math.log10(above / high) else (low, above)
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(low, high)
+
+
+def finish_log_axes(fig: Figure) -> None:
+    """Every log axis of the figure: at least one power of ten in view (`_at_least_one_decade`)."""
+    for ax in fig.axes:
+        for axis in ("x", "y"):
+            if (ax.get_yscale() if axis == "y" else ax.get_xscale()) == "log" and ax.get_visible():
+                _at_least_one_decade(ax, axis)
 
 
 class _PlainLogFormatter(LogFormatterSciNotation):
@@ -150,20 +251,50 @@ class _PlainLogFormatter(LogFormatterSciNotation):
 
 
 def _log_y(ax) -> None:
-    """A logarithmic y axis, labelled in plain numbers where they stay short (minor ticks too over a short range)."""
+    """A logarithmic y axis with major ticks at round decades (`DecadeLocator`), labelled in plain numbers where they
+    stay short; over less than a decade some minor ticks are labelled too (2, 5)."""
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(DecadeLocator())
+    ax.yaxis.set_minor_locator(DecadeLocator(minor=True))
     ax.yaxis.set_major_formatter(_PlainLogFormatter())
-    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def _log_ticks(ax, values) -> None:
-    """A logarithmic x axis with plain-number ticks at the given values (a sweep's grid)."""
+    """A logarithmic x axis with major ticks at round decades and, up to 8 grid values (a sweep's grid), minor ticks
+    labelled in plain numbers at each of them."""
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(DecadeLocator())
+    ax.xaxis.set_major_formatter(_PlainLogFormatter())
     ticks = np.unique(np.round(np.asarray(values, dtype=float), 3))
     ticks = ticks[np.isfinite(ticks) & (ticks > 0)]
     if 0 < len(ticks) <= 8:
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, pos: f"{x:g}"))
+    else:
+        ax.xaxis.set_minor_locator(DecadeLocator(minor=True))
         ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _on_grid(frame: pd.DataFrame, column: str, grid) -> pd.DataFrame:
+    """The rows of one line with a row of NaN for each grid value inside its range that it lacks, so the line
+    breaks there instead of joining the points around it."""
+    present = frame[column].dropna()
+    if present.empty:
+        return frame
+    inside = [g for g in grid if present.min() < g < present.max() and not np.isclose(present, g).any()]
+    if not inside:
+        return frame
+    gaps = pd.DataFrame({column: inside}).reindex(columns=frame.columns)
+    gaps[column] = inside
+    return pd.concat([frame, gaps], ignore_index=True).sort_values(column, kind="stable", ignore_index=True)
+
+
+def _share_y(axes) -> None:
+    """The y axis of these panels shared (one range), the first one's."""
+    axes = [ax for ax in axes if ax.get_visible()]
+    for ax in axes[1:]:
+        ax.sharey(axes[0])
 
 
 def natural_key(text) -> list:
@@ -175,15 +306,17 @@ def _radius_name(rho: float, measured: float) -> str:
     return r"$\rho$ = " + (f"{rho:g}" if not math.isnan(rho) else f"{measured:.2g} (init's own scale)")
 
 
-def _radius_handles(grid: pd.DataFrame, linewidth: float) -> tuple[list, list]:
-    """Legend entries for the shades of the spectral radii of `frames.radius_grid`, in grey."""
-    tones = shades(OTHER_COLOUR, len(grid))
-    handles = [Line2D([], [], color=tone, linewidth=linewidth) for tone in tones]
+def _radius_handles(grid: pd.DataFrame, linewidth: float, activations: list) -> tuple[list, list]:
+    """Legend entries for the shades of the spectral radii of `frames.radius_grid`: per radius, a segment in its
+    shade of each activation's colour, as the panels draw it."""
+    tones = [shades(colour(act), len(grid)) for act in activations]
+    handles = [tuple(Line2D([], [], color=tone[i], linewidth=linewidth) for tone in tones) for i in range(len(grid))]
     return handles, [_radius_name(rho, measured) for rho, measured in grid.itertuples(index=False)]
 
 
 # 1. gradient norm through time at initialization
 
+@_drawn
 def grad_through_time(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """||dL/ds_t|| (log scale) against the distance T - t from the loss, at the first recorded step of each run.
 
@@ -196,7 +329,7 @@ def grad_through_time(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | No
     loss step, ||dL/ds_T|| (gamma sigma_max)^(T-t); for linear also dash-dotted ||dL/ds_T|| rho^(T-t).
     """
     activations, inits = ordered(curves["model.activation"]), sorted(curves["model.init"].unique())
-    fig, axes = _grid(len(inits), len(activations), fig, sharex=True)
+    fig, axes = _grid(len(inits), len(activations), fig, sharex=True, sharey=True)
     for i, init in enumerate(inits):
         for j, act in enumerate(activations):
             ax = axes[i, j]
@@ -211,13 +344,13 @@ def grad_through_time(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | No
                 ax.plot(bound["distance"], bound["median"], color=tone, linestyle=":", linewidth=1, label=f"_bound {name}")
                 if act == "linear":
                     ax.plot(rate["distance"], rate["median"], color=tone, linestyle="-.", linewidth=1, label=f"_rho {name}")
-            ax.set_yscale("log")
+            _log_y(ax)
             ax.set_title(f"{act}, {init} init", fontsize="medium")
             if i == len(inits) - 1:
                 ax.set_xlabel("distance from the loss T − t (steps)")
             if j == 0:
                 ax.set_ylabel(GRAD_LABEL)
-    handles, names = _radius_handles(grid, 1.6)
+    handles, names = _radius_handles(grid, 1.6, activations)
     handles += [Line2D([], [], color=OTHER_COLOUR, linestyle=":"), Line2D([], [], color=OTHER_COLOUR, linestyle="-.")]
     labels = [f"measured, {n}" for n in names]
     labels += [r"bound $\|\partial L/\partial s_T\|(\gamma\sigma_{max})^{T-t}$", r"linear: $\|\partial L/\partial s_T\|\rho^{T-t}$"]
@@ -227,6 +360,7 @@ def grad_through_time(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | No
 
 # 2. decay rate against spectral radius and Lyapunov exponent
 
+@_drawn
 def decay_rate_vs_radius(curves: pd.DataFrame, runs: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Measured decay rate of ||dL/ds_t|| against the spectral radius, with the theory log(gamma rho).
 
@@ -239,11 +373,12 @@ def decay_rate_vs_radius(curves: pd.DataFrame, runs: pd.DataFrame, fig: Figure |
     run's decay rate against its top Lyapunov exponent, with the line decay = exponent.
     """
     activations, inits = ordered(runs["model.activation"]), sorted(runs["model.init"].unique())
-    fig, axes = _grid(1, len(activations) + 1, fig)
-    for ax, act in zip(axes[0], activations):
+    fig, grid, panels = _wrapped(len(activations) + 1, fig, sharey=True)
+    radii = sorted(runs["model.spectral_radius"].dropna().unique())  # the sweep's grid: a line breaks where it lacks one
+    for ax, act in zip(panels, activations):
         panel = runs[runs["model.activation"] == act]
         for init in inits:
-            line = curves[(curves["model.activation"] == act) & (curves["model.init"] == init)]
+            line = _on_grid(curves[(curves["model.activation"] == act) & (curves["model.init"] == init)], "model.spectral_radius", radii)
             _errorbars(ax, line["radius"].to_numpy(), line, f"{act}, {init} init", colour(act), marker=INIT_MARKERS.get(init, "x"),
                        linewidth=1, markersize=5)
         rho = np.geomspace(panel["spectral/radius"].min(), panel["spectral/radius"].max(), 100)
@@ -252,8 +387,9 @@ def decay_rate_vs_radius(curves: pd.DataFrame, runs: pd.DataFrame, fig: Figure |
         _log_ticks(ax, panel["spectral/radius"])
         ax.set_title(rf"{act} ($\gamma$ = {GAMMA.get(act, 1.0):g})", fontsize="medium")
         ax.set_xlabel(r"spectral radius $\rho$ of W")
-    axes[0, 0].set_ylabel(DECAY_LABEL)
-    ax = axes[0, -1]
+    for row in grid:
+        row[0].set_ylabel(DECAY_LABEL)
+    ax = panels[-1]
     for act in activations:
         group = runs[runs["model.activation"] == act].dropna(subset=["lyap/top"])
         ax.scatter(group["lyap/top"], group["grad/decay_rate"], color=colour(act), s=14, alpha=0.8, label=act)
@@ -287,6 +423,7 @@ def _draw_heatmap(ax, frame: pd.DataFrame, vmin=None, vmax=None):
     return image
 
 
+@_drawn
 def grad_heatmaps(panels: dict[str, pd.DataFrame], fig: Figure | None = None) -> Figure:
     """log10 ||dL/ds_t|| over training step (rows) x t (columns) for a few runs, on one colour scale.
 
@@ -306,6 +443,7 @@ def grad_heatmaps(panels: dict[str, pd.DataFrame], fig: Figure | None = None) ->
 
 # 4. success against sequence length
 
+@_drawn
 def success_vs_length(solved: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Fraction of runs solved against the sequence length (the layout of Pascanu et al. 2013, Fig. 7).
 
@@ -315,9 +453,11 @@ def success_vs_length(solved: pd.DataFrame, fig: Figure | None = None) -> Figure
     one colour.
     """
     styles = _styles(solved)
-    fig, axes, panels = _panel_grid(solved, 4, fig, sharey=True)
+    fig, axes, panels = _panel_grid(solved, MAX_COLS, fig, sharey=True)
+    lengths = sorted(solved["task.seq_len"].unique())  # the sweep's grid: a line breaks where it lacks one
     for ax, value, part in panels:
         for key, label, style, rate in _lines(part, styles):
+            rate = _on_grid(rate, "task.seq_len", lengths)
             ax.plot(rate["task.seq_len"].to_numpy(), rate["fraction"].to_numpy(), color=colour(key), linestyle=style, marker="o",
                     markersize=4, label=label)
         ax.set_title(str(value), fontsize="medium")
@@ -333,6 +473,7 @@ def success_vs_length(solved: pd.DataFrame, fig: Figure | None = None) -> Figure
 
 # 5 and 9. learning curves against a baseline
 
+@_drawn
 def learning_curves(curves: pd.DataFrame, baselines: pd.DataFrame, ylabel: str, *, baseline_scale: float = 1.0,
                     baseline_label: str = "constant predictor", logy: bool = True, fig: Figure | None = None) -> Figure:
     """A metric over training, one line per configuration, with the memoryless baseline as a line.
@@ -345,16 +486,23 @@ def learning_curves(curves: pd.DataFrame, baselines: pd.DataFrame, ylabel: str, 
     """
     styles = _styles(curves)
     shared = bool(baselines["task.baseline"].nunique() <= 1)
-    fig, axes, panels = _panel_grid(curves, 3, fig, sharey=shared)
+    fig, axes, panels = _panel_grid(curves, MAX_COLS, fig, sharey=shared)
+    groups: dict = {}  # baseline -> the panels that show it: one task's, sharing their y range
     for ax, value, part in panels:
         for key, label, style, stats in _lines(part, styles):
             _band(ax, stats["step"].to_numpy(), stats, label, color=colour(key), linestyle=style, linewidth=1.3)
         for base in baselines.loc[baselines["panel"] == value, "task.baseline"]:
-            ax.axhline(base * baseline_scale, label=f"{baseline_label} ({base * baseline_scale:.3g})", **BASELINE_STYLE)
+            ax.axhline(base * baseline_scale, label=baseline_label, **BASELINE_STYLE)
+            ax.annotate(f"{base * baseline_scale:.3g}", (1, base * baseline_scale), xycoords=("axes fraction", "data"),
+                        xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom", fontsize="x-small")
+            groups.setdefault(round(float(base), 12), []).append(ax)
         if logy:
             _log_y(ax)
         ax.set_xlabel("training step")
         ax.set_title(value, fontsize="medium")
+    if not shared:
+        for group in groups.values():
+            _share_y(group)
     for ax in axes[:, 0] if shared else axes.flat:
         ax.set_ylabel(ylabel)
     _hide_unused(axes, len(panels))
@@ -368,6 +516,7 @@ def _clip_order(mode: str) -> int:
     return list(CLIP_LINESTYLES).index(mode) if mode in CLIP_LINESTYLES else len(CLIP_LINESTYLES)
 
 
+@_drawn
 def clipping(curves: pd.DataFrame, diverged: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Pre-clip gradient norm over training, and the divergence rate, per clipping mode and threshold.
 
@@ -376,16 +525,25 @@ def clipping(curves: pd.DataFrame, diverged: pd.DataFrame, fig: Figure | None = 
     diverged: the fraction of runs diverged per the same three columns, over every run.
     Left: one panel per activation (rows) x mode (columns), a line per threshold (greys, darker for larger
     thresholds) with its band, a norm threshold as a dashed line of the same grey. Right: the fraction of runs
-    diverged against the threshold, a line per activation x mode; without clipping a horizontal line.
+    diverged against the threshold, a line per activation x mode; without clipping a horizontal line. The norm
+    panels share one y range; an activation's panels wrap into two rows beyond MAX_COLS.
     """
     activations = ordered(diverged["model.activation"])
     modes = sorted(diverged["clip.mode"].unique(), key=_clip_order)
     thresholds = sorted(diverged["clip.threshold"].dropna().unique())
     tone = dict(zip(thresholds, greys(len(thresholds))))
-    fig, axes = _grid(len(activations), len(modes) + 1, fig)
+    per = len(modes) + 1  # an activation's panels: its modes, then its divergence
+    n_cols = per if per <= MAX_COLS else math.ceil(per / 2)
+    rows = math.ceil(per / n_cols)
+    fig, axes = _grid(len(activations) * rows, n_cols, fig)
+    panel = {(i, j): axes[i * rows + j // n_cols, j % n_cols] for i in range(len(activations)) for j in range(per)}
+    for ax in set(axes.flat) - set(panel.values()):
+        ax.set_visible(False)
+    norms = []
     for i, act in enumerate(activations):
         for j, mode in enumerate(modes):
-            ax = axes[i, j]
+            ax = panel[i, j]
+            norms.append(ax)
             part = curves[(curves["model.activation"] == act) & (curves["clip.mode"] == mode)]
             for threshold, stats in part.groupby("clip.threshold", dropna=False):
                 grey = tone.get(threshold, (0.2, 0.2, 0.2))
@@ -395,9 +553,9 @@ def clipping(curves: pd.DataFrame, diverged: pd.DataFrame, fig: Figure | None = 
             _log_y(ax)
             ax.set_title(f"{act}, {'no clipping' if mode == 'none' else mode + ' clipping'}", fontsize="medium")
             ax.set_xlabel("training step")
-            if j == 0:
+            if j % n_cols == 0:
                 ax.set_ylabel("gradient norm before clipping")
-        ax = axes[i, -1]
+        ax = panel[i, per - 1]
         part = diverged[diverged["model.activation"] == act]
         for mode in modes:
             rate = part[part["clip.mode"] == mode]
@@ -405,7 +563,7 @@ def clipping(curves: pd.DataFrame, diverged: pd.DataFrame, fig: Figure | None = 
                 ax.axhline(rate["fraction"].iloc[0] if len(rate) else math.nan, color=colour(act), linestyle="-",
                            linewidth=1.2, label=f"{act}, no clipping")
                 continue
-            rate = rate.dropna(subset=["clip.threshold"])
+            rate = _on_grid(rate.dropna(subset=["clip.threshold"]), "clip.threshold", thresholds)
             ax.plot(rate["clip.threshold"].to_numpy(), rate["fraction"].to_numpy(), color=colour(act),
                     linestyle=CLIP_LINESTYLES.get(mode, "-"), marker="o", markersize=4, label=f"{act}, {mode} clipping")
         _log_ticks(ax, part["clip.threshold"].dropna())
@@ -413,6 +571,7 @@ def clipping(curves: pd.DataFrame, diverged: pd.DataFrame, fig: Figure | None = 
         ax.set_xlabel("clip threshold")
         ax.set_ylabel("fraction of runs diverged")
         ax.set_title(f"{act}: divergence", fontsize="medium")
+    _share_y(norms)
     legend(fig, axes, extra=[(Line2D([], [], color="black", linestyle="--", linewidth=0.8), "norm threshold")] if "norm" in modes else ())
     return fig
 
@@ -423,6 +582,7 @@ TRUNCATION_PANELS = [("trunc_cosine", "cosine(truncated,\nfull gradient)"), ("so
                      ("relative_loss", "final eval loss /\nconstant predictor's")]
 
 
+@_drawn
 def truncation(curves: pd.DataFrame, solved: pd.DataFrame, runs: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Truncated BPTT: gradient direction, success and final loss against the truncation length k.
 
@@ -436,7 +596,8 @@ def truncation(curves: pd.DataFrame, solved: pd.DataFrame, runs: pd.DataFrame, f
     full BPTT as a dashed horizontal line; the dependency distance as a vertical dotted line.
     """
     lengths = sorted(runs["task.seq_len"].unique())
-    fig, axes = _grid(len(lengths), 3, fig, sharex=True)
+    fig, axes = _grid(len(lengths), 3, fig, sharex=True, sharey="col")
+    ks = sorted(runs["bptt.truncation"].dropna().unique())  # the sweep's grid: a line breaks where it lacks one
     for i, T in enumerate(lengths):
         part = runs[runs["task.seq_len"] == T]
         for j, (value, ylabel) in enumerate(TRUNCATION_PANELS):
@@ -444,13 +605,13 @@ def truncation(curves: pd.DataFrame, solved: pd.DataFrame, runs: pd.DataFrame, f
             for act in ordered(part["model.activation"]):
                 if value == "solved":  # a fraction of runs, no spread
                     lines = solved[(solved["task.seq_len"] == T) & (solved["model.activation"] == act)]
-                    rate = lines.dropna(subset=["bptt.truncation"])
+                    rate = _on_grid(lines.dropna(subset=["bptt.truncation"]), "bptt.truncation", ks)
                     ax.plot(rate["bptt.truncation"].to_numpy(), rate["fraction"].to_numpy(), color=colour(act), marker="o",
                             markersize=4, linewidth=1.2, label=act)
                     reference = lines.loc[lines["bptt.truncation"].isna(), "fraction"]
                 else:
                     lines = curves[(curves["task.seq_len"] == T) & (curves["model.activation"] == act) & (curves["curve"] == value)]
-                    stats = lines.dropna(subset=["bptt.truncation"])
+                    stats = _on_grid(lines.dropna(subset=["bptt.truncation"]), "bptt.truncation", ks)
                     _errorbars(ax, stats["bptt.truncation"], stats, act, colour(act), marker="o", linewidth=1.2)
                     reference = lines.loc[lines["bptt.truncation"].isna(), "median"]
                 if len(reference):  # none without a full-BPTT run (or one with a value)
@@ -469,6 +630,7 @@ def truncation(curves: pd.DataFrame, solved: pd.DataFrame, runs: pd.DataFrame, f
 
 # 8. saturation
 
+@_drawn
 def saturation(curves: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Fraction of saturated units over training (act/saturation), one panel per question, one line per activation.
 
@@ -476,8 +638,8 @@ def saturation(curves: pd.DataFrame, fig: Figure | None = None) -> Figure:
     an activation, the band) and panel_runs (the question's number of runs, in the title).
     """
     panels = sorted(curves["question"].unique())
-    fig, axes = _grid(1, len(panels), fig, sharey=True)
-    for ax, value in zip(axes[0], panels):
+    fig, axes, used = _wrapped(len(panels), fig, sharey=True)
+    for ax, value in zip(used, panels):
         part = curves[curves["question"] == value]
         for act in ordered(part["model.activation"]):
             stats = part[part["model.activation"] == act]
@@ -485,7 +647,8 @@ def saturation(curves: pd.DataFrame, fig: Figure | None = None) -> Figure:
         ax.set_title(f"question = {value} ({part['panel_runs'].iloc[0]} runs)", fontsize="medium")
         ax.set_xlabel("training step")
         ax.set_ylim(-0.02, 1.02)
-    axes[0, 0].set_ylabel("fraction of units saturated\n(f'(a) < 1% of its max)")
+    for row in axes:
+        row[0].set_ylabel("fraction of units saturated\n(f'(a) < 1% of its max)")
     legend(fig, axes)
     return fig
 
@@ -497,6 +660,7 @@ CELL_STATE_LABEL = r"cell state $\|\partial L/\partial c_t\|$"
 GRID_ROW = 0.22  # inches per remedy in the grid of runs solved
 
 
+@_drawn
 def remedies(curves: pd.DataFrame, solved: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """Final test loss relative to the constant predictor's, and the runs solved, against T per remedy.
 
@@ -514,7 +678,9 @@ def remedies(curves: pd.DataFrame, solved: pd.DataFrame, fig: Figure | None = No
     fig.set_size_inches(fig.get_size_inches()[0], PANEL[1] + GRID_ROW * len(styles) + 1.2)
     for j, task in enumerate(tasks):
         ax = axes[0, j]
+        lengths = sorted(solved.loc[solved["task.name"] == task, "task.seq_len"].unique())
         for key, label, style, stats in _lines(curves[curves["task.name"] == task], styles):
+            stats = _on_grid(stats, "task.seq_len", lengths)
             _errorbars(ax, stats["task.seq_len"], stats, label, colour(key), linestyle=style, marker="o", linewidth=1.3)
         ax.axhline(1.0, label="constant predictor (ratio 1)", **BASELINE_STYLE)
         _log_y(ax)
@@ -524,6 +690,7 @@ def remedies(curves: pd.DataFrame, solved: pd.DataFrame, fig: Figure | None = No
         ax.set_xlabel("sequence length T (steps)")
         _solved_grid(axes[1, j], part, list(styles), labelled=j == 0)
     axes[0, 0].set_ylabel(RELATIVE_LOSS_LABEL)
+    _share_y(axes[0])
     legend(fig, axes[0])
     return fig
 
@@ -551,6 +718,7 @@ def _solved_grid(ax, solved: pd.DataFrame, remedies: list[tuple], labelled: bool
     ax.set_title("runs solved", fontsize="small")
 
 
+@_drawn
 def remedies_grad_through_time(curves: pd.DataFrame, lengths: pd.DataFrame, runs: pd.DataFrame,
                                fig: Figure | None = None) -> Figure:
     """||dL/ds_t|| at initialization (log scale) against the distance from the sequence's last step, a line per
@@ -564,8 +732,8 @@ def remedies_grad_through_time(curves: pd.DataFrame, lengths: pd.DataFrame, runs
     of them, as in `remedies`.
     """
     styles = _styles(runs)
-    fig, axes = _grid(1, len(lengths), fig)
-    for ax, (task, T, steps) in zip(axes[0], lengths.itertuples(index=False)):
+    fig, axes, used = _wrapped(len(lengths), fig, sharey=True)
+    for ax, (task, T, steps) in zip(used, lengths.itertuples(index=False)):
         part = curves[curves["task.name"] == task]
         for (key, label), style in styles.items():
             line = _line(part, key, label)
@@ -576,7 +744,8 @@ def remedies_grad_through_time(curves: pd.DataFrame, lengths: pd.DataFrame, runs
         ax.set_title(f"{task}, T = {T:g}" + (f" ({steps:g} steps)" if steps != T else ""), fontsize="medium")
         _log_y(ax)
         ax.set_xlabel("distance from the last step (steps)")
-    axes[0, 0].set_ylabel(GRAD_LABEL + " at initialization")
+    for row in axes:
+        row[0].set_ylabel(GRAD_LABEL + " at initialization")
     legend(fig, axes)
     return fig
 
@@ -588,6 +757,7 @@ DTYPE_STYLES = {"float64": dict(linestyle="-", linewidth=2.8), "float32": dict(l
 ZERO_TICK = 0.08  # height of the tick marking float32's first zero, as a fraction of the panel
 
 
+@_drawn
 def precision(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | None = None) -> Figure:
     """float32 against float64: ||dL/ds_t|| at initialization (log scale) against the distance T - t from the loss.
 
@@ -628,7 +798,7 @@ def precision(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | None = Non
         ax.set_title(act, fontsize="medium")
         ax.set_xlabel("distance from the loss T − t (steps)")
     axes[0, 0].set_ylabel(GRAD_LABEL + " at initialization")
-    handles, labels = _radius_handles(grid, 1.4)
+    handles, labels = _radius_handles(grid, 1.4, activations)
     handles += [Line2D([], [], color=OTHER_COLOUR, **style) for style in DTYPE_STYLES.values()]
     handles += [Line2D([], [], color=OTHER_COLOUR, marker="|", markersize=9, markeredgewidth=2, linestyle="none"),
                 Line2D([], [], color=OTHER_COLOUR, marker="o", markerfacecolor="none", linestyle="none"),

@@ -26,6 +26,7 @@ FLOAT32 = np.finfo(np.float32)
 MODELS = ("sigmoid", "tanh", "relu", "linear", "lstm", "gru", "layer", "batch")
 # tasks whose only loss is at the last step: there ||dL/ds_t|| <= ||dL/ds_T|| ||ds_T/ds_t|| <= ||dL/ds_T|| bound
 LAST_STEP_LOSS_TASKS = ("adding", "temporal_order")
+ALL_RUNS = "all runs"  # the label of runs whose configurations do not differ (a legend entry that says nothing)
 SHORT_NAMES = {"clip.mode": "clip", "clip.threshold": "clip threshold", "bptt.truncation": "k", "bptt.mode": "bptt",
                "model.spectral_radius": "ρ", "task.seq_len": "T", "task.name": "task", "model.hidden_size": "H"}
 PARAM_GROUPS = ("model", "task", "clip", "bptt", "optim", "train")  # the order of varying params in labels
@@ -114,7 +115,7 @@ def config_labels(runs: pd.DataFrame, params: list[str], exclude=()) -> pd.Serie
     short = [SHORT_NAMES.get(k, k.rsplit(".", 1)[-1]) for k in keys]
     names = [s if short.count(s) == 1 else k for k, s in zip(keys, short)]
     if not keys:
-        return pd.Series("all runs", index=runs.index)
+        return pd.Series(ALL_RUNS, index=runs.index)
     return pd.Series([", ".join(f"{n}={value_text(v)}" for n, v in zip(names, row)) for row in runs[keys].itertuples(index=False)],
                      index=runs.index)
 

@@ -7,7 +7,9 @@
 - `Study`: one experiment of a store opened for the report: its runs, and loaders for their histories and
   artifacts that record what could not be loaded.
 
-Nothing here writes outside a temporary directory, and nothing creates a store or an experiment.
+Nothing here writes outside a temporary directory, and nothing creates, migrates or writes a store: a SQLite
+store is checked (an MLflow database at the schema this MLflow writes, intact) and then read through a
+read-only connection (`open_client`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
+import mlflow.store.db.utils as mlflow_db
 import pandas as pd
+import sqlalchemy
 from mlflow.entities import ViewType
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
 from rnngrad import store
@@ -172,6 +178,55 @@ def load_grad_norms(client: MlflowClient, run_ids) -> GradNorms:
     return GradNorms(frame[["run_id", *(c for c in frame.columns if c != "run_id")]], missing)
 
 
+READ_ONLY = "?mode=ro"  # the suffix of the URI under which a store's read-only engine is registered
+
+
+def _read_only_engine(path: Path) -> sqlalchemy.engine.Engine:
+    """MLflow's engine for the database file (its SQL functions registered), every connection opened read-only."""
+    engine = mlflow_db.create_sqlalchemy_engine(f"{store.SQLITE_PREFIX}{path}")
+
+    @sqlalchemy.event.listens_for(engine, "do_connect")
+    def read_only(dialect, record, cargs, cparams):
+        cargs[:] = [f"file:{quote(str(path))}?mode=ro"]
+        cparams["uri"] = True
+
+    return engine
+
+
+def _check_schema(path: Path, engine: sqlalchemy.engine.Engine) -> None:
+    """Refuse a database MLflow would migrate or could not read: tables missing or a schema revision other than
+    this MLflow's (opening it would upgrade it in place), or a corrupt (e.g. truncated) file."""
+    try:
+        with engine.connect() as db:
+            problems = [" ".join(row[0].split()) for row in db.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise store.StoreError(f"tracking store {path} is a damaged SQLite database ({'; '.join(problems[:3])}); "
+                                   "nothing was read or changed")
+        complete, found = mlflow_db._all_tables_exist(engine), mlflow_db._get_schema_version(engine)
+    except sqlalchemy.exc.DBAPIError as err:
+        raise store.StoreError(f"tracking store {path} cannot be read as SQLite ({err.orig}); nothing was changed") from None
+    head = mlflow_db._get_latest_schema_revision()
+    if not complete or found != head:
+        raise store.StoreError(
+            f"tracking store {path} has MLflow schema revision {found or 'none'} (this MLflow writes {head}"
+            + ("" if complete else ", and some of its tables are missing") + "): the report never migrates a store; "
+            f"back it up and run `mlflow db upgrade sqlite:///{path}`, or read it with the MLflow that wrote it")
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client for the store that cannot change it. A SQLite store is first checked (`_check_schema`), then read
+    through a read-only connection: MLflow, which migrates or initializes a database when it opens one, gets
+    an engine already open read-only, so any write it tried would fail instead of changing the file."""
+    path = store.sqlite_path(uri)
+    if path is None:
+        return MlflowClient(uri)
+    key = f"{uri}{READ_ONLY}"
+    engine = SqlAlchemyStore._engine_map.get(key) or _read_only_engine(path)
+    _check_schema(path, engine)
+    SqlAlchemyStore._engine_map[key] = engine  # MLflow keeps one engine per URI; this key is used only here
+    return MlflowClient(key)
+
+
 class ExperimentNotFound(ValueError):
     """The store exists but holds no (active) experiment of that name."""
 
@@ -193,12 +248,12 @@ class Study:
     def open(cls, uri: str, experiment: str) -> Study:
         """Read the experiment's runs (nothing is created).
 
-        Raises store.StoreNotFound when the store itself does not exist, store.StoreError when it cannot be read,
-        ExperimentNotFound (naming the experiments there are) when the store has no such experiment: a mistyped
+        Raises store.StoreNotFound when the store itself does not exist, store.StoreError when it cannot be read
+        or would have to be migrated (`open_client`), ExperimentNotFound (naming the experiments there are) when the store has no such experiment: a mistyped
         name must not replace a report by an empty one.
         """
         store.check_store(uri, must_exist=True)
-        client = MlflowClient(uri)
+        client = open_client(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None or found.lifecycle_stage != "active":
             names = sorted(e.name for e in client.search_experiments())

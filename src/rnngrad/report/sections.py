@@ -18,6 +18,7 @@ import pandas as pd
 from rnngrad.report import figures, findings, frames
 from rnngrad.report.frames import FLOAT32, LAST_STEP_LOSS_TASKS, SOLVED_ACCURACY
 from rnngrad.report.load import Study
+from rnngrad.report.markdown import code, escape
 from rnngrad.report.text import fmt, value_order, value_text
 
 QUESTIONS = ("init", "precision", "seqlen", "clipping", "truncation", "charlm", "remedies")
@@ -72,13 +73,13 @@ class Section:
 
 def describe(runs: pd.DataFrame, params: list[str]) -> str:
     """'N runs; varying: a ∈ {..}, b ∈ {..}; fixed: task.name adding, ...' for a caption (a sweep may be a
-    union of grids, so the varying values are listed, not claimed to be crossed)."""
+    union of grids, so the varying values are listed, not claimed to be crossed); names and values escaped for markdown."""
     grid = frames.varying(runs, params)
     parts = [f"{len(runs)} runs"]
     if grid:
         parts.append("varying: " + ", ".join(
-            f"{k} ∈ {{{', '.join(value_text(v) for v in sorted(runs[k].unique(), key=value_order))}}}" for k in grid))
-    fixed = [f"{k} {value_text(runs[k].iloc[0])}" for k in FIXED_SETTINGS if k in runs and k not in grid and len(runs)]
+            f"{escape(k)} ∈ {{{', '.join(escape(value_text(v)) for v in sorted(runs[k].unique(), key=value_order))}}}" for k in grid))
+    fixed = [f"{escape(k)} {escape(value_text(runs[k].iloc[0]))}" for k in FIXED_SETTINGS if k in runs and k not in grid and len(runs)]
     if fixed:
         parts.append("fixed: " + ", ".join(fixed))
     return "; ".join(parts)
@@ -89,12 +90,12 @@ def _left_out(lost: int) -> str:
 
 
 def _missing_runs(study: Study, question: str, what: str) -> str:
-    return f"no {what} with question={question}. Produce them with `{study.command(question)}`."
+    return f"no {what} with question={question}. Produce them with {code(study.command(question))}."
 
 
 def _missing_grad_norms(study: Study, question: str) -> str:
     return (f"none of the {question} runs has grad_norms.parquet. Rerun them with "
-            f"`{study.command(question)} tracking.skip_completed=false`.")
+            f"{code(study.command(question) + ' tracking.skip_completed=false')}.")
 
 
 def _with_grad_norms(study: Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -157,7 +158,7 @@ def _precision_caption(described: str, lost: int) -> str:
 
 def _no_heatmap_runs(study: Study) -> str:
     return ("no finished trained run (train.steps > 0, full BPTT) with a decay rate. Any trained sweep "
-            f"provides them, e.g. `{study.command('seqlen')}`.")
+            f"provides them, e.g. {code(study.command('seqlen'))}.")
 
 
 def _heatmaps(study: Study, runs: pd.DataFrame) -> dict | str:
@@ -259,7 +260,7 @@ def _truncation_caption(described: str) -> str:
 
 
 def _no_trained_runs(study: Study) -> str:
-    return f"no finished trained runs. Any trained sweep provides them, e.g. `{study.command('seqlen')}`."
+    return f"no finished trained runs. Any trained sweep provides them, e.g. {code(study.command('seqlen'))}."
 
 
 def _saturation(study: Study, runs: pd.DataFrame) -> dict | str:
