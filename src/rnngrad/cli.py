@@ -30,22 +30,6 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 GRACEFUL_SECONDS = 3  # Ctrl-C: open requests get this long before the server closes them
 
-# bash: ask `rnngrad -sc query=bash` what completes the line up to the cursor; '=' is not a word break,
-# so `model.activation=t` is one word (as in Hydra's own script)
-BASH_SCRIPT = """\
-_rnngrad_completion()
-{
-    local line=${COMP_LINE:0:COMP_POINT}
-    local word=${line##*[[:space:]]}
-    local words=($line)
-    local choices
-    choices=$(COMP_LINE="$COMP_LINE" COMP_POINT="$COMP_POINT" "${words[0]}" -sc query=bash 2>/dev/null) || return
-    COMPREPLY=($(compgen -o nospace -o default -W "$choices" -- "$word"))
-}
-COMP_WORDBREAKS=${COMP_WORDBREAKS//=}
-complete -o nospace -o default -F _rnngrad_completion rnngrad"""
-
-
 def help_header() -> str:
     """The opening of every --help: what the project is, its commands, the keys people override."""
     from omegaconf import OmegaConf
@@ -99,33 +83,31 @@ def shell_completion(args: list[str]) -> int:
     if shell != "bash" or action not in ("install", "uninstall", "query"):
         print("rnngrad: shell completion is -sc install=bash, uninstall=bash or query=bash", file=sys.stderr)
         return 2
-    if action == "install":
-        print(BASH_SCRIPT)
-    elif action == "uninstall":
-        print("complete -r rnngrad 2> /dev/null; unset -f _rnngrad_completion")
-    else:
+    if action == "query":
         line = os.environ.get("COMP_LINE", "")
         point = os.environ.get("COMP_POINT", "")
-        print(" ".join(completions(line[: int(point)] if point.isdigit() else line)))
+        complete(line[: int(point)] if point.isdigit() else line)
+        return 0
+    from rnngrad.app.completion import BASH_SCRIPT, UNINSTALL_SCRIPT
+
+    print(BASH_SCRIPT if action == "install" else UNINSTALL_SCRIPT)
     return 0
 
 
-def completions(line: str) -> list[str]:
-    """The words that may complete the last word of `line` (`rnngrad <command> <args>`, up to the cursor)."""
+def complete(line: str) -> None:
+    """Print the words that may complete the last word of `line` (`rnngrad <command> <args>`, up to the cursor)."""
     words = line.split()
     word = "" if not line or line[-1].isspace() else words[-1]
     before = words[1 : len(words) - bool(word)]  # the complete words after the program's name
     if not before:
-        return [c for c in (*COMMANDS, "--help") if c.startswith(word)]
-    command = before[0]
-    if command == "train":
+        print(" ".join(c for c in (*COMMANDS, "--help") if c.startswith(word)))
+    elif before[0] == "train":
         from rnngrad.app.completion import query
 
-        return query(re.match(r"\s*\S+\s+\S+\s*(.*)", line, re.S).group(1))
-    if command in ("report", "ui"):
-        options = [o for action in _parser(command)._actions for o in action.option_strings]
-        return sorted(o for o in options if o.startswith(word) and o.startswith("--"))
-    return []
+        query(re.match(r"\s*\S+\s+\S+\s*(.*)", line, re.S).group(1))
+    elif before[0] in ("report", "ui"):
+        options = [o for action in _parser(before[0])._actions for o in action.option_strings]
+        print(" ".join(sorted(o for o in options if o.startswith(word) and o.startswith("--"))))
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
