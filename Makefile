@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RNNGRAD := $(VENV)/bin/rnngrad
 STAMP := $(VENV)/.installed
 
 .PHONY: test study report ui bench clean
@@ -16,14 +17,14 @@ test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
 
 study: $(STAMP)  ## the default study into the embedded store, then the report
-	$(PY) -m rnngrad.train -m experiment=study train.verbose=false
-	$(PY) scripts/build_report.py
+	$(RNNGRAD) train -m experiment=study train.verbose=false
+	$(RNNGRAD) report
 
 report: $(STAMP)  ## rebuild reports/ from the store
-	$(PY) scripts/build_report.py
+	$(RNNGRAD) report
 
-ui: $(STAMP)  ## the MLflow UI over the embedded store, on 127.0.0.1 only
-	MLFLOW_DISABLE_TELEMETRY=$${MLFLOW_DISABLE_TELEMETRY:-true} $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+ui: $(STAMP)  ## the MLflow UI on 127.0.0.1 over URI=... (default: $$MLFLOW_TRACKING_URI, else ./mlflow.db); PORT=5000
+	$(RNNGRAD) ui $(if $(URI),--uri '$(URI)') $(if $(PORT),--port $(PORT))
 
 bench: $(STAMP)  ## the performance benchmark (writes reports/bench.md; ~30 min: the study jobs against the baseline code, then the study with 1 worker and with 2; torch and JAX from $$RNNGRAD_TORCH_PYTHON, $$RNNGRAD_JAX_PYTHON)
 	$(PY) scripts/bench.py

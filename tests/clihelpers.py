@@ -1,9 +1,13 @@
 """Run the real CLI in a subprocess against a temporary store, and read the store back."""
 
 import os
+import socket
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
+
+import pytest
 
 from mlflow.tracking import MlflowClient
 
@@ -26,9 +30,32 @@ def run_cli(tmp_path: Path, *overrides: str, multirun: bool = False, uri: str | 
     args = [sys.executable, "-m", "rnngrad.train"] + (["-m"] if multirun else [])
     args += list(overrides) + [f"tracking.uri={uri or store_uri(tmp_path)}",
                                f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RNNGRAD_"))}
-    environment.update(env or {})
-    return subprocess.run(args, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, cwd=tmp_path, env=environment(env), capture_output=True, text=True, timeout=timeout)
+
+
+def environment(env=None) -> dict:
+    """This process's environment without MLFLOW_* and RNNGRAD_* (a test decides those), plus `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RNNGRAD_"))}
+    clean.update(env or {})
+    return clean
+
+
+def rnngrad_command() -> list[str]:
+    """The `rnngrad` console script `pip install -e .` put beside this Python (make test's install).
+
+    Skipped only when the installed metadata predates the entry point (an install from an older
+    checkout: reinstall); declared but missing is a failure."""
+    if not entry_points(group="console_scripts", name="rnngrad"):
+        pytest.skip("the installed rnngrad predates its console script: pip install -e . (make test does)")
+    script = Path(sys.executable).parent / "rnngrad"
+    assert script.is_file(), f"the rnngrad entry point is declared but {script} is missing"
+    return [str(script)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def runs(tmp_path: Path, experiment: str = "rnngrad", uri: str | None = None):

@@ -1,6 +1,5 @@
 """Past one machine: a real MLflow tracking server and the submitit launcher (Slurm's code path)."""
 
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -10,15 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from clihelpers import TINY, run_cli, runs, split_sweep
+from clihelpers import TINY, free_port, run_cli, runs, split_sweep
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

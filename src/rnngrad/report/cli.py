@@ -21,10 +21,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rnngrad import store
-from rnngrad.report.build import Report, build
-from rnngrad.report.load import Study
+
+if TYPE_CHECKING:
+    from rnngrad.report.build import Report
 
 DPI = 150
 
@@ -104,12 +106,21 @@ def write(report: Report, out: Path) -> None:
         os.close(lock)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command line (`rnngrad report`, scripts/build_report.py)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else <repo>/mlflow.db)")
     parser.add_argument("--experiment", default="rnngrad", help="MLflow experiment name (default: rnngrad)")
     parser.add_argument("--out", type=Path, default=store.PROJECT_ROOT / "reports", help="output directory (default: reports/)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parser(prog).parse_args(argv)
+    # imported once the arguments parse: --help, a usage error and completing the options answer at once
+    from rnngrad.report.build import build
+    from rnngrad.report.load import Study
+
     try:
         _check_out(args.out)
         uri = store.resolve_uri(args.tracking_uri)
