@@ -290,10 +290,12 @@ def check(cfg: DictConfig) -> None:
 # see README "What is guaranteed"): the (T, B, H) arrays of a training step's forward cache and backward
 # (nn.Workspace: about 3 for the vanilla RNN, 5 with a norm, 10 for the GRU, 13 for the LSTM, plus slack)
 STEP_ARRAYS = {("rnn", "none"): 4, ("rnn", "layer"): 6, ("rnn", "batch"): 6, ("gru", "none"): 11, ("lstm", "none"): 14}
+# and those of evaluation's forward, which keeps no cache (1 to 5 with numpy's loops, about 1 with numba's)
+EVAL_ARRAYS = {("rnn", "none"): 2, ("rnn", "layer"): 3, ("rnn", "batch"): 3, ("gru", "none"): 5, ("lstm", "none"): 6}
 PARAM_COPIES = 6  # float64 copies of the parameters: gradients, clipped ones, a full gradient, two optimizer moments
 JACOBIAN_COPIES = 3  # (T, H, H) float64 stacks of the Jacobian instrument (the step Jacobians, a copy, the products)
-THROUGH_TIME_COPIES = 12  # float64 values per (step, t) the logger keeps and turns into its parquet and heatmap
-PROCESS_BYTES = 0.4 * GB  # the process itself: Python, numpy, Hydra, MLflow, matplotlib
+THROUGH_TIME_COPIES = 16  # float64 values per (step, t) the logger keeps and turns into its parquet and heatmap
+PROCESS_BYTES = 0.45 * GB  # the process itself: Python, numpy, numba, Hydra, MLflow (a tiny run peaks at 0.41 GB)
 
 
 def memory_estimate(run: Config, task) -> dict[str, float]:
@@ -306,13 +308,14 @@ def memory_estimate(run: Config, task) -> dict[str, float]:
     T, B, H, D, O = task.length, tr.batch_size, m.hidden_size, task.input_size, task.output_size
     N, item = task.test_size, np.dtype(str(m.dtype)).itemsize
     n_params = N_GATES[str(m.cell)] * H * (D + H + 2) + H * (O + 1) + O
-    step_arrays = STEP_ARRAYS[(str(m.cell), str(m.norm))]
+    kind = (str(m.cell), str(m.norm))
     eval_batch = min(N, training.EVAL_BATCH)
     return {
         "parameters (model.hidden_size)": n_params * (item + 8 * PARAM_COPIES),
         "BPTT cache (task.seq_len x train.batch_size x model.hidden_size)":
-            T * B * (H * step_arrays * item + (D + O) * (8 + item) + 2 * 8),
-        "test set (task.seq_len x task.test_size)": T * N * ((D + 2) * 8 + D * item) + T * eval_batch * H * step_arrays * item,
+            T * B * (H * STEP_ARRAYS[kind] * item + (D + O) * (8 + item) + 2 * 8),
+        "test set (task.seq_len x task.test_size)":
+            T * N * ((D + 2) * 8 + D * item) + T * eval_batch * H * EVAL_ARRAYS[kind] * item,
         "instruments (task.seq_len x model.hidden_size^2, task.seq_len x train.steps)":
             JACOBIAN_COPIES * T * H * H * 8 + (tr.steps + 1) * T * 8 * THROUGH_TIME_COPIES,
         "process": PROCESS_BYTES,
