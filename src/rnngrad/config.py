@@ -10,7 +10,10 @@ betas, a task's test-set size, the model's initial scale) are read from its sign
 Choice fields are string enums built from the constants of the modules that implement the choices
 (`rnngrad.nn`, `tasks`, `optim`, `clip`, `training`): Hydra rejects a wrong value while composing,
 naming the valid ones (`model.activation=softplus` -> "Invalid value 'softplus', expected one of
-[sigmoid, tanh, relu, linear]"); `check(cfg)` adds every range check a type cannot express.
+[sigmoid, tanh, relu, linear]"); `check(cfg)` adds every range check a type cannot express (every float
+of the schema finite unless `INF_MEANS` says what inf means), and `checked(cfg)` the memory the run will
+need (`memory_estimate`) against the machine's. `check_command_line` and `check_launcher` check what Hydra
+would record or launch before the configuration exists.
 """
 
 from __future__ import annotations
@@ -241,8 +244,7 @@ def check_command_line(arguments: list[str]) -> None:
     for argument in arguments:
         key, sep, value = argument.partition("=")
         error = credentials_error(key.lstrip("+~"), value) if sep else None
-        if error:
-            raise ConfigError("invalid configuration:\n  " + error)
+        _raise_if([error] if error else [])
 
 
 def check_launcher(launcher: DictConfig) -> None:
