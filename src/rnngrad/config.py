@@ -10,25 +10,34 @@ betas, a task's test-set size, the model's initial scale) are read from its sign
 Choice fields are string enums built from the constants of the modules that implement the choices
 (`rnngrad.nn`, `tasks`, `optim`, `clip`, `training`): Hydra rejects a wrong value while composing,
 naming the valid ones (`model.activation=softplus` -> "Invalid value 'softplus', expected one of
-[sigmoid, tanh, relu, linear]"); `check(cfg)` adds every range check a type cannot express.
+[sigmoid, tanh, relu, linear]"); `check(cfg)` adds every range check a type cannot express (every float
+of the schema finite unless `INF_MEANS` says what inf means), and `checked(cfg)` the memory the run will
+need (`memory_estimate`) against the machine's. `check_command_line` and `check_launcher` check what Hydra
+would record or launch before the configuration exists.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Optional
 
+import numpy as np
+import psutil
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rnngrad import clip, optim, tasks, training
+from rnngrad import clip, optim, store, tasks, training
 from rnngrad.nn import ACTIVATIONS, CELLS, DTYPES, INITS, NORMS, VALID_COMBINATIONS
 from rnngrad.nn import model as nn_model
+from rnngrad.nn.cells import N_GATES
 
 
 class ConfigError(ValueError):
@@ -111,6 +120,9 @@ class TrainConfig:
     stop_when_solved: bool = False
     lyapunov_k: int = 1
     verbose: bool = True
+    # the memory a run may need (`memory_estimate`), in GB: null = what this machine has available now
+    # (psutil); a number for a machine the check misjudges; inf: no check
+    max_memory_gb: Optional[float] = None
 
 
 @dataclass
@@ -142,8 +154,33 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
 
 
+def _float_keys(cls: type = None, prefix: str = "") -> list[str]:
+    """Every float field of the schema (Optional[float] included), as dotted keys: model.scale, optim.lr, ..."""
+    keys = []
+    for name, hint in typing.get_type_hints(cls or Config).items():
+        if dataclasses.is_dataclass(hint):
+            keys += _float_keys(hint, f"{prefix}{name}.")
+        elif hint is float or hint == Optional[float]:
+            keys.append(prefix + name)
+    return keys
+
+
+# The float fields where +inf means something (nan and -inf never do); every other float must be finite.
+INF_MEANS = {
+    "train.max_memory_gb": "no memory check",
+    "tracking.flush_seconds": "metrics go out only when the buffer fills and when the run ends",
+}
+FLOAT_KEYS = tuple(_float_keys(Config))
+SEED_LIMIT = 2**32  # numpy's seed range: 0 <= seed < 2**32
+GB = 1e9
+
+
 def _require(ok: bool, key: str, rule: str, value) -> list[str]:
     return [] if ok else [f"{key} must be {rule}, got {value!r}"]
+
+
+def _positive(key: str, value, rule: str = "> 0 and finite") -> list[str]:
+    return _require(math.isfinite(value) and value > 0, key, rule, value)
 
 
 def _range_errors(cfg: DictConfig) -> list[str]:
@@ -152,11 +189,11 @@ def _range_errors(cfg: DictConfig) -> list[str]:
         *_require(t.seq_len >= 2, "task.seq_len", ">= 2", t.seq_len),
         *_require(t.test_size >= 1, "task.test_size", ">= 1", t.test_size),
         *_require(m.hidden_size > 0, "model.hidden_size", "> 0", m.hidden_size),
-        *_require(m.scale > 0, "model.scale", "> 0", m.scale),
-        *_require(m.spectral_radius is None or m.spectral_radius > 0, "model.spectral_radius", "> 0 or null",
-                  m.spectral_radius),
-        *_require(o.lr > 0, "optim.lr", "> 0", o.lr),
-        *_require(c.threshold > 0, "clip.threshold", "> 0", c.threshold),
+        *_positive("model.scale", m.scale),
+        *([] if m.spectral_radius is None else
+          _positive("model.spectral_radius", m.spectral_radius, "> 0 and finite, or null")),
+        *_positive("optim.lr", o.lr),
+        *_positive("clip.threshold", c.threshold),
         *_require(b.truncation is None or b.truncation >= 1, "bptt.truncation", ">= 1 or null (full BPTT)",
                   b.truncation),
         *_require(tr.steps >= 0, "train.steps", ">= 0", tr.steps),
@@ -165,11 +202,58 @@ def _range_errors(cfg: DictConfig) -> list[str]:
         *_require(tr.diag_interval >= 1, "train.diag_interval", ">= 1", tr.diag_interval),
         *_require(tr.lyapunov_k >= 1 and (m.hidden_size <= 0 or tr.lyapunov_k <= m.hidden_size),
                   "train.lyapunov_k", f"in [1, model.hidden_size={m.hidden_size}]", tr.lyapunov_k),
+        *_require(tr.max_memory_gb is None or tr.max_memory_gb > 0, "train.max_memory_gb",
+                  "> 0 (GB; inf: no check) or null (the memory this machine has available)", tr.max_memory_gb),
         *_require(tk.metric_every >= 1, "tracking.metric_every", ">= 1", tk.metric_every),
         *_require(tk.through_time_checkpoints >= 1, "tracking.through_time_checkpoints", ">= 1",
                   tk.through_time_checkpoints),
         *_require(tk.through_time_points >= 2, "tracking.through_time_points", ">= 2", tk.through_time_points),
+        *_require(tk.flush_seconds >= 0, "tracking.flush_seconds", ">= 0 (inf: only when the buffer fills)",
+                  tk.flush_seconds),
+        *_require(0 <= cfg.seed < SEED_LIMIT, "seed", "in [0, 2**32) (numpy's seed range)", cfg.seed),
     ]
+
+
+def _finite_errors(cfg: DictConfig, named: list[str]) -> list[str]:
+    """Every float of the schema finite (inf only where INF_MEANS says what it means), unless a range check
+    has already named the key."""
+    errors = []
+    for key in FLOAT_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is None or math.isfinite(value) or (value == math.inf and key in INF_MEANS):
+            continue
+        if not any(error.startswith(f"{key} must") for error in named):
+            meaning = f" (or inf: {INF_MEANS[key]})" if key in INF_MEANS else ""
+            errors.append(f"{key} must be a finite number{meaning}, got {value!r}")
+    return errors
+
+
+def credentials_error(key: str, value) -> str | None:
+    """The refusal of a URI that carries user:password@ (credentials come from the environment only:
+    Hydra writes every override and the composed config to .hydra/ and its job log)."""
+    if not isinstance(value, str) or not store.has_credentials(value):
+        return None
+    return (f"{key} must not carry credentials ({store.redact(value)}): Hydra would write them to its .hydra/ "
+            "files and logs; give the URI without user:password@ and set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD in the environment")
+
+
+def check_command_line(arguments: list[str]) -> None:
+    """Refuse credentials in command-line overrides before Hydra records them (it writes .hydra/overrides.yaml
+    before a run starts). Raises ConfigError naming the key, the password left out."""
+    for argument in arguments:
+        key, sep, value = argument.partition("=")
+        error = credentials_error(key.lstrip("+~"), value) if sep else None
+        _raise_if([error] if error else [])
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """A sweep's launcher (hydra.launcher): joblib's worker count (n_jobs) at least 1, or -1 for one worker per
+    core (joblib's default here; its other negative counts, cores + 1 + n_jobs, are refused as likely typos).
+    Launchers without n_jobs (basic, submitit) pass. Raises ConfigError."""
+    n_jobs = launcher.get("n_jobs") if "n_jobs" in launcher else None
+    _raise_if(_require(n_jobs is None or n_jobs == -1 or (isinstance(n_jobs, int) and n_jobs >= 1),
+                       "hydra.launcher.n_jobs", ">= 1 (worker processes) or -1 (one per core)", n_jobs))
 
 
 def _combination_errors(cfg: DictConfig) -> list[str]:
@@ -191,11 +275,76 @@ def _combination_errors(cfg: DictConfig) -> list[str]:
     return errors
 
 
-def check(cfg: DictConfig) -> None:
-    """Every range and combination check a type cannot express; raises ConfigError listing each violation."""
-    errors = _range_errors(cfg) + _combination_errors(cfg)
+def _raise_if(errors: list[str]) -> None:
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+
+
+def check(cfg: DictConfig) -> None:
+    """Every range and combination check a type cannot express; raises ConfigError listing each violation."""
+    errors = _range_errors(cfg)
+    errors += _finite_errors(cfg, errors) + _combination_errors(cfg)
+    credentials = credentials_error("tracking.uri", cfg.tracking.uri)
+    _raise_if(errors + ([credentials] if credentials else []))
+
+
+# What a run holds in memory, in bytes, by what it scales with (`memory_estimate`; measured against peak RSS,
+# see README "What is guaranteed"): the (T, B, H) arrays of a training step's forward cache and backward
+# (nn.Workspace: about 3 for the vanilla RNN, 5 with a norm, 10 for the GRU, 13 for the LSTM, plus slack)
+STEP_ARRAYS = {("rnn", "none"): 4, ("rnn", "layer"): 6, ("rnn", "batch"): 6, ("gru", "none"): 11, ("lstm", "none"): 14}
+# and those of evaluation's forward, which keeps no cache (1 to 5 with numpy's loops, about 1 with numba's)
+EVAL_ARRAYS = {("rnn", "none"): 2, ("rnn", "layer"): 3, ("rnn", "batch"): 3, ("gru", "none"): 5, ("lstm", "none"): 6}
+PARAM_COPIES = 6  # float64 copies of the parameters: gradients, clipped ones, a full gradient, two optimizer moments
+JACOBIAN_COPIES = 3  # (T, H, H) float64 stacks of the Jacobian instrument (the step Jacobians, a copy, the products)
+THROUGH_TIME_COPIES = 16  # float64 values per (step, t) the logger keeps and turns into its parquet and heatmap
+PROCESS_BYTES = 0.45 * GB  # the process itself: Python, numpy, numba, Hydra, MLflow (a tiny run peaks at 0.41 GB)
+
+
+def memory_estimate(run: Config, task) -> dict[str, float]:
+    """The memory (bytes) a run will need, by part, from its sizes alone (before anything is allocated).
+
+    task: the run's task (`training.make_run_task`, which allocates no data): its length T and its input
+    and output sizes. Each part names the keys it scales with.
+    """
+    m, tr = run.model, run.train
+    T, B, H, D, O = task.length, tr.batch_size, m.hidden_size, task.input_size, task.output_size
+    N, item = task.test_size, np.dtype(str(m.dtype)).itemsize
+    n_params = N_GATES[str(m.cell)] * H * (D + H + 2) + H * (O + 1) + O
+    kind = (str(m.cell), str(m.norm))
+    eval_batch = min(N, training.EVAL_BATCH)
+    return {
+        "parameters (model.hidden_size)": n_params * (item + 8 * PARAM_COPIES),
+        "BPTT cache (task.seq_len x train.batch_size x model.hidden_size)":
+            T * B * (H * STEP_ARRAYS[kind] * item + (D + O) * (8 + item) + 2 * 8),
+        "test set (task.seq_len x task.test_size)":
+            T * N * ((D + 2) * 8 + D * item) + T * eval_batch * H * EVAL_ARRAYS[kind] * item,
+        "instruments (task.seq_len x model.hidden_size^2, task.seq_len x train.steps)":
+            JACOBIAN_COPIES * T * H * H * 8 + (tr.steps + 1) * T * 8 * THROUGH_TIME_COPIES,
+        "process": PROCESS_BYTES,
+    }
+
+
+def _memory_errors(run: Config, task) -> list[str]:
+    """The run refused when its estimate exceeds the memory it may use (train.max_memory_gb, or what this
+    machine has available now), before it allocates gigabytes and dies of a MemoryError."""
+    limit_gb = run.train.max_memory_gb
+    if limit_gb == math.inf:
+        return []
+    parts = memory_estimate(run, task)
+    need = sum(parts.values())
+    memory = psutil.virtual_memory()
+    limit = memory.available if limit_gb is None else limit_gb * GB
+    if need <= limit:
+        return []
+    what = "; ".join(f"{name}: {_gb(size)}" for name, size in parts.items() if size >= 0.01 * need)
+    where = "the memory this machine has available" if limit_gb is None else f"train.max_memory_gb={limit_gb:g}"
+    return [f"the run needs about {_gb(need)} of memory ({what}), more than {where} (psutil: "
+            f"{_gb(memory.available)} available of {_gb(memory.total)}): make the sizes named smaller, or set "
+            "train.max_memory_gb (GB; inf: no check) on a machine that has the memory"]
+
+
+def _gb(size: float) -> str:
+    return f"{size / GB:,.0f} GB" if size >= 10 * GB else f"{size / GB:.2g} GB"
 
 
 def checked(cfg: DictConfig) -> Config:
@@ -210,11 +359,13 @@ def checked(cfg: DictConfig) -> Config:
             del cfg["hydra"]
     run = OmegaConf.to_object(cfg)
     # the task's and the optimizer's own options (char_lm's fractions, momentum) are checked by their constructors
+    made = {}
     for what, make in (("task", training.make_run_task), ("optim", training.make_run_optimizer)):
         try:
-            make(run)
+            made[what] = make(run)
         except ValueError as err:
             raise ConfigError(f"invalid configuration:\n  {what}: {err}") from None
+    _raise_if(_memory_errors(run, made["task"]))
     return run
 
 
@@ -243,6 +394,7 @@ def config_hash(cfg: DictConfig) -> str:
     data = resolved(cfg)
     data.pop("tracking", None)  # where and how often a run logs does not change its result
     data.get("train", {}).pop("verbose", None)  # printing does not change a result
+    data.get("train", {}).pop("max_memory_gb", None)  # nor does the memory check
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

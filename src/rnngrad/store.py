@@ -5,7 +5,7 @@ it imports nothing else of rnngrad, so the report can use it without the model s
 
 - `resolve_uri`: the tracking URI to use (argument, $MLFLOW_TRACKING_URI, or the project's SQLite file).
 - `sqlite_path`: the database file of a sqlite:/// URI (None for any other URI).
-- `redact`, `credentials_to_environment`: credentials never stored or printed.
+- `has_credentials`, `redact`, `credentials_to_environment`: credentials never stored or printed.
 - `check_store`: refuse a store that cannot work before anything is written (`must_exist` for readers).
 - `encode_param` / `decode_param`: the parameter codec (None <-> "null", bools <-> "true"/"false").
 """
@@ -24,6 +24,8 @@ SQLITE_PREFIX = "sqlite:///"
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "databricks")
 MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}
 HEALTH_TIMEOUT = 5.0  # seconds a tracking server has to answer its health check
+HEALTH_ANSWER = b"OK"  # what an MLflow tracking server's /health answers
+HEALTH_ANSWER_BYTES = 1024  # read no more of the answer than this
 
 
 class StoreError(ValueError):
@@ -61,15 +63,28 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
+def _userinfo(uri: str) -> tuple[str, str, str] | None:
+    """(scheme, user[:password], the rest) of a URI that carries user info, else None.
+
+    The user info ends at the URI's last '@', so a password that holds '/', ':', '?', '#' or '@' (which
+    urlsplit would take for the path or the host) is all of it. A sqlite:/// URI has no user info (its
+    path may hold an '@')."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.strip("'\" ").lower() == "sqlite" or "@" not in rest:
+        return None
+    userinfo, _, rest = rest.rpartition("@")
+    return scheme, userinfo, rest
+
+
+def has_credentials(uri: str) -> bool:
+    """Whether the URI carries user[:password]@."""
+    return _userinfo(uri) is not None
+
+
 def redact(uri: str) -> str:
     """The URI without user:password@ (credentials must come from MLFLOW_TRACKING_USERNAME/PASSWORD)."""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    parts = _userinfo(uri)
+    return uri if parts is None else f"{parts[0]}://***@{parts[2]}"
 
 
 def describe(uri: str) -> str:
@@ -87,13 +102,15 @@ def credentials_to_environment(uri: str) -> str:
     MLflow then takes the credentials from the environment only, and no URI it prints or stores
     carries them.
     """
-    parts = urlsplit(uri)
-    if parts.username is None:
+    parts = _userinfo(uri)
+    if parts is None:
         return uri
-    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
-    if parts.password is not None:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+    scheme, userinfo, rest = parts
+    user, colon, password = userinfo.partition(":")
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+    if colon:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return f"{scheme}://{rest}"
 
 
 def artifact_location(uri: str) -> str | None:
@@ -113,7 +130,10 @@ def _check_sqlite(path: Path, must_exist: bool) -> None:
                              f"(tracking.uri=sqlite:///{path / 'mlflow.db'})")
         folder = path.parent
         if not folder.is_dir():
-            what = "is a file, not a directory" if folder.exists() else "does not exist"
+            # the nearest existing path above the file may be a regular file, at any depth
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            what = ("does not exist" if existing.is_dir() else "is a file, not a directory" if existing == folder
+                    else f"is under {existing}, a file, not a directory")
             raise StoreError(f"the directory of tracking store {path} {what}: create the directory or fix "
                              "tracking.uri (nothing is created for a path that may be mistyped)")
         if not (folder.stat().st_mode & 0o222) or not os.access(folder, os.W_OK):
@@ -141,10 +161,13 @@ def _check_server(uri: str) -> None:
     health = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/") + "/health", "", ""))
     try:
         with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT) as response:
-            response.read()
+            answer = response.read(HEALTH_ANSWER_BYTES)
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise StoreError(f"tracking server {redact(uri)} is unreachable ({reason})") from None
+    if answer.strip() != HEALTH_ANSWER:  # e.g. a web server that happens to serve a file called health
+        raise StoreError(f"{redact(uri)} is not an MLflow tracking server: its /health answered "
+                         f"{len(answer)} bytes other than {HEALTH_ANSWER.decode()!r}; check tracking.uri")
 
 
 def check_store(uri: str, *, must_exist: bool = False) -> None:

@@ -2,7 +2,7 @@
 
 import sys
 
-from rnngrad.app.main import main
+from rnngrad.app.main import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -175,9 +175,11 @@ class GridsSweeper(Sweeper):
         from rnngrad.app import console
         from rnngrad.app.main import errors_exit
         from rnngrad.app.sweep import open_sweep
+        from rnngrad.config import check_launcher
 
         console.quiet_libraries(self.config.hydra.verbose)
         with errors_exit():
+            check_launcher(self.config.hydra.launcher)
             jobs = self._selected_jobs(arguments)
             checks = self._check_all(jobs)
             sweep = open_sweep(self.config, jobs, checks)

@@ -1,6 +1,7 @@
 """The Hydra entry point (`python -m rnngrad.train [overrides]`, `-m` for a sweep) and one run.
 
-A thin `@hydra.main` around `run(cfg) -> dict`, which tests call directly. In a sweep, the `grids`
+A thin `@hydra.main` around `run(cfg) -> dict`, which tests call directly; `cli` checks the command line
+before Hydra sees it. In a sweep, the `grids`
 sweeper (hydra_plugins/rnngrad_sweeper) has already created the store, the experiment and the
 sweep's parent run (`rnngrad.app.sweep`); their ids reach each job as environment variables.
 """
@@ -183,6 +184,14 @@ def refuse_sweep_without_multirun() -> None:
         raise config_mod.ConfigError(
             f"{what} is a sweep (hydra.sweeper.grids: {', '.join(hydra_cfg.sweeper.grids)}): run it with -m, "
             f"e.g. python -m rnngrad.train -m {what if choice else '...'}")
+
+
+def cli() -> None:
+    """`python -m rnngrad.train`: the command line's overrides checked for credentials before Hydra records
+    them (it writes them to .hydra/overrides.yaml before the run starts), then `main`."""
+    with errors_exit():
+        config_mod.check_command_line(sys.argv[1:])
+    main()
 
 
 # an absolute path: Hydra would look for a relative one inside the rnngrad.app package

@@ -125,7 +125,7 @@ def open_sweep(master_cfg: DictConfig, jobs: list[list[str]], checks: list[JobCh
     """
     for overrides, check in zip(jobs, checks):
         if check.error is not None:
-            raise ConfigError(f"job [{' '.join(overrides)}]: {check.error}")
+            raise ConfigError(f"job [{tracking.loggable_overrides(overrides)}]: {check.error}")  # credentials redacted
     targets = {check.target for check in checks}
     if len(targets) != 1:
         raise ConfigError("all jobs of a sweep must log to the same tracking.uri and tracking.experiment")

@@ -23,30 +23,54 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import LifecycleStage, Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from rnngrad import config as config_mod
-from rnngrad.store import artifact_location, check_store, encode_param, redact, sqlite_path
+from rnngrad.store import StoreError, artifact_location, check_store, encode_param, redact, sqlite_path
 from rnngrad.training import Callback, Result
 
 ENTITIES_PER_BATCH = 1000  # MLflow's limit for one log_batch call: metrics + params + tags
 PARAMS_PER_BATCH = 100  # and at most 100 params or tags
 METRICS_PER_BATCH = ENTITIES_PER_BATCH - PARAMS_PER_BATCH  # room for the tags that ride along
 HEATMAP = "figures/grad_heatmap.png"
+REASON_CHARS = 300  # of a server's error, at most this much is shown
 
 
 def prepare_store(uri: str, experiment: str) -> str:
     """Create the store (if new) and the experiment (if missing); return the experiment id.
 
-    Call from one process only, before any job starts.
+    Call from one process only, before any job starts. Raises StoreError for a store that cannot work,
+    an experiment deleted in it (MLflow refuses its runs), and a server that fails to answer.
     """
     check_store(uri)
     client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    return client.create_experiment(experiment, artifact_location=artifact_location(uri))
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return client.create_experiment(experiment, artifact_location=artifact_location(uri))
+    except MlflowException as err:
+        if sqlite_path(uri) is not None:
+            raise
+        raise StoreError(server_failure(uri, err)) from None
+    if found.lifecycle_stage == LifecycleStage.DELETED:  # MLflow would refuse its runs, after the checks
+        raise StoreError(
+            f"tracking.experiment={experiment!r} is deleted in {redact(uri)} (experiment id {found.experiment_id}): "
+            f"restore it (MLFLOW_TRACKING_URI=<the store> mlflow experiments restore --experiment-id "
+            f"{found.experiment_id}) or choose another tracking.experiment; nothing was created")
+    return found.experiment_id
+
+
+def server_failure(uri: str, err: Exception) -> str:
+    """A short message for a tracking server that failed a request: the server (credentials redacted), the
+    client's time bounds, the first line of MLflow's error (not a page of the server's HTML)."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if len(reason) > REASON_CHARS:
+        reason = reason[:REASON_CHARS] + "..."
+    return (f"tracking server {redact(uri)} failed to answer (timeout {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT')} s, "
+            f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES')} retries: MLFLOW_HTTP_REQUEST_TIMEOUT, "
+            f"MLFLOW_HTTP_REQUEST_MAX_RETRIES): {redact(reason)}")
 
 
 def find_finished(client: MlflowClient, exp_id: str, config_hash: str) -> str | None:
