@@ -42,7 +42,7 @@ SEARCH_PAGE = 1000  # runs per search_runs request
 BULK_RUNS = 500  # run ids per bulk history query
 DOWNLOAD_THREADS = 8  # artifact downloads in flight (they are one request each on a server)
 # params that do not describe a configuration
-BOOKKEEPING = ("tracking.", "train.verbose", "question")
+BOOKKEEPING = ("tracking.", "train.verbose", "train.max_memory_gb", "question")
 
 
 def _typed(column: pd.Series) -> pd.Series:
