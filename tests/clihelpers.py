@@ -26,11 +26,16 @@ def store_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 
-def run_cli(tmp_path: Path, *overrides: str, multirun: bool = False, uri: str | None = None, env=None, timeout=300):
+def cli_args(tmp_path: Path, *overrides: str, multirun: bool = False, uri: str | None = None) -> list[str]:
+    """The CLI's command line: these overrides, the store, and Hydra's output under tmp_path."""
     args = [sys.executable, "-m", "rnngrad.train"] + (["-m"] if multirun else [])
-    args += list(overrides) + [f"tracking.uri={uri or store_uri(tmp_path)}",
-                               f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    return subprocess.run(args, cwd=tmp_path, env=environment(env), capture_output=True, text=True, timeout=timeout)
+    return args + list(overrides) + [f"tracking.uri={uri or store_uri(tmp_path)}",
+                                     f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+
+
+def run_cli(tmp_path: Path, *overrides: str, multirun: bool = False, uri: str | None = None, env=None, timeout=300):
+    return subprocess.run(cli_args(tmp_path, *overrides, multirun=multirun, uri=uri), cwd=tmp_path,
+                          env=environment(env), capture_output=True, text=True, timeout=timeout)
 
 
 def environment(env=None) -> dict:

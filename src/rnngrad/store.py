@@ -12,6 +12,7 @@ it imports nothing else of rnngrad, so the report can use it without the model s
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 import urllib.error
@@ -156,11 +157,20 @@ def _check_sqlite(path: Path, must_exist: bool) -> None:
                          f"(tables: {', '.join(sorted(tables)[:5])}), not an MLflow store; refusing to touch it")
 
 
+def _authorization() -> dict[str, str]:
+    """The Authorization header MLflow's client would send, from its environment variables."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user is not None and password is not None:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _check_server(uri: str) -> None:
     parts = urlsplit(uri)
-    health = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/") + "/health", "", ""))
+    base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"), "", ""))
     try:
-        with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT) as response:
+        with urllib.request.urlopen(base + "/health", timeout=HEALTH_TIMEOUT) as response:
             answer = response.read(HEALTH_ANSWER_BYTES)
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
@@ -168,6 +178,21 @@ def _check_server(uri: str) -> None:
     if answer.strip() != HEALTH_ANSWER:  # e.g. a web server that happens to serve a file called health
         raise StoreError(f"{redact(uri)} is not an MLflow tracking server: its /health answered "
                          f"{len(answer)} bytes other than {HEALTH_ANSWER.decode()!r}; check tracking.uri")
+    # /health answers anyone: one authenticated read tells refused credentials at once, before a sweep
+    # submits jobs that would each fail on them (the message names the user, never the password)
+    request = urllib.request.Request(base + "/api/2.0/mlflow/experiments/search?max_results=1", headers=_authorization())
+    try:
+        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT) as response:
+            response.read()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            who = f"user {user!r}" if user else "no credentials (MLFLOW_TRACKING_USERNAME/PASSWORD unset)"
+            what = "refused" if err.code == 401 else "gave no permission to"
+            raise StoreError(f"tracking server {redact(uri)} {what} {who} (HTTP {err.code}): set "
+                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server") from None
+    except (urllib.error.URLError, OSError, ValueError):
+        pass  # a server that answers /health but not this read is left to MLflow's own errors
 
 
 def check_store(uri: str, *, must_exist: bool = False) -> None:
@@ -177,7 +202,7 @@ def check_store(uri: str, *, must_exist: bool = False) -> None:
     is refused, never migrated); a writer (must_exist=False) needs the file's directory to exist and be
     writable (it is never created: a mistyped path fails rather than starting a new store); a reader
     (must_exist=True) needs the file to exist (StoreNotFound). A server: it must answer its health
-    check within HEALTH_TIMEOUT seconds.
+    check within HEALTH_TIMEOUT seconds and accept the credentials of MLFLOW_TRACKING_USERNAME/PASSWORD.
     """
     path = sqlite_path(uri)
     if path is not None:
