@@ -7,19 +7,26 @@ they are built for speed: a small
 than by a layout engine (whose measuring of every tick label costs more than drawing them), few ticks.
 Building the axes, their ticks and the colourbar costs as much again as drawing them, so a process keeps
 one figure of each kind (`save_grad_heatmap`, `save_grad_curves`) and only gives it each run's data,
-limits and title. `grad_heatmap` and `grad_curves` return a figure of their own (for a notebook or a test). The report's figures, drawn once
+limits and title. Drawing the text (tick labels, axis titles, legend) is most of what remains, and it
+depends only on the axes' limits, which are whole decades and the run's T and steps: the process keeps
+the pixels of the last figure drawn without its data and title (the frame), and a run whose limits are
+the same as the previous run's (the seeds of a configuration, the neighbouring jobs of a sweep) draws
+only its data and title over them (matplotlib's blitting: `copy_from_bbox`, `restore_region`, `draw_artist`).
+`grad_heatmap` and `grad_curves` return a figure of their own (for a notebook or a test). The report's figures, drawn once
 per study, are `rnngrad.report.figures`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
+from matplotlib.image import AxesImage, imsave
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator
 
@@ -40,11 +47,37 @@ PNG = {"compress_level": 1}  # zlib's fastest level: the small image's size hard
 
 
 @dataclass
+class _Frame:
+    """What a process's figure keeps between runs: the limits its frame was drawn for, and its pixels."""
+
+    limits: tuple | None = None
+    pixels: object = None
+
+    def write(self, figure: Figure, limits: tuple, data: list[Artist], path: str | Path) -> None:
+        """Write `figure` as a PNG to `path`, drawing only the `data` artists over the frame if the frame
+        was drawn for these limits, else drawing everything (and keeping the new frame)."""
+        canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+        for artist in data:
+            artist.set_animated(True)  # left out of canvas.draw(): the frame is everything else
+        if limits != self.limits:
+            canvas.draw()
+            self.limits, self.pixels = limits, canvas.copy_from_bbox(figure.bbox)
+        else:
+            canvas.restore_region(self.pixels)
+        for artist in data:
+            figure.draw_artist(artist)
+        for artist in data:
+            artist.set_animated(False)
+        imsave(path, np.asarray(canvas.buffer_rgba()), format="png", pil_kwargs=PNG)
+
+
+@dataclass
 class _Heatmap:
     """A heatmap figure and the image a new run's data changes (its colourbar follows the image)."""
 
     figure: Figure
     image: AxesImage
+    frame: _Frame = field(default_factory=_Frame)
 
     @classmethod
     def build(cls) -> _Heatmap:
@@ -68,13 +101,26 @@ class _Heatmap:
         half = spacing[0] / 2 if spacing.size else 0.5
         valid = np.isfinite(norms) & (norms > 0)
         logs = np.ma.masked_array(np.log10(norms, where=valid, out=np.zeros_like(norms)), mask=~valid)
-        lo, hi = (float(logs.min()), float(logs.max())) if valid.any() else (0.0, 1.0)
+        lo, hi = _decades(logs[valid]) if valid.any() else (0.0, 1.0)
         self.image.set_data(logs)
         self.image.set_extent((0.5, norms.shape[1] + 0.5, steps[0] - half, steps[-1] + half))
         self.image.set_clim(lo, hi)  # the colourbar follows its mappable
         # y given: the title's place is fixed, not searched for above the tick labels at every draw
         self.image.axes.set_title(title or "", y=1.0, pad=4)
         return self.figure
+
+    def save(self, path: str | Path, steps: np.ndarray, ds_norm: np.ndarray, title: str | None) -> None:
+        ax = self.draw(steps, ds_norm, title).axes[0]
+        # the axes' edges go over the image, as in a full drawing
+        self.frame.write(self.figure, (tuple(self.image.get_extent()), self.image.get_clim()),
+                         [self.image, *ax.spines.values(), ax.title], path)
+
+
+def _decades(logs: np.ndarray) -> tuple[float, float]:
+    """The whole decades around these log10 values (at least one): a colour scale or log axis that reads
+    off at round values, and a frame the next run with the same range can reuse."""
+    lo, hi = np.floor(logs.min()), np.ceil(logs.max())
+    return float(lo), float(max(hi, lo + 1))
 
 
 def _checked(steps, ds_norm, evenly: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +139,7 @@ def grad_heatmap(steps: np.ndarray, ds_norm: np.ndarray, title: str | None = Non
 
     steps (N,): training steps, increasing and evenly spaced (the logger records every step);
     ds_norm (N, T): ||dL/ds_t|| at those steps. Each cell spans the interval around its step and t.
-    Zero and non-finite norms are left blank; the colours span the finite logs' range.
+    Zero and non-finite norms are left blank; the colours span the whole decades around the finite logs.
     """
     return _Heatmap.build().draw(steps, ds_norm, title)
 
@@ -105,6 +151,7 @@ class _Curves:
 
     figure: Figure
     lines: list[Line2D]
+    frame: _Frame = field(default_factory=_Frame)
 
     @classmethod
     def build(cls) -> _Curves:
@@ -135,14 +182,20 @@ class _Curves:
                 line.set_data(distance, shown[k])
                 line.set_color(CURVE_COLOURS(k / max(len(steps) - 1, 1) * 0.85))
                 line.set_label(f"step {steps[k]}")
-        lo, hi = (np.log10(norms[valid].min()), np.log10(norms[valid].max())) if valid.any() else (0.0, 0.0)
-        # round decades at both ends: the range reads off the axis
-        ax.set_ylim(10.0 ** np.floor(lo), 10.0 ** max(np.ceil(hi), np.floor(lo) + 1))
+        lo, hi = _decades(np.log10(norms[valid])) if valid.any() else (0.0, 1.0)
+        ax.set_ylim(10.0 ** lo, 10.0 ** hi)  # round decades at both ends: the range reads off the axis
         ax.set_xlim(0, max(T - 1, 1))
         ax.legend(handles=self.lines[: len(steps)], loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
                   fontsize="small")
         ax.set_title(title or "", y=1.0, pad=4)
         return self.figure
+
+    def save(self, path: str | Path, steps: np.ndarray, ds_norm: np.ndarray, title: str | None) -> None:
+        ax = self.draw(steps, ds_norm, title).axes[0]
+        shown = self.lines[: len(steps)]
+        # the legend names the steps: part of the frame; the axes' edges go over the lines, as in a full drawing
+        self.frame.write(self.figure, (ax.get_xlim(), ax.get_ylim(), tuple(line.get_label() for line in shown)),
+                         [*shown, *ax.spines.values(), ax.title], path)
 
 
 def grad_curves(steps: np.ndarray, ds_norm: np.ndarray, title: str | None = None) -> Figure:
@@ -162,7 +215,7 @@ def _save(kind, path: str | Path, steps: np.ndarray, ds_norm: np.ndarray, title:
     drawing) and write it as a PNG to `path`."""
     if kind not in _process_figures:
         _process_figures[kind] = kind.build()
-    _process_figures[kind].draw(steps, ds_norm, title).savefig(path, pil_kwargs=PNG)
+    _process_figures[kind].save(path, steps, ds_norm, title)
 
 
 def save_grad_heatmap(path: str | Path, steps: np.ndarray, ds_norm: np.ndarray, title: str | None = None) -> None:
