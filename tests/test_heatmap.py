@@ -151,7 +151,8 @@ def test_curves_of_a_later_run_with_fewer_checkpoints_hide_the_earlier_lines(tmp
     hm.save_grad_curves(tmp_path / "b.png", np.array([0, 10]), np.ones((2, 6)))
     cached = hm._process_figures[hm._Curves].figure.axes[0]
     assert [line.get_label() for line in cached.get_lines() if line.get_visible()] == ["step 0", "step 10"]
-    assert [t.get_text() for t in cached.get_legend().get_texts()] == [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    legend = lambda ax: [t.get_text() for t in ax.get_legend().get_texts()]  # noqa: E731
+    assert legend(cached) == legend(fig.axes[0]) == ["step 0", "step 10"]
 
 
 def test_a_refused_input_leaves_the_process_figure_as_it_was(tmp_path):

@@ -2,18 +2,19 @@
 through time at the checkpoints, ||dL/ds_t|| against the distance from the loss T - t on a log axis.
 
 Every run of a sweep draws these figures (figures/grad_heatmap.png, figures/grad_through_time.png), so
-they are built for speed: a small
-`Figure` (no pyplot, no global state) at a low resolution, axes, titles and labels placed by hand rather
-than by a layout engine (whose measuring of every tick label costs more than drawing them), few ticks.
+they are built for speed: a small `Figure` (no pyplot, no global state) at a low resolution, axes,
+titles and labels placed by hand rather than by a layout engine (whose measuring of every tick label
+costs more than drawing them), few ticks.
 Building the axes, their ticks and the colourbar costs as much again as drawing them, so a process keeps
 one figure of each kind (`save_grad_heatmap`, `save_grad_curves`) and only gives it each run's data,
-limits and title. Drawing the text (tick labels, axis titles, legend) is most of what remains, and it
-depends only on the axes' limits, which are whole decades and the run's T and steps: the process keeps
-the pixels of the last figure drawn without its data and title (the frame), and a run whose limits are
-the same as the previous run's (the seeds of a configuration, the neighbouring jobs of a sweep) draws
-only its data and title over them (matplotlib's blitting: `copy_from_bbox`, `restore_region`, `draw_artist`).
-`grad_heatmap` and `grad_curves` return a figure of their own (for a notebook or a test). The report's figures, drawn once
-per study, are `rnngrad.report.figures`.
+limits and title. Drawing the text (tick labels, axis titles, legend) is most of what remains, and
+most of it depends only on the run's T and steps: the process keeps the pixels of the last figure drawn
+without what depends on the data (the frame: everything but the image or lines, the value axis or
+colourbar, and the title), and a run with the same T and steps as the previous run (the seeds of a
+configuration, the neighbouring jobs of a sweep) draws only those over it (matplotlib's blitting:
+`copy_from_bbox`, `restore_region`, `draw_artist`).
+`grad_heatmap` and `grad_curves` return a figure of their own (for a notebook or a test). The report's
+figures, drawn once per study, are `rnngrad.report.figures`.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class _Frame:
     pixels: object = None
 
     def write(self, figure: Figure, limits: tuple, data: list[Artist], path: str | Path) -> None:
-        """Write `figure` as a PNG to `path`, drawing only the `data` artists over the frame if the frame
-        was drawn for these limits, else drawing everything (and keeping the new frame)."""
+        """Write `figure` as a PNG to `path`: the frame (everything but the `data` artists, which must be
+        in drawing order), kept from the previous call if that was for the same `limits`, and over it the
+        `data` artists."""
         canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
         for artist in data:
             artist.set_animated(True)  # left out of canvas.draw(): the frame is everything else
@@ -93,6 +95,7 @@ class _Heatmap:
         ax.yaxis.set_label_coords(*YLABEL_AT)
         colourbar = fig.colorbar(image, cax=fig.add_axes(COLOURBAR_AXES), label="log10 ||dL/ds_t||")
         colourbar.ax.yaxis.set_label_coords(*COLOURBAR_LABEL_AT)
+        colourbar.locator = MaxNLocator(TICKS, integer=True)  # whole decades, few labels (drawn for every run)
         return cls(fig, image)
 
     def draw(self, steps: np.ndarray, ds_norm: np.ndarray, title: str | None) -> Figure:
@@ -111,9 +114,9 @@ class _Heatmap:
 
     def save(self, path: str | Path, steps: np.ndarray, ds_norm: np.ndarray, title: str | None) -> None:
         ax = self.draw(steps, ds_norm, title).axes[0]
-        # the axes' edges go over the image, as in a full drawing
-        self.frame.write(self.figure, (tuple(self.image.get_extent()), self.image.get_clim()),
-                         [self.image, *ax.spines.values(), ax.title], path)
+        # the axes' edges go over the image, as in a full drawing; the colourbar follows the run's range
+        self.frame.write(self.figure, tuple(self.image.get_extent()),
+                         [self.image, *ax.spines.values(), ax.title, self.figure.axes[1]], path)
 
 
 def _decades(logs: np.ndarray) -> tuple[float, float]:
@@ -193,9 +196,10 @@ class _Curves:
     def save(self, path: str | Path, steps: np.ndarray, ds_norm: np.ndarray, title: str | None) -> None:
         ax = self.draw(steps, ds_norm, title).axes[0]
         shown = self.lines[: len(steps)]
-        # the legend names the steps: part of the frame; the axes' edges go over the lines, as in a full drawing
-        self.frame.write(self.figure, (ax.get_xlim(), ax.get_ylim(), tuple(line.get_label() for line in shown)),
-                         [*shown, *ax.spines.values(), ax.title], path)
+        # the legend names the steps: part of the frame; the value axis follows the run's range; in the
+        # order of a full drawing (its ticks, the lines, the axes' edges over them)
+        self.frame.write(self.figure, (ax.get_xlim(), tuple(line.get_label() for line in shown)),
+                         [ax.yaxis, *shown, *ax.spines.values(), ax.title], path)
 
 
 def grad_curves(steps: np.ndarray, ds_norm: np.ndarray, title: str | None = None) -> Figure:

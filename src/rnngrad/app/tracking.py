@@ -295,9 +295,10 @@ class MlflowLogger(Callback):
     (0: at every step); tags ride along with them (a short run makes one log_batch call in all).
 
     What it costs: MLflow's SQL store spends about 70 us per metric point (ORM objects, latest-metric
-    bookkeeping), so the points logged decide the share of a short run's time, and the defaults
-    (`tracking.metric_every=50`, 3 through-time checkpoints of at most 25 t each) keep a default run's logging to a
-    few percent (`scripts/bench.py` measures the share; its budget is 3%, which reports/bench.md says it misses).
+    bookkeeping) and a disk sync per commit (a run makes about ten; see `_use_wal`), so the points and
+    calls decide the share of a short run's time. The defaults (`tracking.metric_every=50`, 3 through-time
+    checkpoints of at most 25 distances each) and one log_batch at the end of a short run keep it to a few
+    percent, the two figures included (`scripts/bench.py` measures the share; its budget is 3%).
     (MLflow's asynchronous logging is not used: closing a run joins its queue's threads, an idle wait
     of about a second per run, more than the synchronous batches cost.)
     """
