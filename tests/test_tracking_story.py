@@ -107,7 +107,20 @@ def test_prepare_store_deletes_an_empty_default_experiment_and_keeps_one_with_ru
         assert tracking.prepare_store(uri, "study") == exp_id  # found again, nothing more deleted
         assert sorted(e.name for e in client.search_experiments(view_type=ViewType.ALL)) == ["Default", "study"]
         note = client.get_experiment(exp_id).tags[tracking.NOTE]
-        assert "grad_through_time/log10_step_<N>" in note and note.endswith("Created by `python -m rnngrad.train`.")
+        assert "grad_through_time/log10_step_<N>" in note and note.endswith(
+            "Described when `python -m rnngrad.train` first logged to it.")
+
+
+def test_an_experiment_without_a_description_is_given_one_and_one_with_keeps_it(tmp_path, blank_store):
+    shutil.copy(blank_store, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    old, mine = client.create_experiment("old"), client.create_experiment("mine", tags={tracking.NOTE: "my words"})
+    assert tracking.prepare_store(uri, "old", command="python -m rnngrad.train seed=1") == old
+    assert tracking.prepare_store(uri, "mine", command="python -m rnngrad.train seed=1") == mine
+    assert client.get_experiment(old).tags[tracking.NOTE] == tracking.experiment_description(
+        "python -m rnngrad.train seed=1")
+    assert client.get_experiment(mine).tags[tracking.NOTE] == "my words"
 
 
 @pytest.mark.slow
@@ -124,14 +137,16 @@ def test_a_sweep_tells_its_story_in_the_store(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     experiment = client.get_experiment_by_name("rnngrad")
     assert experiment.tags[tracking.NOTE].startswith("rnngrad: how gradients vanish and explode")
-    assert "Created by `python -m rnngrad.train -m " in experiment.tags[tracking.NOTE]
+    assert "Described when `python -m rnngrad.train -m " in experiment.tags[tracking.NOTE]
 
     (parent,), children = split_sweep(found)
     note = parent.data.tags[tracking.NOTE]
     assert note.startswith("Sweep of 2 jobs, experiment=tiny.\n> Question: does a tiny sweep tell its story? "
                            "Two activations at T = 8.\n> A second line of the question.\n")
     assert "\n- tiny: question=tiny, model.activation=tanh,relu\n" in note
-    assert "experiment=tiny" in note.split("Command: `")[1] and all(o in note for o in TINY)
+    command = note.split("Command (its comma-separated values are a grid too): `")[1]
+    assert command.startswith("python -m rnngrad.train -m hydra.searchpath=") and "hydra/launcher=basic" in command
+    assert all(o in command for o in TINY + ["experiment=tiny"]) and "hydra.mode" not in command
     assert sorted(r.info.run_name for r in children) == ["T8-relu-orth-s0-adding-tiny", "T8-tanh-orth-s0-adding-tiny"]
     for run in children:
         activation = run.data.params["model.activation"]
