@@ -131,7 +131,7 @@ def test_a_single_run_asked_for_again_runs_again(tmp_path):
     assert len(found) == 2 and {r.info.status for r in found} == {"FINISHED"}
     assert len({r.data.tags["config_hash"] for r in found}) == 1
     assert "skipped" not in again.stdout
-    assert f"adding-T8-tanh-orthogonal-s0 outcome {found[0].data.tags['outcome']}" in again.stdout.splitlines()
+    assert f"T8-tanh-orth-s0-adding outcome {found[0].data.tags['outcome']}" in again.stdout.splitlines()
 
 
 @pytest.mark.parametrize(
@@ -203,16 +203,16 @@ def test_a_jobs_lines_and_log_records_start_with_its_run_name(capsys):
     handler = logging.StreamHandler(sys.stderr)
     logger.addHandler(handler)
     try:
-        with job_output("adding-T8-relu-orthogonal-s1"):
+        with job_output("T8-relu-orth-s1-adding"):
             print("step      0  loss 1\noutcome unsolved")
             sys.stdout.write("no newline yet")
             logger.warning("from a logger")
     finally:
         logger.removeHandler(handler)
     out, err = capsys.readouterr()
-    assert out.splitlines() == ["adding-T8-relu-orthogonal-s1 step      0  loss 1",
-                                "adding-T8-relu-orthogonal-s1 outcome unsolved",
-                                "adding-T8-relu-orthogonal-s1 no newline yet"]
-    assert err == "adding-T8-relu-orthogonal-s1 from a logger\n"
+    assert out.splitlines() == ["T8-relu-orth-s1-adding step      0  loss 1",
+                                "T8-relu-orth-s1-adding outcome unsolved",
+                                "T8-relu-orth-s1-adding no newline yet"]
+    assert err == "T8-relu-orth-s1-adding from a logger\n"
     print("after")
     assert capsys.readouterr().out == "after\n"
