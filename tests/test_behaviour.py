@@ -9,13 +9,13 @@ import pytest
 from clihelpers import TINY, run_cli, runs
 
 EXPECTED = {
-    "adding-T8-relu-orthogonal-clipnorm1-k3-s1": {
+    "T8-relu-orth-clipnorm1-k3-s1-adding": {
         "train/loss": 0.13961443054250788, "eval/loss": 0.11515360667286266, "grad/norm_peak": 3.541419681446094,
         "lyap/top": -0.18813503867810327, "grad/trunc_cosine": 0.8980673486422922},
-    "adding-T8-lstm-orthogonal-clipnorm1-k3-s1": {
+    "T8-lstm-orth-clipnorm1-k3-s1-adding": {
         "train/loss": 0.6144493088736063, "eval/loss": 0.41594438300012004, "grad/norm_peak": 3.0435479772836866,
         "lyap/top": -1.455679497050106, "grad/trunc_cosine": 0.9273163700391125},
-    "adding-T8-gru-orthogonal-clipnorm1-k3-s1": {
+    "T8-gru-orth-clipnorm1-k3-s1-adding": {
         "train/loss": 0.7597818209038556, "eval/loss": 0.5548702010631605, "grad/norm_peak": 4.276994721243582,
         "lyap/top": -0.294735533533063, "grad/trunc_cosine": 0.9710373389000788},
 }

@@ -4,6 +4,7 @@ import io
 import re
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -26,7 +27,7 @@ def test_single_run_logs_params_tags_metrics_and_artifacts(tmp_path):
     assert len(found) == 1
     run = found[0]
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "adding-T8-tanh-orthogonal-clipnorm1-k3-s3"
+    assert run.info.run_name == "T8-tanh-orth-clipnorm1-k3-s3-adding"
     p = run.data.params
     assert (p["model.activation"], p["task.seq_len"], p["clip.mode"], p["bptt.truncation"], p["seed"]) == \
         ("tanh", "8", "norm", "3", "3")
@@ -43,21 +44,25 @@ def test_single_run_logs_params_tags_metrics_and_artifacts(tmp_path):
     # every step's scalar metrics, at step = training step
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(21))
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/loss")] == [0, 10, 20]
-    # gradient norms through time: T points each, at first, last and evenly spaced steps
+    # log10 of the gradient norms through time at first, last and evenly spaced steps, against T - t
     through = sorted(k for k in run.data.metrics if k.startswith("grad_through_time/"))
-    assert through == [f"grad_through_time/step_{n}" for n in (0, 10, 20)]  # 3 checkpoints by default
-    history = client.get_metric_history(run.info.run_id, "grad_through_time/step_20")
-    assert [m.step for m in history] == list(range(1, 9))
+    assert through == [f"grad_through_time/log10_step_{n}" for n in (0, 10, 20)]  # 3 checkpoints by default
+    history = sorted(client.get_metric_history(run.info.run_id, "grad_through_time/log10_step_20"), key=lambda m: m.step)
+    # T - t for t = 8..1 (every t when T <= 25 points) inside the truncation window k = 3: the norm is zero
+    # beyond it, where log10 has no value
+    assert [m.step for m in history] == [0, 1, 2]
     # artifacts
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert names == {"config.yaml", "grad_norms.parquet", "figures"}
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/grad_heatmap.png"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
+        "figures/grad_heatmap.png", "figures/grad_through_time.png"]
     local = client.download_artifacts(run.info.run_id, "grad_norms.parquet", str(tmp_path))
     frame = pd.read_parquet(local)
     assert list(frame.columns) == ["step", "t", "ds_norm", "jac_norm", "bound", "dc_norm"]
     assert len(frame) == 21 * 8 and frame["jac_norm"].notna().sum() == 3 * 8
     last = frame[frame.step == 20].sort_values("t")
-    assert [m.value for m in history] == pytest.approx(last.ds_norm.tolist(), rel=1e-15)
+    assert (last.ds_norm.to_numpy()[:-3] == 0).all()
+    assert [m.value for m in history] == pytest.approx(np.log10(last.ds_norm.to_numpy()[::-1][:3]).tolist(), rel=1e-15)
     config = yaml.safe_load(io.StringIO(open(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read()))
     assert config["model"]["activation"] == "tanh" and config["bptt"]["truncation"] == 3
 
@@ -72,8 +77,8 @@ def test_metric_every_thins_the_scalars_but_not_the_parquet(tmp_path):
     # every 5th step, every evaluation/diagnostic step (7, 14, 21 and 10, 20) and the last step
     assert steps("train/loss") == [0, 5, 7, 10, 14, 15, 20, 21, 23]
     assert steps("eval/loss") == [0, 7, 14, 21, 23]
-    # the through-time curves at 3 of the T = 8 time steps, first and last included
-    assert steps("grad_through_time/step_23") == [1, 5, 8]
+    # the through-time curves at 3 of the T = 8 distances T - t: 0, a 1-2-5 stride (5), the farthest
+    assert steps("grad_through_time/log10_step_23") == [0, 5, 7]
     frame = pd.read_parquet(client.download_artifacts(run.info.run_id, "grad_norms.parquet", str(tmp_path)))
     assert sorted(frame.step.unique()) == list(range(24))
 
@@ -89,8 +94,7 @@ def test_multirun_makes_one_parent_and_children_then_resumes(tmp_path):
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in found)
     assert sorted(r.info.run_name for r in children) == [
-        "adding-T8-relu-orthogonal-s0", "adding-T8-relu-orthogonal-s1",
-        "adding-T8-tanh-orthogonal-s0", "adding-T8-tanh-orthogonal-s1"]
+        "T8-relu-orth-s0-adding", "T8-relu-orth-s1-adding", "T8-tanh-orth-s0-adding", "T8-tanh-orth-s1-adding"]
     assert len({r.data.tags["config_hash"] for r in children}) == 4
     # the console: each job's lines start with its run name (3 step lines: steps 0, 10, 20, and the outcome)
     names = {r.info.run_name: r for r in children}
@@ -130,7 +134,7 @@ def test_a_single_run_asked_for_again_runs_again(tmp_path):
     assert len(found) == 2 and {r.info.status for r in found} == {"FINISHED"}
     assert len({r.data.tags["config_hash"] for r in found}) == 1
     assert "skipped" not in again.stdout
-    assert f"adding-T8-tanh-orthogonal-s0 outcome {found[0].data.tags['outcome']}" in again.stdout.splitlines()
+    assert f"T8-tanh-orth-s0-adding outcome {found[0].data.tags['outcome']}" in again.stdout.splitlines()
 
 
 @pytest.mark.parametrize(
@@ -202,16 +206,16 @@ def test_a_jobs_lines_and_log_records_start_with_its_run_name(capsys):
     handler = logging.StreamHandler(sys.stderr)
     logger.addHandler(handler)
     try:
-        with job_output("adding-T8-relu-orthogonal-s1"):
+        with job_output("T8-relu-orth-s1-adding"):
             print("step      0  loss 1\noutcome unsolved")
             sys.stdout.write("no newline yet")
             logger.warning("from a logger")
     finally:
         logger.removeHandler(handler)
     out, err = capsys.readouterr()
-    assert out.splitlines() == ["adding-T8-relu-orthogonal-s1 step      0  loss 1",
-                                "adding-T8-relu-orthogonal-s1 outcome unsolved",
-                                "adding-T8-relu-orthogonal-s1 no newline yet"]
-    assert err == "adding-T8-relu-orthogonal-s1 from a logger\n"
+    assert out.splitlines() == ["T8-relu-orth-s1-adding step      0  loss 1",
+                                "T8-relu-orth-s1-adding outcome unsolved",
+                                "T8-relu-orth-s1-adding no newline yet"]
+    assert err == "T8-relu-orth-s1-adding from a logger\n"
     print("after")
     assert capsys.readouterr().out == "after\n"

@@ -111,7 +111,7 @@ def test_rnngrad_train_is_the_hydra_app_through_the_installed_entry_point(tmp_pa
                    command=rnngrad_command(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     _, found = runs(tmp_path)
-    assert [(r.info.run_name, r.info.status) for r in found] == [("adding-T8-tanh-orthogonal-s4", "FINISHED")]
+    assert [(r.info.run_name, r.info.status) for r in found] == [("T8-tanh-orth-s4-adding", "FINISHED")]
     assert (tmp_path / "out" / ".hydra" / "config.yaml").is_file()  # Hydra's job directory, as with -m rnngrad.train
 
 

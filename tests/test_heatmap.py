@@ -35,8 +35,8 @@ def test_image_is_log10_of_the_norms_first_step_at_the_bottom_blank_where_undefi
     assert image.cmap.name == "viridis" and image.cmap.get_bad()[:3] == pytest.approx(to_rgb(hm.BLANK))
 
 
-def test_colour_scale_spans_the_finite_logs_and_the_colourbar_shows_it():
-    norms = np.array([[1e-4, 1.0], [1e-2, 1e-1]])
+def test_colour_scale_spans_the_decades_of_the_finite_logs_and_the_colourbar_shows_it():
+    norms = np.array([[2e-4, 1.0], [1e-2, 0.5]])  # logs from -3.7 to 0: the decades -4 to 0
     fig = hm.grad_heatmap(np.array([0, 1]), norms)
     ax, image, cax = parts(fig)
     assert image.get_clim() == (-4.0, 0.0)
@@ -97,18 +97,62 @@ def test_bad_input_is_refused(steps, norms, message):
         hm.grad_heatmap(np.asarray(steps), np.asarray(norms, dtype=float))
 
 
-def test_the_process_figure_redrawn_for_a_run_is_the_fresh_figure_of_that_run(tmp_path):
-    """save_grad_heatmap reuses one figure per process: what an earlier run left on it (another shape,
-    range, title, blank cells) must not show in the next run's PNG."""
+FIGURES = {"heatmap": (hm.save_grad_heatmap, hm.grad_heatmap), "curves": (hm.save_grad_curves, hm.grad_curves)}
+
+
+@pytest.mark.parametrize("kind", FIGURES)
+def test_the_process_figure_redrawn_for_a_run_is_the_fresh_figure_of_that_run(tmp_path, monkeypatch, kind):
+    """A process reuses one figure of each kind, and the pixels of its frame while the limits stay: what an
+    earlier run left on it (another shape, range, title, blank cells; or other data at the same limits)
+    must not show in the next run's PNG, which is the full drawing's up to the antialiasing of the axes'
+    edges where the data meet them (the data are drawn over the frame's ticks, not under)."""
+    save, figure = FIGURES[kind]
     rng = np.random.default_rng(0)
-    earlier = (np.arange(0, 40, 2), 10.0 ** rng.uniform(-9, 3, (20, 7)))
-    earlier[1][3, 2] = np.nan
+    other = (np.arange(0, 40, 2), 10.0 ** rng.uniform(-9, 3, (20, 7)))
+    other[1][3, 2] = np.nan
     later = (np.arange(0, 1001), 10.0 ** rng.uniform(-2, 0, (1001, 50)))
-    hm.save_grad_heatmap(tmp_path / "earlier.png", *earlier, title="adding-T7-relu-identity-s1")
-    hm.save_grad_heatmap(tmp_path / "reused.png", *later, title="adding-T50-tanh-orthogonal-s0")
-    hm.grad_heatmap(*later, title="adding-T50-tanh-orthogonal-s0").savefig(tmp_path / "fresh.png", pil_kwargs=hm.PNG)
-    np.testing.assert_array_equal(imread(tmp_path / "reused.png"), imread(tmp_path / "fresh.png"))
-    assert not np.array_equal(imread(tmp_path / "earlier.png"), imread(tmp_path / "fresh.png"))
+    same_limits = (later[0], 10.0 ** rng.uniform(-1.5, -0.5, (1001, 50)))
+    monkeypatch.setattr(hm, "_process_figures", {})
+    save(tmp_path / "fresh.png", *later, title="T50-tanh-orth-s0-adding")
+    for name, earlier in (("other", other), ("same", same_limits)):
+        monkeypatch.setattr(hm, "_process_figures", {})
+        save(tmp_path / f"{name}.png", *earlier, title="T7-relu-id-s1-adding")
+        save(tmp_path / f"after_{name}.png", *later, title="T50-tanh-orth-s0-adding")
+        np.testing.assert_array_equal(imread(tmp_path / f"after_{name}.png"), imread(tmp_path / "fresh.png"))
+        assert not np.array_equal(imread(tmp_path / f"{name}.png"), imread(tmp_path / "fresh.png"))
+    figure(*later, title="T50-tanh-orth-s0-adding").savefig(tmp_path / "full.png", pil_kwargs=hm.PNG)
+    differ = np.abs(imread(tmp_path / "full.png") - imread(tmp_path / "fresh.png")).max(axis=2) > 0
+    assert differ.sum() <= 20 and np.abs(imread(tmp_path / "full.png") - imread(tmp_path / "fresh.png")).max() < 0.1
+
+
+def test_curves_are_the_norms_against_the_distance_from_the_loss_on_decade_ticks():
+    norms = np.array([[1e-3, 1e-2, 0.5, 2.0], [np.nan, 0.0, 1e-1, 1.0], [1e-5, 1e-4, 1e-3, 1e-2]])
+    fig = hm.grad_curves(np.array([0, 500, 1000]), norms, title="T4-tanh-orth-s0-adding")
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["step 0", "step 500", "step 1000"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["step 0", "step 500", "step 1000"]
+    for line, row in zip(lines, norms):
+        x, y = line.get_data()
+        np.testing.assert_array_equal(x, [3, 2, 1, 0])  # t = 1..T at distance T - t
+        shown = np.where(np.isfinite(row) & (row > 0), row, np.nan)  # a gap where log10 is undefined
+        np.testing.assert_array_equal(y, shown)
+    assert ax.get_yscale() == "log" and ax.get_ylim() == pytest.approx((1e-5, 1e1))  # whole decades
+    ticks = [t for t in ax.get_yticks() if 1e-5 <= t <= 1e1]
+    assert len(ticks) >= 2 and np.allclose(np.log10(ticks), np.round(np.log10(ticks)))  # powers of ten only
+    assert ax.get_xlim() == (0, 3)
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
+        "distance from the loss T - t", "||dL/ds_t||", "T4-tanh-orth-s0-adding")
+
+
+def test_curves_of_a_later_run_with_fewer_checkpoints_hide_the_earlier_lines(tmp_path):
+    hm.save_grad_curves(tmp_path / "a.png", np.array([0, 5, 10, 15]), np.ones((4, 6)), title="a")
+    fig = hm.grad_curves(np.array([0, 10]), np.ones((2, 6)))
+    hm.save_grad_curves(tmp_path / "b.png", np.array([0, 10]), np.ones((2, 6)))
+    cached = hm._process_figures[hm._Curves].figure.axes[0]
+    assert [line.get_label() for line in cached.get_lines() if line.get_visible()] == ["step 0", "step 10"]
+    legend = lambda ax: [t.get_text() for t in ax.get_legend().get_texts()]  # noqa: E731
+    assert legend(cached) == legend(fig.axes[0]) == ["step 0", "step 10"]
 
 
 def test_a_refused_input_leaves_the_process_figure_as_it_was(tmp_path):

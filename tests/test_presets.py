@@ -41,6 +41,11 @@ def test_every_job_of_every_question_is_valid(name):
     # no two jobs of a sweep are the same configuration
     keys = [tuple(sorted(str(v) for v in cfg.values())) for cfg in jobs]
     assert len(set(keys)) == len(keys)
+    # nor share a run name, which starts with what tells them apart and ends with the question: unique in
+    # the study too, the union of the questions (test_study_is_the_union_of_the_questions)
+    names = [config.run_name(cfg) for cfg in jobs]
+    assert [n for n, count in Counter(names).items() if count > 1] == []
+    assert all(n.startswith(f"T{cfg.task.seq_len}-") and n.endswith(f"-{name}") for n, cfg in zip(names, jobs))
 
 
 def test_study_is_the_union_of_the_questions():

@@ -123,7 +123,7 @@ def test_eight_concurrent_writers_lose_nothing(tmp_path, repeat):
         assert len(client.get_metric_history(rid, "train/loss")) == 21
         assert len(client.get_metric_history(rid, "grad/norm")) == 21
         assert len(client.get_metric_history(rid, "eval/loss")) == 3
-        assert len(client.get_metric_history(rid, "grad_through_time/step_20")) == 8
+        assert len(client.get_metric_history(rid, "grad_through_time/log10_step_20")) == 8
         assert {a.path for a in client.list_artifacts(rid)} == {"config.yaml", "grad_norms.parquet", "figures"}
 
 

@@ -73,7 +73,7 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     client, found = runs(tmp_path)
     parents, children = split_sweep(found)
     assert len(parents) == 1 and sorted(r.info.run_name for r in children) == [
-        "adding-T8-relu-orthogonal-s0", "adding-T8-tanh-orthogonal-s0"]
+        "T8-relu-orth-s0-adding", "T8-tanh-orth-s0-adding"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in found} == {"FINISHED"}
     assert len(client.get_metric_history(children[0].info.run_id, "train/loss")) == 21

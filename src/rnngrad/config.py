@@ -398,14 +398,24 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# short forms for run names (anything not listed is spelled out)
+SHORT_INITS = {"orthogonal": "orth", "gaussian": "gauss", "identity": "id"}
+SHORT_TASKS = {"temporal_order": "order", "char_lm": "charlm"}
+
+
 def run_name(cfg: DictConfig) -> str:
-    """A readable name that says what the run is, e.g. adding-T100-tanh-orthogonal-clipnorm1-s0."""
+    """A short name that says what the run is, the part that tells runs of a sweep apart first.
+
+    T, the activation (or gated cell), the init, then whatever departs from the defaults, the seed,
+    the task and the question, e.g. T100-tanh-orth-rho1.25-clipnorm1-s0-adding-init: MLflow's runs table
+    shows the first 20 to 25 characters. The question makes the names of a study's sweep unique (its
+    seqlen and truncation grids both hold the full-BPTT T = 20 tanh runs).
+    """
     m = cfg.model
-    parts = [str(cfg.task.name), f"T{cfg.task.seq_len}"]
-    parts.append(str(m.activation if m.cell == "rnn" else m.cell))
+    parts = [f"T{cfg.task.seq_len}", str(m.activation if m.cell == "rnn" else m.cell)]
     if m.norm != "none":
         parts.append(f"{m.norm}norm")
-    parts.append(str(m.init))
+    parts.append(SHORT_INITS.get(str(m.init), str(m.init)))
     if m.spectral_radius is not None:
         parts.append(f"rho{m.spectral_radius:g}")
     if m.dtype != "float64":
@@ -414,5 +424,7 @@ def run_name(cfg: DictConfig) -> str:
         parts.append(f"clip{cfg.clip.mode}{cfg.clip.threshold:g}")
     if cfg.bptt.truncation is not None:
         parts.append(f"{'chunk' if cfg.bptt.mode == 'chunked' else 'k'}{cfg.bptt.truncation}")
-    parts.append(f"s{cfg.seed}")
+    parts += [f"s{cfg.seed}", SHORT_TASKS.get(str(cfg.task.name), str(cfg.task.name))]
+    if cfg.question != "adhoc":
+        parts.append(str(cfg.question))
     return "-".join(parts)

@@ -79,7 +79,7 @@ def test_slurm_preset_runs_a_sweep_as_a_job_array_logging_to_the_server(stack, c
     _, found = runs(tmp, "cluster-sweep", uri=stack.url)
     parents, children = split_sweep(found)
     assert len(parents) == 1 and sorted(r.info.run_name for r in children) == [
-        "adding-T8-relu-orthogonal-s0", "adding-T8-tanh-orthogonal-s0"]
+        "T8-relu-orth-s0-adding", "T8-tanh-orth-s0-adding"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in found} == {"FINISHED"}
     assert {r.info.experiment_id for r in found} == {client.get_experiment_by_name("cluster-sweep").experiment_id}

@@ -80,8 +80,10 @@ def _run(cfg: DictConfig, run_config: config_mod.Config) -> dict:
     _freeze_imports()
     uri = credentials_to_environment(resolve_uri(cfg.tracking.uri))
     parent_id = os.environ.get(PARENT_ENV)
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     # a sweep's jobs are handed the experiment; a single run creates what it needs itself
-    exp_id = os.environ.get(EXPERIMENT_ENV) if parent_id else tracking.prepare_store(uri, cfg.tracking.experiment)
+    exp_id = os.environ.get(EXPERIMENT_ENV) if parent_id else tracking.prepare_store(
+        uri, cfg.tracking.experiment, command=hydra_cfg and tracking.command_line(hydra_cfg))
     client = tracking.MlflowClient(uri)
     chash = config_mod.config_hash(cfg)
     name = config_mod.run_name(cfg)
@@ -94,7 +96,7 @@ def _run(cfg: DictConfig, run_config: config_mod.Config) -> dict:
             return {"skipped": True, "run_id": done, "config_hash": chash}
 
     data = tracking.loggable_config(cfg)
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    overrides = hydra_cfg.overrides.task if hydra_cfg else []
     tags = {"config_hash": chash, "hydra.overrides": tracking.loggable_overrides(overrides)}
     # which implementation ran the recurrences (numpy or numba: nn.backend) is part of what a run is, though
     # not of its configuration: the two agree to rounding, not bit for bit
@@ -104,6 +106,7 @@ def _run(cfg: DictConfig, run_config: config_mod.Config) -> dict:
         client, run_id, checkpoints=cfg.tracking.through_time_checkpoints,
         points=cfg.tracking.through_time_points, flush_seconds=cfg.tracking.flush_seconds,
         metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)), run_name=name,
+        description=tracking.run_description(cfg),
     )
     interrupts = Interrupts()
     try:

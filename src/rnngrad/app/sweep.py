@@ -134,7 +134,8 @@ def open_sweep(master_cfg: DictConfig, jobs: list[list[str]], checks: list[JobCh
     # once (about half a minute each on a fresh clone); with the cache warm this takes about a second
     warm_up()
     uri = credentials_to_environment(uri)
-    exp_id = tracking.prepare_store(uri, experiment)
+    command = tracking.command_line(master_cfg.hydra)
+    exp_id = tracking.prepare_store(uri, experiment, command=command)
     client = MlflowClient(uri)
     for run_id in mark_stale_runs(client, exp_id):
         print(f"run {run_id}: its process is gone; marked KILLED (its configuration will run again)", flush=True)
@@ -150,6 +151,7 @@ def open_sweep(master_cfg: DictConfig, jobs: list[list[str]], checks: list[JobCh
     parent = client.create_run(exp_id, run_name=name, tags={
         **tracking.process_tags(), "rnngrad.sweep": "true", "rnngrad.jobs": str(len(jobs) - len(skipped)),
         "hydra.overrides": tracking.loggable_overrides(master_cfg.hydra.overrides.task),
+        tracking.NOTE: tracking.sweep_description(master_cfg, len(jobs), command),
     })
     done = f" ({len(skipped)} more already finished: skipped)" if skipped else ""
     print(f"sweep {name}: {len(jobs) - len(skipped)} jobs{done} into experiment {experiment!r} at {redact(uri)}",
