@@ -489,10 +489,12 @@ def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_
 def test_runs_table_counts_outcomes_and_statuses_per_question():
     runs = pd.DataFrame({"question": ["init", "seqlen", "seqlen", "seqlen", "seqlen"],
                          "status": ["FINISHED", "FINISHED", "FINISHED", "RUNNING", "KILLED"],
-                         "outcome": ["unsolved", "solved", "diverged", None, None]})
+                         "outcome": ["unsolved", "solved", "diverged", None, None], "train.steps": [0, 5, 5, 5, 5]})
     table = report_build.runs_table(runs).set_index("question")
-    assert table.loc["seqlen"].to_dict() == {"runs": 4, "solved": 1, "unsolved": 0, "diverged": 1, "running": 1,
-                                             "killed": 1, "failed": 0, "no outcome": 0}
+    assert table.loc["seqlen"].to_dict() == {"runs": 4, "measured at initialization": 0, "solved": 1, "unsolved": 0,
+                                             "diverged": 1, "running": 1, "killed": 1, "failed": 0, "no outcome": 0}
+    # a run that does not train is measured at initialization, never counted unsolved
+    assert table.loc["init", ["measured at initialization", "unsolved"]].tolist() == [1, 0]
     assert table.loc["total", "runs"] == 5 and list(table.index) == ["init", "seqlen", "total"]
 
 

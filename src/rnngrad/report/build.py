@@ -99,15 +99,19 @@ def build(study: Study) -> Report:
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs per question: solved/unsolved/diverged (FINISHED), running, killed, failed, and finished without an outcome."""
+    """Runs per question: measured at initialization (FINISHED with train.steps 0: they do not train, so they are
+    neither solved nor unsolved), solved/unsolved/diverged (FINISHED, trained), running, killed, failed, and
+    finished without an outcome."""
     if runs.empty:
         return pd.DataFrame()
     question = runs["question"].fillna("(none)") if "question" in runs else pd.Series("(none)", index=runs.index)
     finished = runs["status"] == "FINISHED"
+    at_init = finished & runs["outcome"].notna() & (runs["train.steps"] == 0 if "train.steps" in runs else False)
+    trained = finished & ~at_init
     columns = {
-        "runs": pd.Series(True, index=runs.index),
-        "solved": finished & (runs["outcome"] == "solved"), "unsolved": finished & (runs["outcome"] == "unsolved"),
-        "diverged": finished & (runs["outcome"] == "diverged"), "running": runs["status"] == "RUNNING",
+        "runs": pd.Series(True, index=runs.index), "measured at initialization": at_init,
+        "solved": trained & (runs["outcome"] == "solved"), "unsolved": trained & (runs["outcome"] == "unsolved"),
+        "diverged": trained & (runs["outcome"] == "diverged"), "running": runs["status"] == "RUNNING",
         "killed": runs["status"] == "KILLED", "failed": runs["status"] == "FAILED",
         "no outcome": finished & runs["outcome"].isna(),
     }
