@@ -6,6 +6,7 @@ the figure is skipped and the report says what is missing and how to produce it.
 
 from __future__ import annotations
 
+import json
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +42,11 @@ class Report:
     notes: list[str] = field(default_factory=list)
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     errors: list[str] = field(default_factory=list)  # figures that failed to draw (a bug, not missing data)
+
+    def findings_json(self) -> str:
+        """findings.json: every finding's id, text and the numbers its text prints (`Finding.record`). No build
+        time or path: two builds of the same runs write the same file."""
+        return json.dumps({"findings": [f.record() for f in self.findings]}, indent=1, ensure_ascii=False) + "\n"
 
     def markdown(self, figure_dir: str = "figures") -> str:
         lines = ["# rnngrad report", "", self.source, "", "## Findings", ""]
