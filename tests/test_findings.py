@@ -128,3 +128,16 @@ def test_compare_findings_agrees_inside_an_interval_and_on_equal_printed_values(
     assert "0 of 2 shared numbers agree; 2 do not: f.solved, f.0" in differ.stdout
     bad = subprocess.run([*script, str(old), str(tmp_path / "absent.json")], capture_output=True, text=True)
     assert bad.returncode == 2 and "absent.json is not a readable findings.json" in bad.stderr and not bad.stdout
+
+
+def test_a_run_that_stopped_when_solved_keeps_its_last_loss_in_the_median():
+    from rnngrad.report import frames
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "panel": "p", "colour": "c", "label": "l", "task.baseline": 1.0,
+                         "outcome": ["solved", "unsolved", "diverged"]})
+    history = pd.DataFrame({"run_id": ["a", "a", "b", "b", "b", "c", "c", "c"], "step": [0, 1, 0, 1, 2, 0, 1, 2],
+                            "value": [1.0, 0.1, 1.0, 0.9, 0.8, 1.0, 5.0, 9.0]})
+    curves, _ = frames.learning_curves(history, runs)
+    last = curves[curves["step"] == 2].iloc[0]
+    assert (last["n"], last["median"]) == (3, 0.8)  # a's 0.1 carried to step 2: median of 0.1, 0.8, 9.0
+    diverged_early = history[~((history["run_id"] == "c") & (history["step"] == 2))]
+    assert frames.carried_forward(diverged_early, runs, ["label"]).query("run_id == 'c'")["step"].max() == 1
