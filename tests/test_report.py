@@ -638,8 +638,8 @@ def test_diverged_running_and_artifact_less_runs_are_reported_not_fatal(store, t
     assert ("Not drawn: no finished runs with question=precision. Produce them with "
             f"`python -m rnngrad.train -m experiment=precision tracking.uri={store}`") in readme
     assert "| clipping | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 | 0 |" in readme
-    assert "| seqlen | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 |" in readme
-    assert "Runs diverged: no clipping 1 of 1 (100%)" in readme
+    assert "| seqlen | 1 | 0 | 0 | 0 | 0 | 1 | 0 | 0 | 0 |" in readme
+    assert "Runs diverged: no clipping 1 of 1 (95% CI 21–100%)" in readme
     assert client.get_run(diverged).data.tags["outcome"] == "diverged"
 
 
@@ -862,7 +862,7 @@ def test_a_killed_build_leaves_the_previous_report_and_the_next_build_cleans_its
     assert len(list(previous.glob(f"{cli.STAGE}*"))) == 1  # what SIGKILL leaves behind
     done = build_command(store, previous)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in previous.iterdir()) == ["README.md", "figures"]
+    assert sorted(p.name for p in previous.iterdir()) == ["README.md", "figures", "findings.json"]
     assert [p.name for p in (previous / "figures").iterdir()] and (previous / "figures" / "init_decay_rate.png").exists()
 
 
