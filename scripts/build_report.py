@@ -1,4 +1,4 @@
-"""Build the study's report from MLflow into reports/ (README.md and figures/): see rnngrad.report.cli.
+"""Build the study's report from MLflow into reports/ (README.md, findings.json and figures/): see rnngrad.report.cli.
 
     python scripts/build_report.py [--tracking-uri URI] [--experiment NAME] [--out DIR]
 """

@@ -440,7 +440,7 @@ def test_decay_findings_state_the_measured_numbers_and_the_zero_crossing():
              *findings.decay_tracks_lyapunov(data, "fig")]
     text = " ".join(f.text for f in found)
     assert "differs from log ρ by at most 0.003 nats per step over 4 runs, as the theory" in text
-    assert "tanh: the measured decay rate lies at or below log(γρ) (γ = 1) in 4 of 4 (100%) runs" in text
+    assert "tanh: the measured decay rate lies at or below log(γρ) (γ = 1) in 4 of 4 (95% CI 51–100%) runs" in text
     assert f"at the largest ρ = 4 it is +0.40 against {np.log(4):+.2f} predicted" in text and "40% of units saturated" in text
     assert "turns positive (gradients stop vanishing): at ρ ≈ 1.4 for orthogonal W" in text  # sqrt(2): halfway in log rho
 
@@ -468,7 +468,7 @@ def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_
     assert "Remedies on adding (1–2 runs each, 100 training steps)" in text and "below 0.9 of it" in text
     assert "T = 2: gru (0.020); relu, identity init (0.50) beat it; tanh, gaussian init (1.0) does not." in text
     assert "T = 4: gru (0.10) beats it; lstm (0.90); tanh, gaussian init (1.0); relu, identity init (2.0) do not." in text
-    assert "Runs solved (test accuracy ≥ 0.99): 1 of 8 (12%); the highest final test accuracy is 0.995 (gru, T = 2)" in text
+    assert "Runs solved (test accuracy ≥ 0.99): 1 of 8 (95% CI 2–47%); the highest final test accuracy is 0.995 (gru, T = 2)" in text
     assert ("on adding at T = 4: lstm (0.90); relu, identity init (2.0) do not beat the constant predictor within 100 training "
             "steps, like the plain RNN (tanh, gaussian init, 1.0); only gru (0.10) does") in text
     # at initialization, T = 4 (3 steps back): ||dL/ds_1|| / ||dL/ds_4|| = per-step factor ** 3
@@ -489,10 +489,12 @@ def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_
 def test_runs_table_counts_outcomes_and_statuses_per_question():
     runs = pd.DataFrame({"question": ["init", "seqlen", "seqlen", "seqlen", "seqlen"],
                          "status": ["FINISHED", "FINISHED", "FINISHED", "RUNNING", "KILLED"],
-                         "outcome": ["unsolved", "solved", "diverged", None, None]})
+                         "outcome": ["unsolved", "solved", "diverged", None, None], "train.steps": [0, 5, 5, 5, 5]})
     table = report_build.runs_table(runs).set_index("question")
-    assert table.loc["seqlen"].to_dict() == {"runs": 4, "solved": 1, "unsolved": 0, "diverged": 1, "running": 1,
-                                             "killed": 1, "failed": 0, "no outcome": 0}
+    assert table.loc["seqlen"].to_dict() == {"runs": 4, "measured at initialization": 0, "solved": 1, "unsolved": 0,
+                                             "diverged": 1, "running": 1, "killed": 1, "failed": 0, "no outcome": 0}
+    # a run that does not train is measured at initialization, never counted unsolved
+    assert table.loc["init", ["measured at initialization", "unsolved"]].tolist() == [1, 0]
     assert table.loc["total", "runs"] == 5 and list(table.index) == ["init", "seqlen", "total"]
 
 
@@ -635,9 +637,9 @@ def test_diverged_running_and_artifact_less_runs_are_reported_not_fatal(store, t
     assert "no finished runs with question=seqlen. Produce them with `python -m rnngrad.train -m experiment=seqlen" in readme
     assert ("Not drawn: no finished runs with question=precision. Produce them with "
             f"`python -m rnngrad.train -m experiment=precision tracking.uri={store}`") in readme
-    assert "| clipping | 1 | 0 | 0 | 1 | 0 | 0 | 0 | 0 |" in readme
-    assert "| seqlen | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 |" in readme
-    assert "Runs diverged: no clipping 1 of 1 (100%)" in readme
+    assert "| clipping | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 | 0 |" in readme
+    assert "| seqlen | 1 | 0 | 0 | 0 | 0 | 1 | 0 | 0 | 0 |" in readme
+    assert "Runs diverged: no clipping 1 of 1 (95% CI 21–100%)" in readme
     assert client.get_run(diverged).data.tags["outcome"] == "diverged"
 
 
@@ -686,7 +688,7 @@ def test_report_from_a_real_sweep_draws_every_figure_and_links_it(tmp_path, blan
         assert f"T = {T}: {solved} of {len(at_T)} (" in readme
     diverged = sum(r.data.tags["outcome"] == "diverged" for r in runs)
     assert f"| total | {len(runs)} | " in readme and readme.count("| diverged |") == 1
-    assert readme.split("| total |")[1].split("|")[3].strip() == str(diverged)
+    assert readme.split("| total |")[1].split("|")[4].strip() == str(diverged)
 
 
 def _foreign(path):
@@ -816,7 +818,7 @@ def test_a_build_leaves_the_store_byte_for_byte_and_escapes_param_text_in_the_ma
     assert state(path.parent) == before  # not a byte, not an mtime: no migration, no write, no journal
     readme = (out / "README.md").read_text()
     rows = [line for line in readme.splitlines() if line.startswith("| a")]
-    assert rows == [r"| a\|b \*c\* \_d\_ \`e\` # f \<g> \[h\](i) \$j\$ | 1 | 0 | 1 | 0 | 0 | 0 | 0 | 0 |"]
+    assert rows == [r"| a\|b \*c\* \_d\_ \`e\` # f \<g> \[h\](i) \$j\$ | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 |"]
     assert "1 run(s) still running, left out of every figure: still\\|\\`running\\`." in readme
     # the read-only connection: a write through the report's client fails and leaves the file as it was
     with pytest.raises(Exception, match="readonly"):
@@ -860,7 +862,7 @@ def test_a_killed_build_leaves_the_previous_report_and_the_next_build_cleans_its
     assert len(list(previous.glob(f"{cli.STAGE}*"))) == 1  # what SIGKILL leaves behind
     done = build_command(store, previous)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in previous.iterdir()) == ["README.md", "figures"]
+    assert sorted(p.name for p in previous.iterdir()) == ["README.md", "figures", "findings.json"]
     assert [p.name for p in (previous / "figures").iterdir()] and (previous / "figures" / "init_decay_rate.png").exists()
 
 

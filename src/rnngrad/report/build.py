@@ -6,6 +6,7 @@ the figure is skipped and the report says what is missing and how to produce it.
 
 from __future__ import annotations
 
+import json
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +42,11 @@ class Report:
     notes: list[str] = field(default_factory=list)
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     errors: list[str] = field(default_factory=list)  # figures that failed to draw (a bug, not missing data)
+
+    def findings_json(self) -> str:
+        """findings.json: every finding's id, text and the numbers its text prints (`Finding.record`). No build
+        time or path: two builds of the same runs write the same file."""
+        return json.dumps({"findings": [f.record() for f in self.findings]}, indent=1, ensure_ascii=False) + "\n"
 
     def markdown(self, figure_dir: str = "figures") -> str:
         lines = ["# rnngrad report", "", self.source, "", "## Findings", ""]
@@ -99,15 +105,19 @@ def build(study: Study) -> Report:
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs per question: solved/unsolved/diverged (FINISHED), running, killed, failed, and finished without an outcome."""
+    """Runs per question: measured at initialization (FINISHED with train.steps 0: they do not train, so they are
+    neither solved nor unsolved), solved/unsolved/diverged (FINISHED, trained), running, killed, failed, and
+    finished without an outcome."""
     if runs.empty:
         return pd.DataFrame()
     question = runs["question"].fillna("(none)") if "question" in runs else pd.Series("(none)", index=runs.index)
     finished = runs["status"] == "FINISHED"
+    at_init = finished & runs["outcome"].notna() & (runs["train.steps"] == 0 if "train.steps" in runs else False)
+    trained = finished & ~at_init
     columns = {
-        "runs": pd.Series(True, index=runs.index),
-        "solved": finished & (runs["outcome"] == "solved"), "unsolved": finished & (runs["outcome"] == "unsolved"),
-        "diverged": finished & (runs["outcome"] == "diverged"), "running": runs["status"] == "RUNNING",
+        "runs": pd.Series(True, index=runs.index), "measured at initialization": at_init,
+        "solved": trained & (runs["outcome"] == "solved"), "unsolved": trained & (runs["outcome"] == "unsolved"),
+        "diverged": trained & (runs["outcome"] == "diverged"), "running": runs["status"] == "RUNNING",
         "killed": runs["status"] == "KILLED", "failed": runs["status"] == "FAILED",
         "no outcome": finished & runs["outcome"].isna(),
     }

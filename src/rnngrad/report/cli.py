@@ -1,11 +1,14 @@
-"""Build the study's report from MLflow: <out>/README.md and <out>/figures/<name>.png (150 dpi) and .pdf.
+"""Build the study's report from MLflow: <out>/README.md, <out>/findings.json and <out>/figures/ (png, pdf).
+
+findings.json holds every number the findings print, with its interval (`rnngrad.report.compare` reads it);
+the figures are <out>/figures/<name>.png (150 dpi) and .pdf.
 
     python scripts/build_report.py [--tracking-uri URI] [--experiment NAME] [--out DIR]
 
 The report is staged in a folder <out>/.build-* and then swapped in, so a failure leaves the previous report
 as it was. A build killed outright (SIGKILL) leaves its staging folder behind; the next build removes it, after
-putting the previous figures back if the kill came mid-swap. The report owns <out>/README.md and <out>/figures/;
-other files in <out> are left alone. The store is only read (rnngrad.report.load.open_client).
+putting the previous figures back if the kill came mid-swap. The report owns <out>/README.md,
+<out>/findings.json and <out>/figures/; other files in <out> are left alone. The store is only read (rnngrad.report.load.open_client).
 Exit status 2, nothing created or changed: a store that does not exist, is not an MLflow store, is damaged or
 would need migrating; an experiment the store does not have; an --out that is not a directory.
 Exit status 1: a figure failed to draw (a bug; the rest of the report is written).
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from rnngrad.report.build import Report
 
 DPI = 150
+REPLACED = ("README.md", "findings.json")  # the files a build replaces, after its figures, in this order
 
 
 STAGE = ".build-"  # the prefix of a build's staging folder in <out>
@@ -72,8 +76,10 @@ def clean_stale(out: Path) -> list[Path]:
         if (stage / "old-figures").is_dir():
             if not (out / "figures").exists():
                 (stage / "old-figures").rename(out / "figures")
-            elif not (stage / "figures").exists() and (stage / "README.md").is_file():
-                (stage / "README.md").replace(out / "README.md")
+            elif not (stage / "figures").exists():
+                for name in REPLACED:
+                    if (stage / name).is_file():
+                        (stage / name).replace(out / name)
         shutil.rmtree(stage, ignore_errors=True)
         removed.append(stage)
     return removed
@@ -93,10 +99,12 @@ def write(report: Report, out: Path) -> None:
                 for suffix in ("png", "pdf"):
                     part.figure.savefig(build_dir / "figures" / f"{part.name}.{suffix}", dpi=DPI)
         (build_dir / "README.md").write_text(report.markdown("figures"))
+        (build_dir / "findings.json").write_text(report.findings_json())
         if (out / "figures").exists():
             (out / "figures").rename(build_dir / "old-figures")
         (build_dir / "figures").rename(out / "figures")
-        (build_dir / "README.md").replace(out / "README.md")
+        for name in REPLACED:
+            (build_dir / name).replace(out / name)
     except BaseException:
         if (build_dir / "old-figures").exists() and not (out / "figures").exists():
             (build_dir / "old-figures").rename(out / "figures")

@@ -9,28 +9,111 @@ function has a side effect; `rnngrad.report.build` collects them in the order of
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from rnngrad.report import frames
-from rnngrad.report.frames import FLOAT32, GAMMA, LAST_STEP_LOSS_TASKS, SOLVED_ACCURACY
-from rnngrad.report.text import count_text, fmt, pct, ratio_list, ratio_text, signed
+from rnngrad.report import frames, stats
+from rnngrad.report.frames import BEATS, FLOAT32, GAMMA, LAST_STEP_LOSS_TASKS, SOLVED_ACCURACY
+from rnngrad.report.text import count_text, fmt, ratio_list, ratio_text, signed
 
 AGREE = 0.05  # nats per step: a measured decay rate this close to a predicted one counts as agreeing
-BEATS = 0.9  # a median final loss below this fraction of the constant predictor's counts as beating it
 PLAIN_REMEDY = "tanh, gaussian init"  # the plain RNN the remedies are set against (conf/experiment/remedies.yaml)
 SAME_NORM = 1e-3  # a relative difference between the float32 and float64 norms below this counts as agreeing
 
 
 @dataclass(frozen=True)
+class Number:
+    """One number a finding prints: `value` (a fraction as k/n), its 95% `interval` (None when it has none), the
+    sample size `n` behind it (None when not a count of runs) and `printed`, the exact text the sentence holds."""
+
+    id: str
+    value: float
+    interval: tuple[float, float] | None
+    n: int | None
+    printed: str
+
+    def record(self) -> dict:
+        return {"id": self.id, "value": _plain(self.value), "interval": None if self.interval is None else
+                [_plain(v) for v in self.interval], "n": self.n, "printed": self.printed}
+
+
+def _plain(x):
+    """A float for json: NaN as None."""
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+@dataclass(frozen=True)
 class Finding:
-    """One sentence of the report's findings: `id` names the claim, `numbers` holds the values it quotes."""
+    """One sentence of the report's findings: `id` names the claim, `numbers` holds the values it quotes (free
+    form), `quoted` the numbers its text prints through a `Quote`, each with its interval."""
 
     id: str
     text: str
     numbers: dict = field(default_factory=dict)
+    quoted: tuple[Number, ...] = ()
+
+    def record(self) -> dict:
+        """The finding as findings.json holds it: every number its text prints (`printed_numbers`) and the text."""
+        return {"id": self.id, "text": self.text, "numbers": [n.record() for n in printed_numbers(self)]}
+
+
+# a number as a sentence prints it: not part of a word (float32, x_t), optionally signed, decimal or exponent
+NUMBER = re.compile(r"(?<![\w.^])[-+−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
+CODE_SPAN = re.compile(r"`[^`]*`")
+
+
+def printed_numbers(finding: Finding) -> list[Number]:
+    """Every number the finding's text prints: its `quoted` ones, then each further number of the text (outside
+    code spans and the quoted fragments) in order, id '<finding id>.<i>', without interval or n, its value as
+    printed (compared as printed, `rnngrad.report.compare`)."""
+    rest = CODE_SPAN.sub(" ", finding.text)
+    for number in finding.quoted:
+        rest = rest.replace(number.printed, " ", 1)
+    found = [Number(f"{finding.id}.{i}", float(m.group().replace("−", "-")), None, None, m.group())
+             for i, m in enumerate(NUMBER.finditer(rest))]
+    return [*finding.quoted, *found]
+
+
+class Quote:
+    """The numbers of one finding as its text prints them: each method returns the text to put in the sentence
+    and records the `Number` behind it, so that findings.json and the sentence come from the same values."""
+
+    def __init__(self, finding_id: str):
+        self.id, self.numbers = finding_id, []
+
+    def _add(self, name: str, value, interval, n, printed: str) -> str:
+        self.numbers.append(Number(f"{self.id}.{name}", float(value), interval, n, printed))
+        return printed
+
+    def fraction(self, name: str, k: int, n: int) -> str:
+        """'2 of 5 (95% CI 12–77%)': k of n with its Wilson interval, as whole percents."""
+        k, n = int(k), int(n)
+        if n == 0:
+            return "0 of 0"
+        lo, hi = stats.wilson(k, n)
+        return self._add(name, k / n, (lo, hi), n, f"{k} of {n} (95% CI {100 * lo:.0f}–{100 * hi:.0f}%)")
+
+    def fisher(self, name: str, k1: int, n1: int, k2: int, n2: int) -> str:
+        """'p = 0.4, Fisher's exact test' for k1 of n1 against k2 of n2."""
+        p = stats.fisher(k1, n1, k2, n2)
+        return self._add(name, p, None, int(n1 + n2), f"{stats.p_text(p)}, Fisher's exact test")
+
+    def mann_whitney(self, name: str, a, b, named: bool = True) -> str:
+        """'p = 0.4, Mann-Whitney U test' for two samples (NaN left out); 'p = 0.4' with named=False (the
+        sentence names the test once for several)."""
+        a, b = pd.Series(a, dtype=float).dropna(), pd.Series(b, dtype=float).dropna()
+        p = stats.mann_whitney(a, b)
+        return self._add(name, p, None, len(a) + len(b), stats.p_text(p) + (", Mann-Whitney U test" if named else ""))
+
+    def finding(self, text: str, numbers: dict | None = None) -> Finding:
+        missing = [n.printed for n in self.numbers if n.printed not in text]
+        if missing:
+            raise AssertionError(f"finding {self.id}: quoted numbers not in its text: {missing}")
+        return Finding(self.id, text, numbers or {}, tuple(self.numbers))
 
 
 # gradients at initialization
@@ -53,13 +136,14 @@ def pascanu_bound(rows: pd.DataFrame, figure: str) -> list[Finding]:
     gaps = {init: (g["ratio"].median(), (g["spectral/sigma_max"] / g["spectral/radius"]).median())
             for init, g in farthest.groupby("model.init")}
     verdict = "held" if held.all() else "was exceeded, which the theory rules out,"
+    quote = Quote("pascanu_bound")
     text = (f"The Pascanu et al. bound ||dL/ds_t|| ≤ ||dL/ds_T|| (γσ_max)^(T−t) {verdict} at every t in "
-            f"{pct(int(held.sum()), len(held))} runs at initialization"
+            f"{quote.fraction('held', int(held.sum()), len(held))} runs at initialization"
             + ("" if held.all() else f" (exceeded in {len(held) - int(held.sum())})")
             + ". At the farthest step the median ratio measured/bound is "
             + ", ".join(f"{init} W 10^{fmt(np.log10(r), 2)} (median σ_max/ρ = {fmt(s, 3)})" for init, (r, s) in gaps.items())
             + f" (figure `{figure}`).")
-    return [Finding("pascanu_bound", text, {"held": int(held.sum()), "runs": len(held), "farthest_ratio": gaps})]
+    return [quote.finding(text, {"held": int(held.sum()), "runs": len(held), "farthest_ratio": gaps})]
 
 
 def linear_decay(runs: pd.DataFrame, figure: str) -> list[Finding]:
@@ -94,13 +178,14 @@ def _decay_against_theory(part: pd.DataFrame, act: str, figure: str) -> list[Fin
     if top.empty:  # no grid over rho: the run with the largest measured one
         top = part.nlargest(1, "spectral/radius")
     measured, theory = top["grad/decay_rate"].median(), top["theory"].median()
-    text = (f"{act}: the measured decay rate lies at or below log(γρ) (γ = {fmt(GAMMA[act])}) in {pct(below, len(part))} runs; "
+    quote = Quote(f"decay_theory_{act}")
+    text = (f"{act}: the measured decay rate lies at or below log(γρ) (γ = {fmt(GAMMA[act])}) in {quote.fraction('at_or_below', below, len(part))} runs; "
             f"at the largest ρ = {fmt(top['spectral/radius'].median())} it is {signed(measured)} against {signed(theory)} predicted")
     if measured < theory - AGREE:
         text += (f": f'(a) < γ away from a = 0 (and {100 * top['act/saturation'].median():.0f}% of units saturated, "
                  "median), so each step contracts the gradient more than log(γρ) assumes")
     numbers = {"at_or_below": below, "runs": len(part), "measured": measured, "theory": theory}
-    return [Finding(f"decay_theory_{act}", text + f" (figure `{figure}`).", numbers)]
+    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
 
 
 def _decay_turns_positive(curves: pd.DataFrame, act: str, figure: str) -> list[Finding]:
@@ -213,9 +298,11 @@ def float32_agreement(curves: pd.DataFrame, figure: str) -> list[Finding]:
 def solved_by_length(runs: pd.DataFrame, figure: str) -> list[Finding]:
     """The fraction of runs solved per sequence length, pooled. runs: task.seq_len, outcome."""
     by_T = (runs["outcome"] == "solved").groupby(runs["task.seq_len"]).agg(["sum", "size"])
-    text = ("Fraction solved by sequence length, pooled over every configuration: "
-            + ", ".join(f"T = {T}: {pct(int(r['sum']), int(r['size']))}" for T, r in by_T.iterrows()) + f" (figure `{figure}`).")
-    return [Finding("solved_by_length", text, {"solved": by_T["sum"].to_dict(), "runs": by_T["size"].to_dict()})]
+    quote = Quote("solved_by_length")
+    text = ("Runs solved by sequence length, pooled over every configuration: "
+            + ", ".join(f"T = {T}: {quote.fraction(f'T{T}', r['sum'], r['size'])}" for T, r in by_T.iterrows())
+            + f" (figure `{figure}`).")
+    return [quote.finding(text, {"solved": by_T["sum"].to_dict(), "runs": by_T["size"].to_dict()})]
 
 
 def clipping_and_success(runs: pd.DataFrame, figure: str) -> list[Finding]:
@@ -224,21 +311,26 @@ def clipping_and_success(runs: pd.DataFrame, figure: str) -> list[Finding]:
     if not (clipped.any() and (~clipped).any()):
         return []
     with_, without = solved[clipped], solved[~clipped]
-    text = f"With gradient clipping {pct(int(with_.sum()), len(with_))} runs solved the task, without {pct(int(without.sum()), len(without))}"
-    if with_.sum() + without.sum() == 0:
+    k1, n1, k2, n2 = int(with_.sum()), len(with_), int(without.sum()), len(without)
+    quote = Quote("clipping_success")
+    text = (f"With gradient clipping {quote.fraction('clipped', k1, n1)} runs solved the task, without "
+            f"{quote.fraction('unclipped', k2, n2)} ({quote.fisher('p', k1, n1, k2, n2)})")
+    if k1 + k2 == 0:
         text += ", so these runs cannot tell whether clipping helps"
     elif with_.mean() <= without.mean():
         text += "; Pascanu et al. (2013, Fig. 7) found clipping raised the success rate, which these runs do not show"
-    numbers = {"solved_clipped": int(with_.sum()), "clipped": len(with_), "solved_unclipped": int(without.sum()), "unclipped": len(without)}
-    return [Finding("clipping_success", text + f" (figure `{figure}`).", numbers)]
+    numbers = {"solved_clipped": k1, "clipped": n1, "solved_unclipped": k2, "unclipped": n2}
+    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
 
 
 def beats_constant_predictor(runs: pd.DataFrame, question: str, figure: str) -> list[Finding]:
-    """How many trained runs of a question end below the constant predictor's loss. runs: eval/loss, task.baseline."""
-    below = runs["eval/loss"] < runs["task.baseline"]
-    text = (f"{question}: {pct(int(below.sum()), len(runs))} trained runs end with a test loss below the "
-            f"constant predictor's (figure `{figure}`).")
-    return [Finding(f"beats_baseline_{question}", text, {"below": int(below.sum()), "runs": len(runs)})]
+    """How many trained runs of a question beat the constant predictor (final test loss below BEATS of its loss).
+    runs: eval/loss, task.baseline."""
+    below = runs["eval/loss"] < BEATS * runs["task.baseline"]
+    quote = Quote(f"beats_baseline_{question}")
+    text = (f"{question}: {quote.fraction('below', int(below.sum()), len(runs))} trained runs beat the constant "
+            f"predictor (final test loss below {fmt(BEATS)} of its loss; figure `{figure}`).")
+    return [quote.finding(text, {"below": int(below.sum()), "runs": len(runs)})]
 
 
 def clipping_divergence(runs: pd.DataFrame, history: pd.DataFrame, figure: str) -> list[Finding]:
@@ -252,18 +344,21 @@ def clipping_divergence(runs: pd.DataFrame, history: pd.DataFrame, figure: str) 
         peak = runs.set_index("run_id")["grad/norm_peak"]
     else:
         peak = history.groupby("run_id")["value"].max()
-    parts, numbers = [], {}
+    parts, numbers, quote = [], {}, Quote("clipping_divergence")
+    unclipped = diverged[runs["clip.mode"] == "none"]
     for mode, group in runs.groupby("clip.mode"):
         d = diverged[group.index]
         median_peak = peak.reindex(group["run_id"]).median()
         numbers[mode] = {"diverged": int(d.sum()), "runs": len(d), "median_peak": median_peak}
+        test = (f"; against no clipping {quote.fisher(f'p_{mode}', int(d.sum()), len(d), int(unclipped.sum()), len(unclipped))}"
+                if mode != "none" and len(unclipped) else "")
         parts.append(f"{frames.clip_label(mode, math.nan) if mode == 'none' else mode + ' clipping'} "
-                     f"{pct(int(d.sum()), len(d))} (median peak pre-clip norm {fmt(median_peak)})")
+                     f"{quote.fraction(mode, int(d.sum()), len(d))} (median peak pre-clip norm {fmt(median_peak)}{test})")
     text = "Runs diverged: " + "; ".join(parts)
     rates = diverged.groupby(runs["clip.mode"]).mean()
     if "none" in rates and any(rates[m] >= rates["none"] and rates["none"] > 0 for m in rates.index if m != "none"):
         text += ". Pascanu et al. (2013) found clipping prevents divergence; here a clipping mode diverged as often as no clipping"
-    return [Finding("clipping_divergence", text + f" (figure `{figure}`).", numbers)]
+    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
 
 
 def truncation_cosine(runs: pd.DataFrame, figure: str) -> list[Finding]:
@@ -286,17 +381,19 @@ def truncation_shorter_than_dependency(runs: pd.DataFrame, figure: str) -> list[
         return []
     dependency = runs["task.dependency"].median()
     won = short[short["outcome"] == "solved"]
-    text = f"Truncation shorter than the dependency (k < {fmt(dependency)}): {pct(len(won), len(short))} runs solved"
+    full_solved, quote = int((full["outcome"] == "solved").sum()), Quote("truncation_short")
+    text = f"Truncation shorter than the dependency (k < {fmt(dependency)}): {quote.fraction('short', len(won), len(short))} runs solved"
     if len(won):
         text += f" (at k = {', '.join(fmt(v) for v in sorted(won['bptt.truncation'].unique()))})"
     if len(full):
-        text += f"; full BPTT: {pct(int((full['outcome'] == 'solved').sum()), len(full))}"
+        text += (f"; full BPTT: {quote.fraction('full', full_solved, len(full))} "
+                 f"({quote.fisher('p', len(won), len(short), full_solved, len(full))})")
     if len(won):
         text += ("; with k below the dependency distance the loss gradient misses the earliest relevant input of "
                  "at least some sequences, yet the weights learned inside the window act on every step, so some "
                  "longer-range behaviour can still emerge")
-    numbers = {"solved": len(won), "runs": len(short), "full_solved": int((full["outcome"] == "solved").sum()), "full": len(full)}
-    return [Finding("truncation_short", text + f" (figure `{figure}`).", numbers)]
+    numbers = {"solved": len(won), "runs": len(short), "full_solved": full_solved, "full": len(full)}
+    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
 
 
 def final_saturation(runs: pd.DataFrame, history: pd.DataFrame, figure: str) -> list[Finding]:
@@ -349,17 +446,17 @@ def _remedy_loss(task: str, part: pd.DataFrame, median: pd.Series, figure: str) 
         else:
             sentences.append(f"T = {fmt(T)}: {ratio_list(beat)} {'beat' if len(beat) > 1 else 'beats'} it"
                              + (f"; {ratio_list(rest)} {'do' if len(rest) > 1 else 'does'} not" if len(rest) else ""))
-    solved = part["outcome"] == "solved"
+    solved, quote = part["outcome"] == "solved", Quote(f"remedy_loss_{task}")
     text = (f"Remedies on {task} ({count_text(part.groupby(['task.seq_len', 'label']).size())}, {steps} training steps), "
             + (f"median final test loss relative to the constant predictor's, beating it meaning below {fmt(BEATS)} of it. "
                + "".join(f"{sentence}. " for sentence in sentences) if sentences else "no final test loss logged. ")
-            + f"Runs solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)}): {pct(int(solved.sum()), len(part))}")
+            + f"Runs solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)}): {quote.fraction('solved', int(solved.sum()), len(part))}")
     best = part.dropna(subset=["eval/accuracy"])
     if len(best):
         top = best.loc[best["eval/accuracy"].idxmax()]
         text += f"; the highest final test accuracy is {fmt(top['eval/accuracy'])} ({top['label']}, T = {fmt(top['task.seq_len'])})"
     numbers = {"relative_loss": median.to_dict(), "solved": int(solved.sum()), "runs": len(part)}
-    return [Finding(f"remedy_loss_{task}", text + f" (figure `{figure}`).", numbers)]
+    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
 
 
 def _classic_account(task: str, part: pd.DataFrame, median: pd.Series, figure: str) -> list[Finding]:
@@ -374,11 +471,19 @@ def _classic_account(task: str, part: pd.DataFrame, median: pd.Series, figure: s
     text = (f"Against the classic account (each remedy carries the gradient over long spans and so learns where the plain "
             f"RNN does not), on {task} at T = {fmt(T)}: {ratio_list(failed)} {'do' if len(failed) > 1 else 'does'} not beat "
             f"the constant predictor within {', '.join(fmt(s) for s in sorted(part['train.steps'].unique()))} training steps")
+    quote = Quote(f"classic_account_{task}")
     if PLAIN_REMEDY in ratios:
         plain = ratios[PLAIN_REMEDY]
         text += f", {'like' if plain >= BEATS else 'although'} the plain RNN ({PLAIN_REMEDY}, {ratio_text(plain)}){'' if plain >= BEATS else ' does'}"
     text += f"; only {ratio_list(beat)} {'do' if len(beat) > 1 else 'does'}" if len(beat) else "; no remedy does"
-    return [Finding(f"classic_account_{task}", text + f" (figure `{figure}`).", {"failed": failed.to_dict(), "beat": beat.to_dict()})]
+    at_T = part[part["task.seq_len"] == T]
+    losses = at_T.groupby("label")["relative_loss"]
+    if PLAIN_REMEDY in losses.groups:
+        base = losses.get_group(PLAIN_REMEDY)
+        tests = [f"{label} {quote.mann_whitney(label, losses.get_group(label), base, named=False)}"
+                 for label in remedies.index if label in losses.groups]
+        text += f" (final losses against the plain RNN's, Mann-Whitney U test: {', '.join(tests)})"
+    return [quote.finding(text + f" (figure `{figure}`).", {"failed": failed.to_dict(), "beat": beat.to_dict()})]
 
 
 def gradient_at_initialization(rows: pd.DataFrame, runs: pd.DataFrame, figure: str) -> list[Finding]:

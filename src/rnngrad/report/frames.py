@@ -20,6 +20,9 @@ from rnngrad.report.text import value_text
 # (rnngrad.core, rnngrad.tasks), so they are restated here; tests/test_report.py checks that they agree.
 GAMMA = {"sigmoid": 0.25, "tanh": 1.0, "relu": 1.0, "linear": 1.0}  # the largest f'(a) per activation
 SOLVED_ACCURACY = 0.99  # test accuracy at which a run counts as solved
+# the one threshold of "beats the constant predictor", in every finding: a final test loss below this fraction of
+# the constant predictor's (tag task.baseline); the margin below 1 keeps a run that only matched it by chance out
+BEATS = 0.9
 
 FLOAT32 = np.finfo(np.float32)
 # the order in which models are listed and coloured: activations, gated cells, normalizations
@@ -290,7 +293,25 @@ def learning_curves(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataF
     """
     drawn = runs[runs["run_id"].isin(history["run_id"])]
     baselines = drawn[["panel", "task.baseline"]].dropna().drop_duplicates().sort_values(["panel", "task.baseline"], ignore_index=True)
-    return step_curves(history, runs, ["panel", "colour", "label"]), baselines
+    by = ["panel", "colour", "label"]
+    return step_curves(carried_forward(history, runs, by), runs, by), baselines
+
+
+def carried_forward(history: pd.DataFrame, runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """history with the last value of each solved run (outcome solved: it stopped when solved, or ran to the end)
+    carried forward to every later step of its group (`by`), so that the group's median keeps it instead of rising
+    when it stops; other runs (a diverged one has no last loss worth keeping) as they are.
+    history: columns run_id, step, value; runs: run_id, outcome, the columns `by`."""
+    solved = runs.loc[runs["outcome"] == "solved", "run_id"] if "outcome" in runs else pd.Series(dtype=object)
+    if history.empty or solved.empty:
+        return history
+    steps = history.merge(runs[["run_id", *by]], on="run_id").groupby(by, dropna=False)["step"].max().rename("end")
+    ends = runs[["run_id", *by]].merge(steps.reset_index(), on=by, how="left").set_index("run_id")["end"]
+    last = history[history["run_id"].isin(solved)].sort_values("step").groupby("run_id").tail(1)
+    all_steps = sorted(history["step"].unique())
+    extra = [pd.DataFrame({"run_id": row.run_id, "step": [s for s in all_steps if row.step < s <= ends[row.run_id]],
+                           "value": row.value}) for row in last.itertuples()]
+    return pd.concat([history, *extra], ignore_index=True)
 
 
 def success_rates(runs: pd.DataFrame) -> pd.DataFrame:

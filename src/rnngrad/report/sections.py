@@ -216,19 +216,28 @@ def _loss_curves(study: Study, runs: pd.DataFrame, question: str) -> dict | str:
         return f"the {len(runs)} runs of question={question} logged no eval/loss."
     loss = runs["task.loss"].dropna().unique() if "task.loss" in runs else []
     curves, baselines = frames.learning_curves(history, info)
-    return {"runs": runs, "question": question, "curves": curves, "baselines": baselines,
+    return {"runs": runs, "question": question, "curves": curves, "baselines": baselines, "seeds": _seeds(info),
             "ylabel": f"test loss ({', '.join(loss) or 'task loss'})", "described": describe(runs, study.params)}
 
 
-def _loss_caption(described: str) -> str:
-    return (f"Test loss over training, median over seeds with the interquartile band, a line per configuration; "
-            f"dotted: the constant predictor's loss (tag task.baseline). A run that stops early (diverged, or "
-            f"solved with train.stop_when_solved) leaves the median after its last step. {described}.")
+def _seeds(info: pd.DataFrame) -> str:
+    """'n = 5 runs per line' or 'n = 1–5 runs per line', and the band each median carries, for a caption."""
+    sizes = info.groupby(["panel", "label"]).size()
+    n = fmt(sizes.min()) if sizes.min() == sizes.max() else f"{fmt(sizes.min())}–{fmt(sizes.max())}"
+    band = ("; one run per line, so no band" if sizes.max() == 1 else
+            " with the interquartile band" + (" (none where a line has one run)" if sizes.min() == 1 else ""))
+    return f"median over n = {n} runs per line{band}"
+
+
+def _loss_caption(seeds: str, described: str) -> str:
+    return (f"Test loss over training, {seeds}, a line per configuration; dotted: the constant predictor's loss "
+            f"(tag task.baseline). A run that stopped when solved keeps its last loss in the median afterwards; a "
+            f"diverged run leaves it after its last step. {described}.")
 
 
 def _loss_section(question: str, optional: bool = False) -> Section:
     return Section(f"loss_{question}", f"Loss curves ({question})", question, True, partial(_loss_curves, question=question),
-                   call(figures.learning_curves, "curves", "baselines", "ylabel"), call(_loss_caption, "described"),
+                   call(figures.learning_curves, "curves", "baselines", "ylabel"), call(_loss_caption, "seeds", "described"),
                    (call(findings.beats_constant_predictor, "runs", "question"),), optional=optional)
 
 
@@ -285,12 +294,13 @@ def _charlm(study: Study, runs: pd.DataFrame) -> dict | str:
     if history.empty:
         return f"the {len(runs)} charlm runs logged no eval/bpc."
     curves, baselines = frames.learning_curves(history, info)
-    return {"runs": runs, "curves": curves, "baselines": baselines, "described": describe(runs, study.params)}
+    return {"runs": runs, "curves": curves, "baselines": baselines, "seeds": _seeds(info),
+            "described": describe(runs, study.params)}
 
 
-def _charlm_caption(described: str) -> str:
-    return (f"Test bits per character over training, median over seeds with the interquartile band; dotted: the "
-            f"unigram entropy of the training text (task.baseline / ln 2). {described}.")
+def _charlm_caption(seeds: str, described: str) -> str:
+    return (f"Test bits per character over training, {seeds}; dotted: the unigram entropy of the training text "
+            f"(task.baseline / ln 2). {described}.")
 
 
 # 10-11. remedies
@@ -364,7 +374,7 @@ SECTIONS = (
     Section("charlm_bpc", "Character language model: bits per character", "charlm", True, _charlm,
             call(figures.learning_curves, "curves", "baselines", ylabel="test bits per character",
                  baseline_scale=1 / math.log(2), baseline_label="unigram entropy", logy=False),
-            call(_charlm_caption, "described"), (call(findings.charlm_bits, "runs"),)),
+            call(_charlm_caption, "seeds", "described"), (call(findings.charlm_bits, "runs"),)),
     Section("remedies", "Remedies: final loss and success against sequence length", "remedies", True, _remedies,
             call(figures.remedies, "curves", "solved"), call(_remedies_caption, "described"),
             (call(findings.remedy_losses, "runs", "curves"),)),

@@ -1,0 +1,143 @@
+"""The report's statistics against values known by hand, the findings' numbers as data (findings.json) against
+their text, and scripts/compare_findings.py on crafted files."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rnngrad.report import compare, findings, stats
+from rnngrad.report.build import Report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _wilson_by_hand(k, n, z=1.959963984540054):
+    p = k / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_wilson_interval_matches_the_score_formula_and_the_known_values():
+    assert stats.wilson(2, 5) == pytest.approx((0.1176, 0.7693), abs=5e-5)
+    for k, n in ((0, 3), (2, 5), (7, 9), (10, 10)):
+        assert stats.wilson(k, n) == pytest.approx(_wilson_by_hand(k, n), abs=1e-12)
+    assert all(math.isnan(v) for v in stats.wilson(0, 0))
+    with pytest.raises(ValueError, match="k = 6"):
+        stats.wilson(6, 5)
+
+
+def test_fisher_exact_p_is_the_sum_of_the_tables_no_more_likely_than_the_observed():
+    # [[8, 2], [1, 5]]: the hypergeometric law of the top-left cell with margins 10, 6 and 9
+    prob = {a: math.comb(10, a) * math.comb(6, 9 - a) / math.comb(16, 9) for a in range(3, 10)}
+    by_hand = sum(p for p in prob.values() if p <= prob[8] * (1 + 1e-7))
+    assert stats.fisher(8, 10, 1, 6) == pytest.approx(by_hand, rel=1e-9) and by_hand == pytest.approx(0.0350, abs=5e-5)
+    assert stats.fisher(3, 5, 3, 5) == pytest.approx(1.0) and math.isnan(stats.fisher(0, 0, 1, 2))
+
+
+def test_mann_whitney_exact_p_counts_orderings():
+    # U = 0 for fully separated samples of 3 and 3: 1 of the C(6, 3) = 20 orderings each way, two-sided 2/20
+    assert stats.mann_whitney([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1, abs=1e-12)
+    assert stats.mann_whitney([1, 2, 3, float("nan")], [4, 5, 6]) == pytest.approx(0.1, abs=1e-12)
+    assert math.isnan(stats.mann_whitney([], [1.0]))
+
+
+def test_round_to_interval_keeps_the_digits_the_interval_supports():
+    assert stats.round_to_interval(0.4213, 0.118, 0.769) == "0.4"  # half-width 0.33: one decimal
+    assert stats.round_to_interval(0.4213, 0.30, 0.54) == "0.42"  # half-width 0.12: its leading 1 keeps one more
+    assert stats.round_to_interval(123.4, 100, 150) == "120"  # half-width 25: tens
+    assert stats.round_to_interval(0.40213, 0.399, 0.405) == "0.402"
+    with pytest.raises(ValueError, match="no positive finite width"):
+        stats.round_to_interval(1.0, 1.0, 1.0)
+    assert stats.p_text(0.0350) == "p = 0.035" and stats.p_text(0.4) == "p = 0.4" and stats.p_text(1e-5) == "p < 0.001"
+
+
+def _clipping_runs(k1, n1, k2, n2):
+    outcome = ["solved"] * k1 + ["unsolved"] * (n1 - k1) + ["solved"] * k2 + ["unsolved"] * (n2 - k2)
+    return pd.DataFrame({"clip.mode": ["norm"] * n1 + ["none"] * n2, "outcome": outcome})
+
+
+def test_a_comparison_of_arms_prints_each_fraction_with_its_interval_and_the_test():
+    (found,) = findings.clipping_and_success(_clipping_runs(8, 10, 1, 6), "fig")
+    assert ("With gradient clipping 8 of 10 (95% CI 49–94%) runs solved the task, without 1 of 6 (95% CI 3–56%) "
+            "(p = 0.035, Fisher's exact test)") in found.text
+    quoted = {n.id: n for n in found.quoted}
+    assert quoted["clipping_success.clipped"].value == 0.8 and quoted["clipping_success.clipped"].n == 10
+    assert quoted["clipping_success.p"].value == pytest.approx(0.0350, abs=5e-5)
+
+
+def _numbers_in(text):
+    return findings.NUMBER.findall(findings.CODE_SPAN.sub(" ", text))
+
+
+def test_findings_json_holds_every_number_the_text_prints_rounded_as_printed():
+    runs = pd.DataFrame({"task.seq_len": [10, 10, 10, 20, 20], "outcome": ["solved", "solved", "unsolved", "diverged", "solved"],
+                         "clip.mode": ["norm", "none", "norm", "none", "norm"]})
+    report = Report("src", findings=[*findings.solved_by_length(runs, "fig2"), *findings.clipping_and_success(runs, "fig")])
+    data = json.loads(report.findings_json())
+    for finding, record in zip(report.findings, data["findings"]):
+        assert record["id"] == finding.id and record["text"] == finding.text
+        printed = [n["printed"] for n in record["numbers"]]
+        assert sorted(_numbers_in(finding.text)) == sorted(x for p in printed for x in _numbers_in(p))
+        for n in record["numbers"]:
+            assert n["printed"] in finding.text
+            if n["interval"] is not None:  # 'k of n (95% CI lo–hi%)': every printed number from the record
+                k, total, lo, hi = map(int, re.fullmatch(r"(\d+) of (\d+) \(95% CI (\d+)–(\d+)%\)", n["printed"]).groups())
+                assert (k, total) == (round(n["value"] * n["n"]), n["n"])
+                assert (lo, hi) == (round(100 * n["interval"][0]), round(100 * n["interval"][1]))
+            elif n["n"] is None:
+                assert float(n["printed"].replace("−", "-")) == n["value"]
+    (by_length, _) = data["findings"]
+    assert [n["id"] for n in by_length["numbers"]][:2] == ["solved_by_length.T10", "solved_by_length.T20"]
+    assert "T = 10: 2 of 3 (95% CI 21–94%)" in by_length["text"]
+    assert report.findings_json() == Report("other source", findings=report.findings).findings_json()  # no build time
+
+
+def _json(path, numbers):
+    path.write_text(json.dumps({"findings": [{"id": "f", "text": "t", "numbers": numbers}]}))
+    return path
+
+
+def _n(id, value, interval, printed):
+    return {"id": id, "value": value, "interval": interval, "n": 5 if interval else None, "printed": printed}
+
+
+def test_compare_findings_agrees_inside_an_interval_and_on_equal_printed_values(tmp_path):
+    old = _json(tmp_path / "old.json", [_n("f.solved", 0.4, [0.12, 0.77], "2 of 5 (95% CI 12–77%)"),
+                                        _n("f.0", 0.4, None, "0.40"), _n("f.gone", 1.0, None, "1")])
+    same = _json(tmp_path / "same.json", [_n("f.solved", 0.6, [0.23, 0.88], "3 of 5 (95% CI 23–88%)"),
+                                          _n("f.0", 0.4, None, "0.40"), _n("f.new", 2.0, None, "2")])
+    moved = _json(tmp_path / "moved.json", [_n("f.solved", 1.0, [0.9, 1.0], "5 of 5 (95% CI 90–100%)"),
+                                            _n("f.0", 0.42, None, "0.42")])
+    changes = {c.id: c for c in compare.compare(old, same)}
+    assert changes["f.solved"].agree and changes["f.0"].agree
+    assert changes["f.gone"].agree is None and changes["f.new"].agree is None
+    assert {c.id: c.agree for c in compare.compare(old, moved)} == {"f.solved": False, "f.0": False, "f.gone": None}
+    script = [sys.executable, str(ROOT / "scripts" / "compare_findings.py")]
+    agree = subprocess.run([*script, str(old), str(same)], capture_output=True, text=True)
+    assert agree.returncode == 0, agree.stderr
+    assert "| f.solved | 2 of 5 (95% CI 12–77%) | 3 of 5 (95% CI 23–88%) | yes |" in agree.stdout
+    assert "2 of 2 shared numbers agree" in agree.stdout
+    differ = subprocess.run([*script, str(old), str(moved)], capture_output=True, text=True)
+    assert differ.returncode == 1 and "| f.0 | 0.40 | 0.42 | NO |" in differ.stdout
+    assert "0 of 2 shared numbers agree; 2 do not: f.solved, f.0" in differ.stdout
+    bad = subprocess.run([*script, str(old), str(tmp_path / "absent.json")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "absent.json is not a readable findings.json" in bad.stderr and not bad.stdout
+
+
+def test_a_run_that_stopped_when_solved_keeps_its_last_loss_in_the_median():
+    from rnngrad.report import frames
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "panel": "p", "colour": "c", "label": "l", "task.baseline": 1.0,
+                         "outcome": ["solved", "unsolved", "diverged"]})
+    history = pd.DataFrame({"run_id": ["a", "a", "b", "b", "b", "c", "c", "c"], "step": [0, 1, 0, 1, 2, 0, 1, 2],
+                            "value": [1.0, 0.1, 1.0, 0.9, 0.8, 1.0, 5.0, 9.0]})
+    curves, _ = frames.learning_curves(history, runs)
+    last = curves[curves["step"] == 2].iloc[0]
+    assert (last["n"], last["median"]) == (3, 0.8)  # a's 0.1 carried to step 2: median of 0.1, 0.8, 9.0
+    diverged_early = history[~((history["run_id"] == "c") & (history["step"] == 2))]
+    assert frames.carried_forward(diverged_early, runs, ["label"]).query("run_id == 'c'")["step"].max() == 1
