@@ -35,7 +35,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnngrad import clip, optim, store, tasks, training
-from rnngrad.nn import ACTIVATIONS, CELLS, DTYPES, INITS, NORMS, VALID_COMBINATIONS
+from rnngrad.nn import ACTIVATIONS, BN_VARIANTS, CELLS, DTYPES, INITS, NORMS, VALID_COMBINATIONS
 from rnngrad.nn import model as nn_model
 from rnngrad.nn.cells import N_GATES
 
@@ -58,6 +58,7 @@ TaskName = _choices("TaskName", tasks.TASKS)
 OptimName = _choices("OptimName", optim.OPTIMIZERS)
 ClipMode = _choices("ClipMode", clip.CLIP_MODES)
 BPTTMode = _choices("BPTTMode", training.BPTT_MODES)
+BNVariant = _choices("BNVariant", BN_VARIANTS)
 
 
 def _default_of(cls, name: str):
@@ -71,6 +72,8 @@ class TaskConfig:
     name: TaskName = TaskName.adding
     seq_len: int = 50
     test_size: int = _default_of(tasks.Task, "test_size")
+    # adding and temporal_order: train on lengths drawn per batch in [min_seq_len, seq_len], test at seq_len
+    min_seq_len: Optional[int] = _default_of(tasks.VariableLengthTask, "min_seq_len")  # null: every batch at seq_len
     options: dict[str, Any] = field(default_factory=dict)  # task-specific, e.g. char_lm's solve_fraction
 
 
@@ -84,6 +87,12 @@ class ModelConfig:
     spectral_radius: Optional[float] = _default_of(nn_model.init_params, "spectral_radius")  # null: W as drawn
     scale: float = _default_of(nn_model.init_params, "scale")
     forget_bias: float = _default_of(nn_model.init_params, "forget_bias")  # the LSTM's, at initialization
+    io_std: Optional[float] = _default_of(nn_model.init_params, "io_std")  # std of U and V; null: the init's own
+    # norm=batch: cooijmans (x U and s W normalized apart, population statistics at evaluation) or summed
+    # (their sum, batch statistics throughout); both gains start at bn_gain (bn_gain=1 and summed: the old batch norm)
+    bn_variant: BNVariant = BNVariant.cooijmans
+    bn_gain: float = _default_of(nn_model.init_params, "bn_gain")
+    bn_momentum: float = _default_of(nn_model.Population, "momentum")  # cooijmans' running averages
     dtype: DType = DType.float64
 
 
@@ -119,6 +128,7 @@ class TrainConfig:
     diag_interval: int = 100  # the instruments stay under 10% of a step (scripts/bench.py)
     stop_when_solved: bool = False
     lyapunov_k: int = 1
+    omega_alpha: float = 0.0  # the weight of Pascanu et al.'s regularizer Omega (vanilla RNN; they used 2); 0: off
     verbose: bool = True
     # the memory a run may need (`memory_estimate`), in GB: null = what this machine has available now
     # (psutil); a number for a machine the check misjudges; inf: no check
@@ -204,6 +214,10 @@ def _range_errors(cfg: DictConfig) -> list[str]:
                   "train.lyapunov_k", f"in [1, model.hidden_size={m.hidden_size}]", tr.lyapunov_k),
         *_require(tr.max_memory_gb is None or tr.max_memory_gb > 0, "train.max_memory_gb",
                   "> 0 (GB; inf: no check) or null (the memory this machine has available)", tr.max_memory_gb),
+        *_require(tr.omega_alpha >= 0, "train.omega_alpha", ">= 0", tr.omega_alpha),
+        *_require(m.io_std is None or m.io_std > 0, "model.io_std", "> 0 or null", m.io_std),
+        *_require(m.bn_gain > 0, "model.bn_gain", "> 0", m.bn_gain),
+        *_require(0 < m.bn_momentum <= 1, "model.bn_momentum", "in (0, 1]", m.bn_momentum),
         *_require(tk.metric_every >= 1, "tracking.metric_every", ">= 1", tk.metric_every),
         *_require(tk.through_time_checkpoints >= 1, "tracking.through_time_checkpoints", ">= 1",
                   tk.through_time_checkpoints),
@@ -267,6 +281,9 @@ def _combination_errors(cfg: DictConfig) -> list[str]:
                       f"(valid model.cell/model.norm: {valid})")
     if m.norm == "batch" and tr.batch_size < 2:
         errors.append("model.norm=batch needs train.batch_size >= 2 (batch statistics)")
+    if tr.omega_alpha > 0 and (m.cell, m.norm) != ("rnn", "none"):
+        errors.append(f"train.omega_alpha > 0 (Pascanu et al.'s Omega) needs the vanilla RNN (model.cell=rnn, "
+                      f"model.norm=none), got model.cell={m.cell} model.norm={m.norm}")
     valid = [name for name in tasks.option_names(t.name) if name != "test_size"]
     unknown = sorted(set(t.options) - set(valid))
     if unknown:
