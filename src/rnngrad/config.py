@@ -284,7 +284,7 @@ def _combination_errors(cfg: DictConfig) -> list[str]:
     if tr.omega_alpha > 0 and (m.cell, m.norm) != ("rnn", "none"):
         errors.append(f"train.omega_alpha > 0 (Pascanu et al.'s Omega) needs the vanilla RNN (model.cell=rnn, "
                       f"model.norm=none), got model.cell={m.cell} model.norm={m.norm}")
-    valid = [name for name in tasks.option_names(t.name) if name != "test_size"]
+    valid = [name for name in tasks.option_names(t.name) if name not in ("test_size", "min_seq_len")]  # own keys
     unknown = sorted(set(t.options) - set(valid))
     if unknown:
         errors.append(f"task.options {unknown} are not options of task {t.name}; valid options: "
@@ -429,9 +429,11 @@ def run_name(cfg: DictConfig) -> str:
     seqlen and truncation grids both hold the full-BPTT T = 20 tanh runs).
     """
     m = cfg.model
-    parts = [f"T{cfg.task.seq_len}", str(m.activation if m.cell == "rnn" else m.cell)]
+    t = cfg.task
+    parts = [f"T{t.seq_len}" if t.min_seq_len is None else f"T{t.min_seq_len}to{t.seq_len}",
+             str(m.activation if m.cell == "rnn" else m.cell)]
     if m.norm != "none":
-        parts.append(f"{m.norm}norm")
+        parts.append(f"{m.norm}norm" + ("-summed" if m.norm == "batch" and m.bn_variant == "summed" else ""))
     parts.append(SHORT_INITS.get(str(m.init), str(m.init)))
     if m.spectral_radius is not None:
         parts.append(f"rho{m.spectral_radius:g}")
@@ -441,6 +443,8 @@ def run_name(cfg: DictConfig) -> str:
         parts.append(f"clip{cfg.clip.mode}{cfg.clip.threshold:g}")
     if cfg.bptt.truncation is not None:
         parts.append(f"{'chunk' if cfg.bptt.mode == 'chunked' else 'k'}{cfg.bptt.truncation}")
+    if cfg.train.omega_alpha > 0:
+        parts.append(f"omega{cfg.train.omega_alpha:g}")
     parts += [f"s{cfg.seed}", SHORT_TASKS.get(str(cfg.task.name), str(cfg.task.name))]
     if cfg.question != "adhoc":
         parts.append(str(cfg.question))

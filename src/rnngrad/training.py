@@ -11,6 +11,11 @@
   diagnostic interval also `jac_norm` (||ds_T/ds_t|| on a probe sequence) and `bound` (Pascanu et al.).
 - `on_end(result)`: the outcome.
 
+With `train.omega_alpha` > 0 the update follows the loss gradient plus alpha dOmega/dW (Pascanu et al.'s
+regularizer, nn.omega), clipped together as in their code; `train/omega` is logged every step then, and on
+the diagnostic steps of any vanilla RNN. With Cooijmans et al.'s batch norm (model.norm=batch,
+model.bn_variant=cooijmans) every training forward updates the population statistics that evaluation uses.
+
 Step 0 measures the freshly initialized model; every step s >= 1 is measured after s updates.
 `train.steps=0` therefore measures the model at initialization only.
 """
@@ -86,7 +91,7 @@ def make_run_task(run) -> Task:
     options = dict(run.task.options)
     if run.task.min_seq_len is not None:  # an option of the tasks that take it (adding, temporal_order)
         options["min_seq_len"] = run.task.min_seq_len
-    return make_task(run.task.name, seq_len=run.task.seq_len, test_size=run.task.test_size, **options)
+    return make_task(str(run.task.name), seq_len=run.task.seq_len, test_size=run.task.test_size, **options)
 
 
 def make_run_optimizer(run):
