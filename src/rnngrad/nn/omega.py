@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnngrad.nn import backend
 from rnngrad.nn import functional as F
 from rnngrad.nn.spec import Cache
 
@@ -77,7 +78,7 @@ def omega_and_grad(W: np.ndarray, ds: np.ndarray, fprime: np.ndarray) -> tuple[f
     num = r * den
     with np.errstate(divide="ignore", invalid="ignore"):
         coef = np.where(valid & (num > 0), 2.0 * (r - 1.0) / (den * num), 0.0) / n
-    dW = (coef[..., None] * v).reshape(T * B, H).T @ u.reshape(T * B, H)
+    dW = backend.matmul((coef[..., None] * v).reshape(T * B, H).T, u.reshape(T * B, H))  # a weight gradient's product
     return float(np.sum((r - 1.0) ** 2) / n), dW.astype(W.dtype, copy=False)
 
 
