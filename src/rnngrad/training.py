@@ -146,12 +146,13 @@ class _Loop:
         init_rng, self.data_rng, self.diag_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(run.seed).spawn(3))
         self.loss_fn = make_loss(task.loss)
+        norm = nn.model_norm(m.norm, m.bn_variant)  # the model's name for the configured batch-norm variant
         self.params = nn.init_params(
             task.input_size, m.hidden_size, task.output_size, init=m.init, spectral_radius=m.spectral_radius,
-            scale=m.scale, rng=init_rng, dtype=self.dtype, cell=m.cell, norm=nn.model_norm(m.norm, m.bn_variant),
-            forget_bias=m.forget_bias, io_std=m.io_std, bn_gain=m.bn_gain,
+            scale=m.scale, rng=init_rng, dtype=self.dtype, cell=m.cell, norm=norm, forget_bias=m.forget_bias,
+            io_std=m.io_std, bn_gain=m.bn_gain,
         )
-        self.model = {"activation": m.activation, "cell": m.cell, "norm": nn.model_norm(m.norm, m.bn_variant)}
+        self.model = {"activation": m.activation, "cell": m.cell, "norm": norm}
         self.plain_rnn = m.cell == "rnn" and m.norm == "none"  # the Pascanu bound is stated for this model
         # Cooijmans et al.'s batch norm evaluates with population statistics, averaged over the training batches
         self.population = nn.Population(m.bn_momentum) if self.model["norm"] == "recurrent_batch" else None

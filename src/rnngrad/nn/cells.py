@@ -19,19 +19,20 @@ out (T, B, O) = h_t V + c, and `backward` returns (grads, ds) with ds (T, B, H) 
            batch: over the batch for each unit, at every time step (one BN over the summed
            pre-activation, a simplification of Cooijmans et al., who normalize x U and h W separately).
            Batch statistics are used in training and in evaluation alike: there are no running averages.
-    rnn + norm="recurrent_batch" (Cooijmans, Ballas, Laurent, Gulcehre & Courville 2016, eq. 6-8 for
-           the vanilla RNN's one pre-activation instead of the LSTM's four)
+    rnn + norm="recurrent_batch" (Cooijmans, Ballas, Laurent, Gulcehre & Courville 2016: their BN-LSTM's
+           normalization of the two recurrent-layer terms, here for the vanilla RNN's one pre-activation
+           instead of the LSTM's four gates)
            s_t = f(gx BN(x_t U) + gh BN(s_{t-1} W) + b),   BN(z) = (z - mean_t) / sqrt(var_t + 1e-5)
            each of the two terms normalized on its own, per unit and per time step, with its own gain and
-           one shared bias b (their beta_x = beta_h = 0, "to avoid unnecessary redundancy"). Training
+           one shared bias b (they set the two BNs' own shifts to zero, b being shared). Training
            (forward) normalizes with the batch's statistics (biased variance); evaluation (predict with a
            `Population`) with population statistics: running averages of each step's batch statistics
-           (nn.population), the steps beyond the longest trained one using its last step's (their Sec. 4:
-           "for t > T_max we use the statistics of T_max"). Deviations: Cooijmans et al. estimate the
-           population statistics by averaging over the training set after training, here they are
+           (nn.population), the steps beyond the longest trained one using its last step's (as they do
+           for test sequences longer than the training ones). Deviations: Cooijmans et al. estimate the
+           population statistics by averaging batch statistics over the training set, here they are
            exponential running averages kept during training (momentum configurable, Ioffe & Szegedy's
            unbiased B/(B-1) variance); with h0 = 0 the first step's s_0 W is 0 for every sample, its variance
-           0, and BN(s_0 W) = 0 (as in theirs). The gains start at 0.1 (their recommendation) unless told
+           0, and BN(s_0 W) = 0. The gains start at 0.1 (their recommendation) unless told
            otherwise; the numba backend runs this cell through these numpy loops.
 
 Gradients: each cell has a per-step backward that works from the step's local derivatives (computed for

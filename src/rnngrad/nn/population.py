@@ -2,14 +2,14 @@
 
 Training normalizes each step with its batch's statistics; evaluation with the population's, so that a
 sample's output does not depend on the other samples of its batch. Cooijmans et al. estimate them by
-averaging the batch statistics over the training set after training; here they are exponential running
+averaging the batch statistics over the training set; here they are exponential running
 averages kept during training, one per time step (as batch-norm layers keep them, Ioffe & Szegedy 2015):
 
     mean_t <- (1 - momentum) mean_t + momentum batch_mean_t,   var_t likewise with B/(B-1) batch_var_t
 
 the first batch that reaches step t setting its statistics outright. Steps beyond the longest trained
-one use the last trained step's statistics (Cooijmans et al., Sec. 4: "for t > T_max we use the
-statistics of T_max").
+one, T_max, use the statistics of step T_max, as Cooijmans et al. do for test sequences longer than the
+training ones.
 """
 
 from __future__ import annotations
