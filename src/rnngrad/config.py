@@ -308,9 +308,11 @@ def check(cfg: DictConfig) -> None:
 # What a run holds in memory, in bytes, by what it scales with (`memory_estimate`; measured against peak RSS,
 # see README "What is guaranteed"): the (T, B, H) arrays of a training step's forward cache and backward
 # (nn.Workspace: about 3 for the vanilla RNN, 5 with a norm, 10 for the GRU, 13 for the LSTM, plus slack)
-STEP_ARRAYS = {("rnn", "none"): 4, ("rnn", "layer"): 6, ("rnn", "batch"): 6, ("gru", "none"): 11, ("lstm", "none"): 14}
+STEP_ARRAYS = {("rnn", "none"): 4, ("rnn", "layer"): 6, ("rnn", "batch"): 6, ("gru", "none"): 11, ("lstm", "none"): 14,
+               ("rnn", "recurrent_batch"): 10}  # Cooijmans et al.'s batch norm, counted (numpy loops), not measured
 # and those of evaluation's forward, which keeps no cache (1 to 5 with numpy's loops, about 1 with numba's)
-EVAL_ARRAYS = {("rnn", "none"): 2, ("rnn", "layer"): 3, ("rnn", "batch"): 3, ("gru", "none"): 5, ("lstm", "none"): 6}
+EVAL_ARRAYS = {("rnn", "none"): 2, ("rnn", "layer"): 3, ("rnn", "batch"): 3, ("gru", "none"): 5, ("lstm", "none"): 6,
+               ("rnn", "recurrent_batch"): 3}
 PARAM_COPIES = 6  # float64 copies of the parameters: gradients, clipped ones, a full gradient, two optimizer moments
 JACOBIAN_COPIES = 3  # (T, H, H) float64 stacks of the Jacobian instrument (the step Jacobians, a copy, the products)
 THROUGH_TIME_COPIES = 16  # float64 values per (step, t) the logger keeps and turns into its parquet and heatmap
@@ -327,7 +329,7 @@ def memory_estimate(run: Config, task) -> dict[str, float]:
     T, B, H, D, O = task.length, tr.batch_size, m.hidden_size, task.input_size, task.output_size
     N, item = task.test_size, np.dtype(str(m.dtype)).itemsize
     n_params = N_GATES[str(m.cell)] * H * (D + H + 2) + H * (O + 1) + O
-    kind = (str(m.cell), str(m.norm))
+    kind = (str(m.cell), nn_model.model_norm(str(m.norm), str(m.bn_variant)))
     eval_batch = min(N, training.EVAL_BATCH)
     return {
         "parameters (model.hidden_size)": n_params * (item + 8 * PARAM_COPIES),
