@@ -53,14 +53,20 @@ def make_cell_model(cell, norm, T, B, D, H, O, seed=0):
     """A remedy cell with nonzero biases (and gain), an input x (T, B, D) and a random initial state
     (an (h0, c0) pair for the LSTM), all float64."""
     rng = np.random.default_rng(seed)
-    params = core.init_params(D, H, O, cell=cell, norm=norm, init="gaussian", scale=1.2, rng=rng)
+    params = core.init_params(D, H, O, cell=cell, norm=norm, init="gaussian", scale=1.2, rng=rng, bn_gain=1.0)
     for key in ("b", "bw", "c"):
         if key in params:
             params[key] = params[key] + rng.normal(0, 0.3, params[key].shape)
-    if "g" in params:
-        params["g"] = params["g"] + rng.normal(0, 0.2, H)
+    perturb_gains(params, rng)
     x = rng.normal(size=(T, B, D))
     h0 = rng.normal(0, 0.5, size=(B, H))
     if cell == "lstm":
         h0 = (h0, rng.normal(0, 0.5, size=(B, H)))
     return params, x, h0
+
+
+def perturb_gains(params, rng):
+    """Gains away from their initial value, so that gradient checks see them act (every norm's gains)."""
+    for key in ("g", "gx", "gh"):
+        if key in params:
+            params[key] = params[key] + rng.normal(0, 0.2, params[key].shape)

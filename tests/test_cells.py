@@ -13,6 +13,7 @@ CONFIGS = [
     ("rnn", "layer", "tanh"),
     ("rnn", "layer", "relu"),
     ("rnn", "batch", "tanh"),
+    ("rnn", "recurrent_batch", "tanh"),
 ]
 IDS = ["-".join(cfg) for cfg in CONFIGS]
 
@@ -310,6 +311,11 @@ def one_step(params, cache, cfg, t, sample):
         return lambda h: cells.gru_step_forward(x_t @ params["U"] + params["b"], h, params)[0]
     if norm == "layer":
         return lambda h: cells.norm_step_forward(x_t @ params["U"], h, params, norm="layer", activation=activation)[0]
+    if norm == "recurrent_batch":
+        hw = before @ params["W"]
+        mean, std = hw.mean(axis=0), np.sqrt(hw.var(axis=0) + cells.NORM_EPS)
+        x_term = params["gx"] * cache["x_hat"][t, sample : sample + 1] + params["b"]
+        return lambda h: np.tanh(x_term + params["gh"] * (h @ params["W"] - mean) / std)
     a = cache["x"][t] @ params["U"] + before @ params["W"]
     mean, std = a.mean(axis=0), np.sqrt(a.var(axis=0) + cells.NORM_EPS)
     return lambda h: np.tanh(params["g"] * (x_t @ params["U"] + h @ params["W"] - mean) / std + params["b"])
@@ -368,7 +374,9 @@ def test_saturation_fraction_of_gates():
 @pytest.mark.parametrize("cfg", CONFIGS[2:], ids=IDS[2:])
 def test_saturation_fraction_of_normalized_rnn_is_the_core_definition(cfg):
     params, x, _ = make_model(*cfg[:2], batch=16)
-    params["g"] *= 3.0  # the normalized pre-activation is O(1): a larger gain lets some units saturate
+    for key in ("g", "gx", "gh"):  # the normalized pre-activation is O(1): a larger gain lets some units saturate
+        if key in params:
+            params[key] *= 3.0
     _, cache = run(params, x, cfg)
     expected = diagnostics.saturated_fraction(cache["s"], cfg[2])
     assert diagnostics.saturation(cache, cfg[2]) == expected
@@ -391,12 +399,16 @@ def test_init_shapes_and_biases():
         "U": (D, 3 * H), "W": (H, 3 * H), "b": (3 * H,), "bw": (3 * H,), "V": (H, O), "c": (O,)
     }
     assert not p["b"].any() and not p["bw"].any()
-    for norm in ("layer", "batch"):
+    for norm, gains in (("layer", {"g": 1.0}), ("batch", {"g": 0.1}), ("recurrent_batch", {"gx": 0.1, "gh": 0.1})):
         p = core.init_params(D, H, O, norm=norm, init="orthogonal", rng=1)
         ref = core.init_params(D, H, O, init="orthogonal", rng=1)
+        assert set(p) == set(ref) | set(gains)
         for key in ref:
             np.testing.assert_array_equal(p[key], ref[key])
-        np.testing.assert_array_equal(p["g"], np.ones(H))
+        for key, gain in gains.items():  # layer norm's starts at 1 (Ba et al.), batch norm's at 0.1 (Cooijmans et al.)
+            np.testing.assert_array_equal(p[key], np.full(H, gain))
+    p = core.init_params(D, H, O, norm="recurrent_batch", init="orthogonal", rng=1, bn_gain=0.5)
+    np.testing.assert_array_equal(p["gh"], np.full(H, 0.5))
     p = core.init_params(D, H, O, cell="gru", init="xavier", rng=0, dtype=np.float32)
     assert all(v.dtype == np.float32 for v in p.values())
 

@@ -53,7 +53,7 @@ def test_core_defaults_agree_with_the_schema():
     model = schema_defaults()["model"]
     signature = inspect.signature(core.init_params).parameters
     shared = {name: p.default for name, p in signature.items() if name in model and p.default is not p.empty}
-    assert set(shared) == {"cell", "norm", "spectral_radius", "scale", "forget_bias", "dtype"}
+    assert set(shared) == {"cell", "norm", "spectral_radius", "scale", "forget_bias", "dtype", "io_std", "bn_gain"}
     shared["dtype"] = np.dtype(shared["dtype"]).name
     assert {name: model[name] for name in shared} == shared
     assert signature["init"].default is inspect.Parameter.empty  # the schema chooses the init
@@ -120,7 +120,7 @@ def test_every_violation_is_listed_at_once():
 
 @pytest.mark.parametrize("key, value, valid", [
     ("model.activation", "softplus", "sigmoid, tanh, relu, linear"),
-    ("model.init", "random", "gaussian, xavier, he, orthogonal, identity, sparse"),
+    ("model.init", "random", "gaussian, xavier, he, orthogonal, identity, sparse, normal"),
     ("task.name", "fourier", "adding, temporal_order, copy, char_lm"),
     ("optim.name", "lbfgs", "sgd, momentum, rmsprop, adam"),
     ("bptt.mode", "sliding", "window, chunked"),

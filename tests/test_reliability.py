@@ -187,7 +187,7 @@ def make_under_file(tmp_path):
 
 BAD_INPUT = [
     (["model.activation=softplus"], "expected one of [sigmoid, tanh, relu, linear]"),
-    (["model.init=kaiming"], "expected one of [gaussian, xavier, he, orthogonal, identity, sparse]"),
+    (["model.init=kaiming"], "expected one of [gaussian, xavier, he, orthogonal, identity, sparse, normal]"),
     (["model.cell=transformer"], "expected one of [rnn, lstm, gru]"),
     (["model.norm=group"], "expected one of [none, layer, batch]"),
     (["model.dtype=float16"], "expected one of [float64, float32]"),

@@ -83,7 +83,7 @@ def test_perfect_predictions_have_accuracy_one(task):
 def test_bad_names_and_options_raise():
     with pytest.raises(ValueError, match="adding, temporal_order, copy, char_lm"):
         make_task("multiplication", seq_len=10)
-    with pytest.raises(ValueError, match="valid options: test_seed, test_size"):
+    with pytest.raises(ValueError, match="valid options: min_seq_len, test_seed, test_size"):
         make_task("adding", seq_len=10, train_fraction=0.5)
     with pytest.raises(ValueError, match="train_fraction, solve_fraction, test_seed, test_size"):
         make_task("char_lm", seq_len=10, n_symbols=4)

@@ -35,7 +35,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnngrad import clip, optim, store, tasks, training
-from rnngrad.nn import ACTIVATIONS, CELLS, DTYPES, INITS, NORMS, VALID_COMBINATIONS
+from rnngrad.nn import ACTIVATIONS, BN_VARIANTS, CELLS, DTYPES, INITS, NORMS, VALID_COMBINATIONS
 from rnngrad.nn import model as nn_model
 from rnngrad.nn.cells import N_GATES
 
@@ -58,6 +58,7 @@ TaskName = _choices("TaskName", tasks.TASKS)
 OptimName = _choices("OptimName", optim.OPTIMIZERS)
 ClipMode = _choices("ClipMode", clip.CLIP_MODES)
 BPTTMode = _choices("BPTTMode", training.BPTT_MODES)
+BNVariant = _choices("BNVariant", BN_VARIANTS)
 
 
 def _default_of(cls, name: str):
@@ -71,6 +72,8 @@ class TaskConfig:
     name: TaskName = TaskName.adding
     seq_len: int = 50
     test_size: int = _default_of(tasks.Task, "test_size")
+    # adding and temporal_order: train on lengths drawn per batch in [min_seq_len, seq_len], test at seq_len
+    min_seq_len: Optional[int] = _default_of(tasks.VariableLengthTask, "min_seq_len")  # null: every batch at seq_len
     options: dict[str, Any] = field(default_factory=dict)  # task-specific, e.g. char_lm's solve_fraction
 
 
@@ -84,6 +87,12 @@ class ModelConfig:
     spectral_radius: Optional[float] = _default_of(nn_model.init_params, "spectral_radius")  # null: W as drawn
     scale: float = _default_of(nn_model.init_params, "scale")
     forget_bias: float = _default_of(nn_model.init_params, "forget_bias")  # the LSTM's, at initialization
+    io_std: Optional[float] = _default_of(nn_model.init_params, "io_std")  # std of U and V; null: the init's own
+    # norm=batch: cooijmans (x U and s W normalized apart, population statistics at evaluation) or summed
+    # (their sum, batch statistics throughout); both gains start at bn_gain (bn_gain=1 and summed: the old batch norm)
+    bn_variant: BNVariant = BNVariant.cooijmans
+    bn_gain: float = _default_of(nn_model.init_params, "bn_gain")
+    bn_momentum: float = _default_of(nn_model.Population, "momentum")  # cooijmans' running averages
     dtype: DType = DType.float64
 
 
@@ -119,6 +128,7 @@ class TrainConfig:
     diag_interval: int = 100  # the instruments stay under 10% of a step (scripts/bench.py)
     stop_when_solved: bool = False
     lyapunov_k: int = 1
+    omega_alpha: float = 0.0  # the weight of Pascanu et al.'s regularizer Omega (vanilla RNN; they used 2); 0: off
     verbose: bool = True
     # the memory a run may need (`memory_estimate`), in GB: null = what this machine has available now
     # (psutil); a number for a machine the check misjudges; inf: no check
@@ -204,6 +214,10 @@ def _range_errors(cfg: DictConfig) -> list[str]:
                   "train.lyapunov_k", f"in [1, model.hidden_size={m.hidden_size}]", tr.lyapunov_k),
         *_require(tr.max_memory_gb is None or tr.max_memory_gb > 0, "train.max_memory_gb",
                   "> 0 (GB; inf: no check) or null (the memory this machine has available)", tr.max_memory_gb),
+        *_require(tr.omega_alpha >= 0, "train.omega_alpha", ">= 0", tr.omega_alpha),
+        *_require(m.io_std is None or m.io_std > 0, "model.io_std", "> 0 or null", m.io_std),
+        *_require(m.bn_gain > 0, "model.bn_gain", "> 0", m.bn_gain),
+        *_require(0 < m.bn_momentum <= 1, "model.bn_momentum", "in (0, 1]", m.bn_momentum),
         *_require(tk.metric_every >= 1, "tracking.metric_every", ">= 1", tk.metric_every),
         *_require(tk.through_time_checkpoints >= 1, "tracking.through_time_checkpoints", ">= 1",
                   tk.through_time_checkpoints),
@@ -267,7 +281,10 @@ def _combination_errors(cfg: DictConfig) -> list[str]:
                       f"(valid model.cell/model.norm: {valid})")
     if m.norm == "batch" and tr.batch_size < 2:
         errors.append("model.norm=batch needs train.batch_size >= 2 (batch statistics)")
-    valid = [name for name in tasks.option_names(t.name) if name != "test_size"]
+    if tr.omega_alpha > 0 and (m.cell, m.norm) != ("rnn", "none"):
+        errors.append(f"train.omega_alpha > 0 (Pascanu et al.'s Omega) needs the vanilla RNN (model.cell=rnn, "
+                      f"model.norm=none), got model.cell={m.cell} model.norm={m.norm}")
+    valid = [name for name in tasks.option_names(t.name) if name not in ("test_size", "min_seq_len")]  # own keys
     unknown = sorted(set(t.options) - set(valid))
     if unknown:
         errors.append(f"task.options {unknown} are not options of task {t.name}; valid options: "
@@ -291,9 +308,11 @@ def check(cfg: DictConfig) -> None:
 # What a run holds in memory, in bytes, by what it scales with (`memory_estimate`; measured against peak RSS,
 # see README "What is guaranteed"): the (T, B, H) arrays of a training step's forward cache and backward
 # (nn.Workspace: about 3 for the vanilla RNN, 5 with a norm, 10 for the GRU, 13 for the LSTM, plus slack)
-STEP_ARRAYS = {("rnn", "none"): 4, ("rnn", "layer"): 6, ("rnn", "batch"): 6, ("gru", "none"): 11, ("lstm", "none"): 14}
+STEP_ARRAYS = {("rnn", "none"): 4, ("rnn", "layer"): 6, ("rnn", "batch"): 6, ("gru", "none"): 11, ("lstm", "none"): 14,
+               ("rnn", "recurrent_batch"): 10}  # Cooijmans et al.'s batch norm, counted (numpy loops), not measured
 # and those of evaluation's forward, which keeps no cache (1 to 5 with numpy's loops, about 1 with numba's)
-EVAL_ARRAYS = {("rnn", "none"): 2, ("rnn", "layer"): 3, ("rnn", "batch"): 3, ("gru", "none"): 5, ("lstm", "none"): 6}
+EVAL_ARRAYS = {("rnn", "none"): 2, ("rnn", "layer"): 3, ("rnn", "batch"): 3, ("gru", "none"): 5, ("lstm", "none"): 6,
+               ("rnn", "recurrent_batch"): 3}
 PARAM_COPIES = 6  # float64 copies of the parameters: gradients, clipped ones, a full gradient, two optimizer moments
 JACOBIAN_COPIES = 3  # (T, H, H) float64 stacks of the Jacobian instrument (the step Jacobians, a copy, the products)
 THROUGH_TIME_COPIES = 16  # float64 values per (step, t) the logger keeps and turns into its parquet and heatmap
@@ -310,7 +329,7 @@ def memory_estimate(run: Config, task) -> dict[str, float]:
     T, B, H, D, O = task.length, tr.batch_size, m.hidden_size, task.input_size, task.output_size
     N, item = task.test_size, np.dtype(str(m.dtype)).itemsize
     n_params = N_GATES[str(m.cell)] * H * (D + H + 2) + H * (O + 1) + O
-    kind = (str(m.cell), str(m.norm))
+    kind = (str(m.cell), nn_model.model_norm(str(m.norm), str(m.bn_variant)))
     eval_batch = min(N, training.EVAL_BATCH)
     return {
         "parameters (model.hidden_size)": n_params * (item + 8 * PARAM_COPIES),
@@ -412,9 +431,11 @@ def run_name(cfg: DictConfig) -> str:
     seqlen and truncation grids both hold the full-BPTT T = 20 tanh runs).
     """
     m = cfg.model
-    parts = [f"T{cfg.task.seq_len}", str(m.activation if m.cell == "rnn" else m.cell)]
+    t = cfg.task
+    parts = [f"T{t.seq_len}" if t.min_seq_len is None else f"T{t.min_seq_len}to{t.seq_len}",
+             str(m.activation if m.cell == "rnn" else m.cell)]
     if m.norm != "none":
-        parts.append(f"{m.norm}norm")
+        parts.append(f"{m.norm}norm" + ("-summed" if m.norm == "batch" and m.bn_variant == "summed" else ""))
     parts.append(SHORT_INITS.get(str(m.init), str(m.init)))
     if m.spectral_radius is not None:
         parts.append(f"rho{m.spectral_radius:g}")
@@ -424,6 +445,8 @@ def run_name(cfg: DictConfig) -> str:
         parts.append(f"clip{cfg.clip.mode}{cfg.clip.threshold:g}")
     if cfg.bptt.truncation is not None:
         parts.append(f"{'chunk' if cfg.bptt.mode == 'chunked' else 'k'}{cfg.bptt.truncation}")
+    if cfg.train.omega_alpha > 0:
+        parts.append(f"omega{cfg.train.omega_alpha:g}")
     parts += [f"s{cfg.seed}", SHORT_TASKS.get(str(cfg.task.name), str(cfg.task.name))]
     if cfg.question != "adhoc":
         parts.append(str(cfg.question))

@@ -27,6 +27,16 @@ an input and a loss term that needs it.
   text (nats/char; `baseline_bits` in bits/char). Dependency 1 by convention: the predicted character
   is one step past the last input, and no longer range is required. Solved: test bits/char below
   `solve_fraction` (default 0.8) times the unigram baseline in bits.
+
+Variable lengths (adding and temporal_order, option `min_seq_len`): each training batch has its own
+length L, drawn uniformly from [min_seq_len, seq_len] (both ends included), and the task's positions are
+drawn relative to L as its definition says (markers in [0, L//2) and [L//2, L); t1 in [0.1L, 0.2L), t2 in
+[0.5L, 0.6L)). The test set stays at T = seq_len, and `dependency` and `baseline` are those of T.
+Pascanu, Mikolov & Bengio (2013) trained temporal order this way, on lengths in [50, 200]; their code
+(pascanur/trainingRNNs, RNN.py) draws `min_length + randint(max_length - min_length)`, so its longest
+length is max_length - 1, and it validates on lengths drawn from the same range: here the upper end is
+included and the test is at T, the length the question is about (a deviation from their code, not from
+the paper, which states neither).
 """
 import abc
 import functools
@@ -129,7 +139,46 @@ class Task(abc.ABC):
         return accuracy >= SOLVED_ACCURACY
 
 
-class AddingTask(Task):
+class VariableLengthTask(Task):
+    """A synthetic task whose training batches may vary in length (see the module docstring).
+
+    Subclasses draw a batch of a given length L in `_draw_length(batch_size, rng, L)`.
+    """
+
+    def __init__(self, seq_len, *, min_seq_len=None, test_seed=TEST_SEED, test_size=1000):
+        super().__init__(seq_len, test_seed=test_seed, test_size=test_size)
+        if min_seq_len is not None:
+            _check_count(min_seq_len, "min_seq_len", 2)
+            if min_seq_len > self.seq_len:
+                raise ValueError(f"min_seq_len must be <= seq_len = {self.seq_len}, got {min_seq_len}")
+            min_seq_len = int(min_seq_len)
+        self.min_seq_len = min_seq_len
+
+    @property
+    def variable(self):
+        """Whether the training lengths vary (min_seq_len set and below seq_len)."""
+        return self.min_seq_len is not None and self.min_seq_len < self.seq_len
+
+    def train_length(self, rng):
+        """The length of the next training batch: uniform in [min_seq_len, seq_len], or seq_len (drawing
+        nothing from rng, so that a fixed-length task's batches are those it always drew)."""
+        return int(rng.integers(self.min_seq_len, self.seq_len + 1)) if self.variable else self.seq_len
+
+    def sample(self, batch_size, rng):
+        """A fresh training batch (x, y, mask) of batch_size sequences of length train_length(rng)."""
+        _check_count(batch_size, "batch_size", 1)
+        return self._draw_length(batch_size, rng, self.train_length(rng))
+
+    def _draw(self, batch_size, rng):
+        """A batch at the full length T (the test set)."""
+        return self._draw_length(batch_size, rng, self.length)
+
+    @abc.abstractmethod
+    def _draw_length(self, batch_size, rng, length):
+        """The task's batch at `length` steps."""
+
+
+class AddingTask(VariableLengthTask):
     """Adding problem, Arjovsky et al. 2016 variant: x_t = (value, marker); target at the last step.
 
     A sequence is correct when |prediction - target| < 0.04 (Hochreiter & Schmidhuber 1997).
@@ -145,9 +194,9 @@ class AddingTask(Task):
     def dependency(self):
         return self.length - 1
 
-    def _draw(self, batch_size, rng):
-        """x (T, B, 2) = (value, marker); y (T, B, 1), the sum at the last step; mask (T, B)."""
-        T, B = self.length, batch_size
+    def _draw_length(self, batch_size, rng, length):
+        """x (T, B, 2) = (value, marker); y (T, B, 1), the sum at the last step; mask (T, B); T = length."""
+        T, B = length, batch_size
         cols = np.arange(B)
         values = rng.uniform(0.0, 1.0, size=(T, B))
         first = rng.integers(0, T // 2, size=B)
@@ -166,7 +215,16 @@ class AddingTask(Task):
         return np.abs(out[..., 0] - y[..., 0]) < ADDING_TOLERANCE
 
 
-class TemporalOrderTask(Task):
+def temporal_order_windows(T):
+    """((lo1, hi1), (lo2, hi2)) at length T: t1 in [0.1T, 0.2T), t2 in [0.5T, 0.6T), non-empty for any T >= 2."""
+    lo1 = int(0.1 * T)
+    hi1 = max(int(0.2 * T), lo1 + 1)
+    lo2 = int(0.5 * T)
+    hi2 = max(int(0.6 * T), lo2 + 1)
+    return (lo1, hi1), (lo2, hi2)
+
+
+class TemporalOrderTask(VariableLengthTask):
     """Temporal order, Hochreiter & Schmidhuber 1997 task 6a: classify the order of X/Y at the end."""
 
     name = "temporal_order"
@@ -178,22 +236,17 @@ class TemporalOrderTask(Task):
 
     @property
     def windows(self):
-        """((lo1, hi1), (lo2, hi2)): t1 in [0.1T, 0.2T), t2 in [0.5T, 0.6T), non-empty for any T >= 2."""
-        T = self.length
-        lo1 = int(0.1 * T)
-        hi1 = max(int(0.2 * T), lo1 + 1)
-        lo2 = int(0.5 * T)
-        hi2 = max(int(0.6 * T), lo2 + 1)
-        return (lo1, hi1), (lo2, hi2)
+        """The windows of t1 and t2 at T (temporal_order_windows)."""
+        return temporal_order_windows(self.length)
 
     @property
     def dependency(self):
         return self.length - 1 - self.windows[0][0]
 
-    def _draw(self, batch_size, rng):
-        """x (T, B, 6) one-hot symbols; y (T, B) class id at the last step, 0 elsewhere; mask (T, B)."""
-        T, B = self.length, batch_size
-        (lo1, hi1), (lo2, hi2) = self.windows
+    def _draw_length(self, batch_size, rng, length):
+        """x (T, B, 6) one-hot symbols; y (T, B) class id at the last step, 0 elsewhere; mask (T, B); T = length."""
+        T, B = length, batch_size
+        (lo1, hi1), (lo2, hi2) = temporal_order_windows(T)
         cols = np.arange(B)
         symbols = rng.integers(0, self.X, size=(T, B))
         is_y = rng.integers(0, 2, size=(2, B))
@@ -350,7 +403,8 @@ TASKS = {cls.name: cls for cls in (AddingTask, TemporalOrderTask, CopyTask, Char
 def make_task(name, *, seq_len, **options):
     """The task called `name` ('adding', 'temporal_order', 'copy', 'char_lm') with sequence length seq_len.
 
-    options: test_seed, test_size for every task; train_fraction, solve_fraction for char_lm.
+    options: test_seed, test_size for every task; min_seq_len for adding and temporal_order;
+    train_fraction, solve_fraction for char_lm.
     """
     return registry.lookup("task", TASKS, name, options, "seq_len")(seq_len, **options)
 

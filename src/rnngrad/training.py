@@ -11,6 +11,11 @@
   diagnostic interval also `jac_norm` (||ds_T/ds_t|| on a probe sequence) and `bound` (Pascanu et al.).
 - `on_end(result)`: the outcome.
 
+With `train.omega_alpha` > 0 the update follows the loss gradient plus alpha dOmega/dW (Pascanu et al.'s
+regularizer, nn.omega), clipped together as in their code; `train/omega` is logged every step then, and on
+the diagnostic steps of any vanilla RNN. With Cooijmans et al.'s batch norm (model.norm=batch,
+model.bn_variant=cooijmans) every training forward updates the population statistics that evaluation uses.
+
 Step 0 measures the freshly initialized model; every step s >= 1 is measured after s updates.
 `train.steps=0` therefore measures the model at initialization only.
 """
@@ -83,7 +88,10 @@ class Diverged(Exception):
 
 def make_run_task(run) -> Task:
     """The task a run trains on (its constructor checks the task's own options)."""
-    return make_task(run.task.name, seq_len=run.task.seq_len, test_size=run.task.test_size, **run.task.options)
+    options = dict(run.task.options)
+    if run.task.min_seq_len is not None:  # an option of the tasks that take it (adding, temporal_order)
+        options["min_seq_len"] = run.task.min_seq_len
+    return make_task(str(run.task.name), seq_len=run.task.seq_len, test_size=run.task.test_size, **options)
 
 
 def make_run_optimizer(run):
@@ -138,12 +146,17 @@ class _Loop:
         init_rng, self.data_rng, self.diag_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(run.seed).spawn(3))
         self.loss_fn = make_loss(task.loss)
+        norm = nn.model_norm(m.norm, m.bn_variant)  # the model's name for the configured batch-norm variant
         self.params = nn.init_params(
             task.input_size, m.hidden_size, task.output_size, init=m.init, spectral_radius=m.spectral_radius,
-            scale=m.scale, rng=init_rng, dtype=self.dtype, cell=m.cell, norm=m.norm, forget_bias=m.forget_bias,
+            scale=m.scale, rng=init_rng, dtype=self.dtype, cell=m.cell, norm=norm, forget_bias=m.forget_bias,
+            io_std=m.io_std, bn_gain=m.bn_gain,
         )
-        self.model = {"activation": m.activation, "cell": m.cell, "norm": m.norm}
+        self.model = {"activation": m.activation, "cell": m.cell, "norm": norm}
         self.plain_rnn = m.cell == "rnn" and m.norm == "none"  # the Pascanu bound is stated for this model
+        # Cooijmans et al.'s batch norm evaluates with population statistics, averaged over the training batches
+        self.population = nn.Population(m.bn_momentum) if self.model["norm"] == "recurrent_batch" else None
+        self.omega_alpha = run.train.omega_alpha
         self.square_W = self.params["W"].shape[0] == self.params["W"].shape[1]
         self.optimizer = make_run_optimizer(run)
         test_x, self.test_y, self.test_mask = task.test_set()
@@ -168,7 +181,8 @@ class _Loop:
         # equal chunks, none smaller than the others (batch normalization needs a batch)
         for idx in np.array_split(np.arange(n), -(-n // EVAL_BATCH)):
             sl = slice(idx[0], idx[-1] + 1)
-            out = nn.predict(self.params, self.test_x[:, sl], **self.model, workspace=self.eval_workspace)
+            out = nn.predict(self.params, self.test_x[:, sl], **self.model, workspace=self.eval_workspace,
+                             population=self.population)
             if not np.all(np.isfinite(out)):
                 raise Diverged("non-finite output on the test set")
             out = out.astype(np.float64, copy=False)
@@ -193,7 +207,7 @@ class _Loop:
         jac = diagnostics.jacobian_norms(params, probe_cache, activation)
         with np.errstate(all="ignore"):
             lyap = diagnostics.lyapunov_exponents(params, self.probe_x, activation, run.train.lyapunov_k,
-                                                  cell=run.model.cell, norm=run.model.norm, rng=self.diag_rng,
+                                                  cell=run.model.cell, norm=self.model["norm"], rng=self.diag_rng,
                                                   cache=probe_cache)
         out["lyap/top"] = float(lyap[0])
         if run.bptt.truncation is not None and not self.chunked:
@@ -216,6 +230,8 @@ class _Loop:
             h0 = None
         x = x.astype(self.dtype, copy=False)
         out, cache = nn.forward(self.params, x, **self.model, h0=h0, workspace=self.workspace)
+        if self.population is not None:
+            self.population.update(cache)
         loss, dout = self.loss_fn(out.astype(np.float64, copy=False), y, mask)
         if not math.isfinite(loss):
             raise Diverged("non-finite training loss")
@@ -226,6 +242,20 @@ class _Loop:
             h = cache["s"][-1].copy()
             self.h_carry = (h, cache["c"][-1].copy()) if self.run.model.cell == "lstm" else h
         return loss, grads, cache, ds, dout
+
+    def regularize(self, grads: dict, cache, ds: np.ndarray, diagnostic: bool) -> tuple[dict, dict]:
+        """The gradient the update follows and {"train/omega": Omega} (nn.omega, Pascanu et al. 2013).
+
+        With train.omega_alpha > 0: grads with alpha dOmega/dW added to W's (a new dict; grads stays the
+        loss's own, for the instruments), Omega measured every step. Otherwise grads itself, and Omega
+        measured on the diagnostic steps of a vanilla RNN only.
+        """
+        if self.omega_alpha > 0:
+            value, dW = nn.omega(self.params, cache, ds)
+            return {**grads, "W": grads["W"] + self.omega_alpha * dW}, {"train/omega": value}
+        if diagnostic and self.plain_rnn:
+            return grads, {"train/omega": nn.omega(self.params, cache, ds)[0]}
+        return grads, {}
 
     def update(self, clipped: dict) -> None:
         # this check also keeps the parameters finite: a finite update of norm <= 1e10 cannot take a finite
@@ -255,14 +285,18 @@ def train(run, callbacks: list[Callback] = ()) -> Result:
                 loss, grads, cache, ds, dout = loop.gradient()
                 arrays = _through_time(ds, cache)
                 metrics = _gradient_metrics(loss, arrays)
-                clipped, clip_info = clip_grads(grads, run.clip.mode, run.clip.threshold)
+                diagnostic = step % tr.diag_interval == 0 or step == steps
+                total, omega = loop.regularize(grads, cache, ds, diagnostic)
+                metrics.update(omega)
+                # clipping sees the regularized gradient, as in Pascanu et al.'s code
+                clipped, clip_info = clip_grads(total, run.clip.mode, run.clip.threshold)
                 metrics["grad/norm"] = clip_info["norm"]
                 metrics["grad/clipped"] = float(clip_info["clipped"])
                 if not math.isfinite(clip_info["norm"]):
                     raise Diverged("non-finite gradient")
                 if not grad_norm_peak >= clip_info["norm"]:  # NaN at the start compares False
                     grad_norm_peak = clip_info["norm"]
-                if step % tr.diag_interval == 0 or step == steps:
+                if diagnostic:
                     diag, arrays = loop.measure(grads, cache, ds, dout)
                     metrics.update(diag)
                 if step % tr.eval_interval == 0 or step == steps:

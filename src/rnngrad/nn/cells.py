@@ -13,12 +13,27 @@ out (T, B, O) = h_t V + c, and `backward` returns (grads, ds) with ds (T, B, H) 
            r = sigmoid(x_t U_r + b_r + h_{t-1} W_r + bw_r),  z likewise
            n = tanh(x_t U_n + b_n + r (h_{t-1} W_n + bw_n))   U (D, 3H), W (H, 3H), b, bw (3H,)
            h_t = (1 - z) n + z h_{t-1}
-    rnn + norm="layer" (Ba, Kiros & Hinton 2016) or norm="batch" (Cooijmans et al. 2016)
+    rnn + norm="layer" (Ba, Kiros & Hinton 2016) or norm="batch" (the "summed" batch norm)
            a_t = x_t U + s_{t-1} W,  â_t = (a_t - mean) / sqrt(var + 1e-5),  s_t = f(g â_t + b)
            layer: mean and biased variance over the H units of each sample;
            batch: over the batch for each unit, at every time step (one BN over the summed
            pre-activation, a simplification of Cooijmans et al., who normalize x U and h W separately).
            Batch statistics are used in training and in evaluation alike: there are no running averages.
+    rnn + norm="recurrent_batch" (Cooijmans, Ballas, Laurent, Gulcehre & Courville 2016: their BN-LSTM's
+           normalization of the two recurrent-layer terms, here for the vanilla RNN's one pre-activation
+           instead of the LSTM's four gates)
+           s_t = f(gx BN(x_t U) + gh BN(s_{t-1} W) + b),   BN(z) = (z - mean_t) / sqrt(var_t + 1e-5)
+           each of the two terms normalized on its own, per unit and per time step, with its own gain and
+           one shared bias b (they set the two BNs' own shifts to zero, b being shared). Training
+           (forward) normalizes with the batch's statistics (biased variance); evaluation (predict with a
+           `Population`) with population statistics: running averages of each step's batch statistics
+           (nn.population), the steps beyond the longest trained one using its last step's (as they do
+           for test sequences longer than the training ones). Deviations: Cooijmans et al. estimate the
+           population statistics by averaging batch statistics over the training set, here they are
+           exponential running averages kept during training (momentum configurable, Ioffe & Szegedy's
+           unbiased B/(B-1) variance); with h0 = 0 the first step's s_0 W is 0 for every sample, its variance
+           0, and BN(s_0 W) = 0. The gains start at 0.1 (their recommendation) unless told
+           otherwise; the numba backend runs this cell through these numpy loops.
 
 Gradients: each cell has a per-step backward that works from the step's local derivatives (computed for
 all steps at once, so that the loop does only the recurrence) and also accepts a stack of independent
@@ -59,20 +74,27 @@ _NORM_AXIS = {"layer": -1, "batch": -2}
 # --------------------------------------------------------------------------------------------
 
 
-def add_cell_params(params: dict, cell: str, *, forget_bias: float) -> dict[str, np.ndarray]:
+def add_cell_params(params: dict, cell: str, *, forget_bias: float, norm: str = "none",
+                    bn_gain: float = 1.0) -> dict[str, np.ndarray]:
     """Complete the weights of nn.init.gate_blocks (N_GATES[cell] draws) to the parameters of a cell.
 
     lstm: {"U": (D, 4H), "W": (H, 4H), "b": (4H,), "V": (H, O), "c": (O,)}, gates i, f, g, o.
     gru:  {"U": (D, 3H), "W": (H, 3H), "b": (3H,), "bw": (3H,), "V": (H, O), "c": (O,)}, gates r, z, n.
-    rnn with norm: the vanilla RNN's plus the gain "g" (H,) = 1; "b" (H,) is the shift after normalization.
+    rnn with norm layer or batch: the vanilla RNN's plus the gain "g" (H,); "b" (H,) is the shift after
+    normalization. rnn with norm recurrent_batch: the gains "gx" and "gh" (H,) of BN(x_t U) and
+    BN(s_{t-1} W) instead of g.
 
+    The gains start at 1 for layer norm (Ba et al. 2016), at `bn_gain` for both batch norms (Cooijmans et
+    al. 2016 recommend 0.1: a gain of 1 saturates tanh units and makes the gradient vanish).
     Biases start at zero except the LSTM forget gate's, `forget_bias` (1 by default: Gers et al. 2000;
     Jozefowicz, Zaremba & Sutskever 2015), so that the cell state is remembered from the start.
     `forget_bias` is ignored by other cells. Modifies and returns params.
     """
     H, dtype = params["W"].shape[0], params["W"].dtype
-    if cell == "rnn":
-        params["g"] = np.ones(H, dtype=dtype)
+    if cell == "rnn" and norm == "recurrent_batch":
+        params.update(gx=np.full(H, bn_gain, dtype=dtype), gh=np.full(H, bn_gain, dtype=dtype))
+    elif cell == "rnn":
+        params["g"] = np.full(H, 1.0 if norm == "layer" else bn_gain, dtype=dtype)
     elif cell == "lstm":
         params["b"][H : 2 * H] = forget_bias
     else:
@@ -84,22 +106,26 @@ _SHAPES_TEXT = {
     "lstm": "U (D, 4H), W (H, 4H), b (4H,), V (H, O), c (O,)",
     "gru": "U (D, 3H), W (H, 3H), b (3H,), bw (3H,), V (H, O), c (O,)",
     "rnn": "U (D, H), W (H, H), b (H,), g (H,), V (H, O), c (O,)",
+    "recurrent_batch": "U (D, H), W (H, H), b (H,), gx (H,), gh (H,), V (H, O), c (O,)",
 }
 
 
-def _param_shapes(cell: str, D: int, H: int, O: int) -> dict[str, tuple[int, ...]]:
+def _param_shapes(cell: str, norm: str, D: int, H: int, O: int) -> dict[str, tuple[int, ...]]:
     G = N_GATES[cell] * H
     shapes = {"U": (D, G), "W": (H, G), "b": (G,), "V": (H, O), "c": (O,)}
     if cell == "gru":
         shapes["bw"] = (G,)
-    if cell == "rnn":
+    if cell == "rnn" and norm == "recurrent_batch":
+        shapes.update(gx=(H,), gh=(H,))
+    elif cell == "rnn":
         shapes["g"] = (H,)
     return shapes
 
 
-def check_params(params: dict, cell: str) -> tuple[int, int, int]:
+def check_params(params: dict, cell: str, norm: str = "none") -> tuple[int, int, int]:
     """Validate a cell's parameter dict (see add_cell_params); return (D, H, O)."""
-    return F.check_params(params, lambda D, H, O: _param_shapes(cell, D, H, O), f"a {cell} has {_SHAPES_TEXT[cell]}")
+    layout = _SHAPES_TEXT["recurrent_batch" if norm == "recurrent_batch" else cell]
+    return F.check_params(params, lambda D, H, O: _param_shapes(cell, norm, D, H, O), f"a {cell} has {layout}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,9 +277,9 @@ def gru_step_backward(dh: np.ndarray, local, W: np.ndarray):
     return dpre, dh_prev
 
 
-def _check_batch_norm(norm: str, B: int) -> None:
-    if norm == "batch" and B < 2:
-        raise ValueError(f"norm='batch' needs a batch of at least 2 samples, got {B}")
+def _check_batch_norm(norm: str, B: int, population=None) -> None:
+    if norm in ("batch", "recurrent_batch") and B < 2 and population is None:
+        raise ValueError(f"norm={norm!r} needs a batch of at least 2 samples, got {B}")
 
 
 def norm_step_forward(xu_t: np.ndarray, s_prev: np.ndarray, params: dict, *, norm: str, activation: str, out=None):
@@ -297,14 +323,80 @@ def norm_step_backward(ds: np.ndarray, local, params: dict, norm: str):
     Returns da (..., B, H) = dL/d(x_t U + s_{t-1} W), dy (..., B, H) = dL/d(g â_t + b), ds_prev (..., B, H).
     """
     a_hat, rstd, fprime = local
-    axis = _NORM_AXIS[norm]
     dy = ds * fprime
-    da_hat = dy * params["g"]
-    # through the normalization: the mean and the variance depend on every a in the group
+    da = _normalization_backward(dy * params["g"], a_hat, rstd, _NORM_AXIS[norm])
+    return da, dy, da @ params["W"].T
+
+
+def _normalization_backward(da_hat: np.ndarray, a_hat: np.ndarray, rstd: np.ndarray, axis: int) -> np.ndarray:
+    """dL/da of â = (a - mean) rstd, the mean and the (biased) variance over `axis`, from da_hat = dL/dâ:
+    the statistics depend on every a of the group, hence the two mean terms."""
     da = da_hat - da_hat.mean(axis=axis, keepdims=True)
     da -= a_hat * np.mean(da_hat * a_hat, axis=axis, keepdims=True)
     da *= rstd
-    return da, dy, da @ params["W"].T
+    return da
+
+
+# Cooijmans et al.'s recurrent batch norm (norm="recurrent_batch", see the module docstring). The
+# statistics of a step are kept as one (4, H) array: mean and biased variance of x_t U, then of s_{t-1} W.
+
+
+def _batch_normalize(z: np.ndarray, stats: np.ndarray, z_hat: np.ndarray, population: np.ndarray | None) -> None:
+    """z_hat = (z - mean) / sqrt(var + eps) per unit: z (B, H); stats (2, H) gets the batch's mean and biased
+    variance (population None), or holds the population's (given, then written to stats)."""
+    if population is None:
+        stats[0] = z.mean(axis=0)
+        np.subtract(z, stats[0], out=z_hat)
+        stats[1] = np.mean(z_hat * z_hat, axis=0)
+    else:
+        stats[...] = population
+        np.subtract(z, stats[0], out=z_hat)
+    z_hat /= np.sqrt(stats[1] + NORM_EPS)
+
+
+def recurrent_batch_step_forward(xu_t: np.ndarray, s_prev: np.ndarray, params: dict, *, activation: str,
+                                 population: np.ndarray | None = None, out=None):
+    """One step s_t = f(gx BN(x_t U) + gh BN(s_{t-1} W) + b) of Cooijmans et al.'s recurrent batch norm.
+
+    xu_t (B, H) = x_t U; s_prev (B, H); population: None (the batch's statistics, B >= 2) or this step's
+    population statistics (4, H) = mean and variance of x_t U, then of s_{t-1} W.
+    Returns s (B, H) and the cache (x̂ (B, H), ĥ (B, H), the statistics used (4, H), s).
+    out: optional arrays (s, x̂, ĥ, stats) to write into.
+    """
+    F.check_activation(activation)
+    B, H = xu_t.shape
+    _check_batch_norm("recurrent_batch", B, population)
+    if out is None:
+        out = (np.empty_like(xu_t), np.empty_like(xu_t), np.empty_like(xu_t), np.empty((4, H), dtype=xu_t.dtype))
+    s, x_hat, h_hat, stats = out
+    hw = s_prev @ params["W"]
+    _batch_normalize(xu_t, stats[:2], x_hat, None if population is None else population[:2])
+    _batch_normalize(hw, stats[2:], h_hat, None if population is None else population[2:])
+    np.multiply(params["gx"], x_hat, out=s)
+    s += params["gh"] * h_hat
+    s += params["b"]
+    F.activate_(s, activation)
+    return s, (x_hat, h_hat, stats, s)
+
+
+def recurrent_batch_local_derivatives(x_hat, h_hat, stats, s, activation: str):
+    """The local derivatives of recurrent batch-norm steps (one step, or (T, ...) at once): x̂, ĥ, their
+    1/std ((..., 1, H) each) and f'(y), y = gx x̂ + gh ĥ + b."""
+    rstd = 1.0 / np.sqrt(stats[..., 1::2, :] + NORM_EPS)  # (..., 2, H): of x_t U, of s_{t-1} W
+    return x_hat, h_hat, rstd[..., 0:1, :], rstd[..., 1:2, :], F.dactivation(s, activation)
+
+
+def recurrent_batch_step_backward(ds: np.ndarray, local, params: dict):
+    """Backward through one recurrent batch-norm step (batch statistics), given ds (..., B, H) = dL/ds_t.
+
+    Returns dxu (..., B, H) = dL/d(x_t U), dhw (..., B, H) = dL/d(s_{t-1} W), dy (..., B, H) =
+    dL/d(gx x̂ + gh ĥ + b) and ds_prev (..., B, H).
+    """
+    x_hat, h_hat, rstd_x, rstd_h, fprime = local
+    dy = ds * fprime
+    dxu = _normalization_backward(dy * params["gx"], x_hat, rstd_x, -2)
+    dhw = _normalization_backward(dy * params["gh"], h_hat, rstd_h, -2)
+    return dxu, dhw, dy, dhw @ params["W"].T
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,6 +581,44 @@ def _norm_grads(params, cache, pieces):
     }
 
 
+def _recurrent_batch_forward(params, x, cache, n, workspace, population=None):
+    T, B, _ = x.shape
+    H = params["W"].shape[0]
+    activation = cache.spec.activation
+    s = _states(cache["h0"], T, workspace, "h")
+    x_hat = buffer(workspace, "x_hat", (n, B, H), x.dtype)
+    h_hat = buffer(workspace, "h_hat", (n, B, H), x.dtype)
+    stats = buffer(workspace, "bn_stats", (n, 4, H), x.dtype)
+    steps = None if population is None else population.statistics(T).astype(x.dtype, copy=False)
+    xu = _input_projection(params, x, workspace, bias=False)  # b is added after normalizing
+    for t in range(T):
+        recurrent_batch_step_forward(xu[t], s[t], params, activation=activation,
+                                     population=None if steps is None else steps[t],
+                                     out=(s[t + 1], x_hat[t % n], h_hat[t % n], stats[t % n]))
+    return {"s": s[1:], "s_prev": s[:-1], "x_hat": x_hat, "h_hat": h_hat, "bn_stats": stats}
+
+
+def _recurrent_batch_local(cache):
+    return recurrent_batch_local_derivatives(cache["x_hat"], cache["h_hat"], cache["bn_stats"], cache["s"],
+                                             cache.spec.activation)
+
+
+def _recurrent_batch_backprop_step(params, cache, local_t, g):
+    dxu, dhw, dy, ds_prev = recurrent_batch_step_backward(g[:, 0], local_t, params)
+    return ds_prev[:, None], (dxu, dhw, dy)
+
+
+def _recurrent_batch_grads(params, cache, pieces):
+    dxu, dhw, dy = pieces
+    return {
+        "U": _sum_outer(cache["x"], dxu),
+        "W": _sum_outer(cache["s_prev"], dhw),
+        "gx": np.einsum("tbh,tbh->h", dy, cache["x_hat"]),
+        "gh": np.einsum("tbh,tbh->h", dy, cache["h_hat"]),
+        "b": dy.sum(axis=(0, 1)),
+    }
+
+
 def _WT(params) -> np.ndarray:
     return np.ascontiguousarray(params["W"].T)
 
@@ -499,7 +629,8 @@ class _CellPath(NamedTuple):
     local: Callable  # (cache) -> the local derivatives of all steps
     backprop_step: Callable  # (params, cache, local_t, g) -> (g_prev, pieces)
     grads: Callable  # (params, cache, pieces) -> the parameter gradients but V and c
-    compiled_backward: Callable  # (kernels, params, cache, ds, loss_steps, windows, workspace) -> pieces (T, B, width)
+    compiled_backward: Callable | None  # (kernels, params, cache, ds, loss_steps, windows, workspace) -> pieces
+    # (T, B, width); None: the numpy loops on every backend
 
 
 _CELL_PATHS = {
@@ -507,6 +638,13 @@ _CELL_PATHS = {
     "gru": _CellPath(1, _gru_forward, _gru_local, _gru_backprop_step, _gru_grads, _gru_compiled),
     "rnn": _CellPath(1, _norm_forward, _norm_local, _norm_backprop_step, _norm_grads, _norm_compiled),
 }
+# Cooijmans et al.'s recurrent batch norm: numpy only (nn.kernels has no kernel for it)
+_RECURRENT_BATCH_PATH = _CellPath(1, _recurrent_batch_forward, _recurrent_batch_local, _recurrent_batch_backprop_step,
+                                  _recurrent_batch_grads, None)
+
+
+def _path(spec) -> _CellPath:
+    return _RECURRENT_BATCH_PATH if spec.norm == "recurrent_batch" else _CELL_PATHS[spec.cell]
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,6 +679,9 @@ def forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: st
       gru:  "gates" (T, B, 3H) = r z n, "hw_n" (T, B, H) = h_{t-1} W_n + bw_n
       rnn:  "a_hat" (T, B, H), the normalized pre-activation before the gain; "rstd" 1/sqrt(var + eps),
             (T, B, 1) for layer, (T, 1, H) for batch
+      rnn with norm recurrent_batch: "x_hat", "h_hat" (T, B, H) = BN(x_t U), BN(s_{t-1} W) before their
+            gains; "bn_stats" (T, 4, H) the batch's mean and biased variance of x_t U, then of s_{t-1} W
+            (what nn.population.Population.update averages)
     A chunk can continue from the last state: h0 = cache["s"][-1] (lstm: (cache["s"][-1], cache["c"][-1])).
     With a `workspace` (nn.workspace.Workspace) the arrays are its buffers, valid until its next use.
     """
@@ -548,26 +689,37 @@ def forward(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: st
 
 
 def predict(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0=None,
-            workspace: Workspace | None = None) -> np.ndarray:
+            workspace: Workspace | None = None, population=None) -> np.ndarray:
     """The outputs of `forward`, out (T, B, O), without what only backward needs: the per-step arrays
-    (gates, cell states, normalized pre-activations) live one step at a time."""
-    out, _ = _run(params, x, cell=cell, norm=norm, activation=activation, h0=h0, keep=False, workspace=workspace)
+    (gates, cell states, normalized pre-activations) live one step at a time.
+
+    population (norm recurrent_batch only): an nn.population.Population whose statistics normalize each
+    step instead of the batch's (evaluation, Cooijmans et al. 2016); then each sample's output depends on
+    that sample alone, and a batch of one is allowed. None: the batch's statistics, as in training.
+    """
+    out, _ = _run(params, x, cell=cell, norm=norm, activation=activation, h0=h0, keep=False, workspace=workspace,
+                  population=population)
     return out
 
 
-def _run(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0, keep: bool, workspace):
+def _run(params: dict, x: np.ndarray, *, cell: str, norm: str, activation: str | None, h0, keep: bool, workspace,
+         population=None):
     """forward (keep=True), or predict, whose cache holds the last step's arrays only and is discarded."""
     spec = make_spec(cell, norm, activation if cell == "rnn" else None)
     if spec.vanilla:
         raise ValueError("cell 'rnn' with norm 'none' is the vanilla RNN: nn.rnn.forward (or nn.model.forward)")
-    D, H, O = check_params(params, cell)
+    if population is not None and norm != "recurrent_batch":
+        raise ValueError(f"population statistics are for norm 'recurrent_batch', not {cell} with norm {norm!r}")
+    D, H, O = check_params(params, cell, norm)
     dtype = params["W"].dtype
     x = F.check_input(x, D, dtype)
     T, B, _ = x.shape
-    _check_batch_norm(norm, B)
+    _check_batch_norm(norm, B, population)
     cache = Cache(spec, {"x": x, **_initial_state(h0, cell, B, H, dtype)})
 
-    cache.arrays.update(_CELL_PATHS[cell].forward(params, x, cache, T if keep else 1, workspace))
+    path = _path(spec)
+    extra = {} if population is None else {"population": population}
+    cache.arrays.update(path.forward(params, x, cache, T if keep else 1, workspace, **extra))
     out = (cache["s"].reshape(T * B, H) @ params["V"]).reshape(T, B, O)
     out += params["c"]
     return out, cache
@@ -584,7 +736,7 @@ def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | 
     With a `workspace`, ds and the gradients' sources are its buffers (see forward).
     """
     cell = cache.spec.cell
-    _, H, O = check_params(params, cell)
+    _, H, O = check_params(params, cell, cache.spec.norm)
     s = cache["s"]
     T, B, _ = s.shape
     dout = F.check_dout(dout, T, B, O, s.dtype)
@@ -592,11 +744,11 @@ def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | 
     if k is not None and k >= T:
         k = None  # no window is cut: full BPTT
 
-    path = _CELL_PATHS[cell]
+    path = _path(cache.spec)
     loss_steps = F.loss_steps(dout)  # often only the last step carries loss
     ds = buffer(workspace, "ds", s.shape, s.dtype)  # read at the loss steps only
     ds[loss_steps] = dout[loss_steps] @ params["V"].T  # the direct path o_t -> h_t
-    kernels = backend.kernels()
+    kernels = backend.kernels() if path.compiled_backward is not None else None
     if kernels is not None:  # ds becomes dL/dh_t in place
         windows = kernels.windows(path.n_parts, k, B, H, s.dtype)
         pieces = path.compiled_backward(kernels, params, cache, ds, loss_steps, windows, workspace)
@@ -629,16 +781,21 @@ def step_jacobians(params: dict, cache: Cache, sample: int = 0) -> np.ndarray:
     lstm: the h -> h path with c_{t-1} held fixed; the c -> c path is diag(f_t), the forget gate.
     rnn with norm="batch": the per-sample Jacobian with the batch statistics held fixed, i.e. ignoring
     that h_{t-1} of this sample also moves the mean and variance seen by every sample:
-    J[t] = W diag(g f'(y_t) / std_t).
+    J[t] = W diag(g f'(y_t) / std_t); norm="recurrent_batch" likewise, J[t] = W diag(gh f'(y_t) / std_t),
+    std_t that of s_{t-1} W.
     Computed by running the step backward on the basis e_1 .. e_H of dL/dh_t.
     """
     spec = cache.spec
     T, B, H = cache["s"].shape
     sample = F.check_sample(sample, B)
     dtype = cache["s"].dtype
-    if spec.norm == "batch":
+    if spec.norm in ("batch", "recurrent_batch"):
         fprime = F.dactivation(cache["s"][:, sample], spec.activation)  # (T, H)
-        return params["W"] * (params["g"] * cache["rstd"][:, 0] * fprime)[:, None, :]
+        if spec.norm == "batch":
+            gain, rstd = params["g"], cache["rstd"][:, 0]
+        else:
+            gain, rstd = params["gh"], 1.0 / np.sqrt(cache["bn_stats"][:, 3] + NORM_EPS)
+        return params["W"] * (gain * rstd * fprime)[:, None, :]
     # the cache of this sample alone (batch axis kept with size 1)
     one = Cache(spec, {
         key: value[sample : sample + 1] if key in ("h0", "c0") else value[:, sample : sample + 1]

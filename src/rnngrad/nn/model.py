@@ -3,8 +3,10 @@
     params = init_params(D, H, O, cell=..., norm=..., init=..., rng=...)
     out, cache = forward(params, x, activation=..., cell=..., norm=...)     x (T, B, D) -> out (T, B, O)
     out = predict(params, x, activation=..., cell=..., norm=...)             the same out, no cache (evaluation)
+                                                                 population=Population(): norm recurrent_batch's
     grads, ds = backward(params, cache, dout, truncation=None)                ds (T, B, H) = dL/ds_t
     J = step_jacobians(params, cache, sample)                                 (T, H, H), row form
+    value, dW = omega(params, cache, ds)              Pascanu et al.'s regularizer (vanilla RNN): nn.omega
 
 The per-step loops run on the backend `backend_name()` reports, "numpy" or "numba" (nn.backend: chosen by
 $RNNGRAD_BACKEND or nn.backend.select; numba when it imports, unless told otherwise).
@@ -25,11 +27,13 @@ from rnngrad.nn import cells, rnn
 from rnngrad.nn import init as nn_init
 from rnngrad.nn.backend import name as backend_name
 from rnngrad.nn.functional import DTYPES, check_size
+from rnngrad.nn.omega import omega
+from rnngrad.nn.population import Population
 from rnngrad.nn.workspace import Workspace
-from rnngrad.nn.spec import VALID_COMBINATIONS, VANILLA, Cache, Spec, check_cell
+from rnngrad.nn.spec import MODEL_COMBINATIONS, VANILLA, Cache, Spec, check_cell, model_norm
 
-__all__ = ["Cache", "Spec", "Workspace", "backend_name", "backward", "check_cell", "forward", "init_params",
-           "nonlinearities", "predict", "step_jacobians", "tangent_map", "warm_up"]
+__all__ = ["Cache", "Population", "Spec", "Workspace", "backend_name", "backward", "check_cell", "forward", "init_params", "model_norm",
+           "nonlinearities", "omega", "predict", "step_jacobians", "tangent_map", "warm_up"]
 
 
 def init_params(
@@ -45,26 +49,30 @@ def init_params(
     rng: np.random.Generator | int,
     dtype=np.float64,
     forget_bias: float = 1.0,
+    io_std: float | None = None,
+    bn_gain: float = 0.1,
 ) -> dict[str, np.ndarray]:
     """Parameters of a model: for every gate, U's (D, H) block and W's (H, H) block are drawn as
     nn.init.draw draws a vanilla RNN's U and W (`init`, `scale`, and `spectral_radius`, which rescales each
-    W block on its own).
+    W block on its own; `io_std`, the standard deviation of U and V, None for the init's own).
 
     rnn:           {"U": (D, H), "W": (H, H), "b": (H,), "V": (H, O), "c": (O,)}
-    rnn with norm: the same plus the gain "g" (H,) = 1
+    rnn with norm: the same plus the gain "g" (H,): 1 for layer norm, `bn_gain` for batch norm;
+                   recurrent_batch: the gains "gx", "gh" (H,) = `bn_gain` instead (nn.cells.add_cell_params)
     lstm, gru:     see nn.cells.add_cell_params (`forget_bias`: the LSTM forget gate's bias; others ignore it)
     """
     check_cell(cell, norm)
     D = check_size("input_size", input_size)
     H = check_size("hidden_size", hidden_size)
     O = check_size("output_size", output_size)
-    nn_init.check_init(init, scale, spectral_radius)
+    nn_init.check_init(init, scale, spectral_radius, io_std)
     rng = np.random.default_rng(rng)
-    drawn = [nn_init.draw(D, H, O, init, spectral_radius, float(scale), rng, dtype) for _ in range(cells.N_GATES[cell])]
+    drawn = [nn_init.draw(D, H, O, init, spectral_radius, float(scale), rng, dtype, io_std)
+             for _ in range(cells.N_GATES[cell])]
     params = nn_init.gate_blocks(drawn)
     if (cell, norm) == VANILLA:
         return params
-    return cells.add_cell_params(params, cell, forget_bias=forget_bias)
+    return cells.add_cell_params(params, cell, forget_bias=forget_bias, norm=norm, bn_gain=float(bn_gain))
 
 
 def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", norm: str = "none", h0=None,
@@ -82,17 +90,21 @@ def forward(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", 
 
 
 def predict(params: dict, x: np.ndarray, *, activation: str, cell: str = "rnn", norm: str = "none", h0=None,
-            workspace: Workspace | None = None) -> np.ndarray:
+            workspace: Workspace | None = None, population: Population | None = None) -> np.ndarray:
     """The outputs of `forward`, out (T, B, O), without keeping what only backward needs: for evaluation.
 
     The remedy cells keep their gates, cell states and normalized pre-activations for one step at a time
     (nn.cells.predict); the vanilla RNN needs its states for the outputs anyway, and with a `workspace`
     (one kept for evaluation: not the training step's, whose cache must stay valid) allocates nothing.
+    `population`: norm recurrent_batch's population statistics (nn.population), None for the batch's.
     """
     if (cell, norm) == VANILLA:
+        if population is not None:
+            raise ValueError("population statistics are for norm 'recurrent_batch', not the vanilla RNN")
         out, _ = rnn.forward(params, x, activation=activation, h0=h0, workspace=workspace)
         return out
-    return cells.predict(params, x, cell=cell, norm=norm, activation=activation, h0=h0, workspace=workspace)
+    return cells.predict(params, x, cell=cell, norm=norm, activation=activation, h0=h0, workspace=workspace,
+                         population=population)
 
 
 def backward(params: dict, cache: Cache, dout: np.ndarray, *, truncation: int | None = None,
@@ -144,7 +156,7 @@ def warm_up() -> None:
     """Run every cell once, in both dtypes and both BPTT modes, on a tiny problem: with the numba backend
     this compiles every kernel into numba's cache (about half a minute on a fresh clone), or loads it.
     Call it once before a sweep, so that its workers do not each compile the same kernels."""
-    for (cell, norm), dtype in itertools.product(VALID_COMBINATIONS, DTYPES):
+    for (cell, norm), dtype in itertools.product(MODEL_COMBINATIONS, DTYPES):
         params = init_params(2, 3, 1, cell=cell, norm=norm, init="orthogonal", rng=0, dtype=dtype)
         x, dout = np.ones((4, 2, 2), dtype=dtype), np.ones((4, 2, 1), dtype=dtype)
         predict(params, x, activation="tanh", cell=cell, norm=norm)

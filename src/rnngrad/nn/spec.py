@@ -16,18 +16,32 @@ import numpy as np
 from rnngrad.nn.functional import check_activation
 
 CELLS = ("rnn", "lstm", "gru")
-NORMS = ("none", "layer", "batch")
+NORMS = ("none", "layer", "batch")  # what a configuration chooses; batch norm in one of BN_VARIANTS
 VANILLA = ("rnn", "none")  # the plain RNN, nn.rnn
 VALID_COMBINATIONS = (("rnn", "none"), ("lstm", "none"), ("gru", "none"), ("rnn", "layer"), ("rnn", "batch"))
+# The two batch norms of the rnn cell, by the name a configuration gives them, and the model's norm for each
+# (nn.cells): "cooijmans" normalizes x_t U and s_{t-1} W separately and evaluates with population statistics
+# (Cooijmans et al. 2016), "summed" normalizes their sum with the batch's statistics, in training and evaluation.
+BN_VARIANTS = {"cooijmans": "recurrent_batch", "summed": "batch"}
+# every norm the model runs: NORMS and the Cooijmans variant's own name
+MODEL_NORMS = NORMS + ("recurrent_batch",)
+MODEL_COMBINATIONS = VALID_COMBINATIONS + (("rnn", "recurrent_batch"),)
+
+
+def model_norm(norm: str, bn_variant: str) -> str:
+    """The model's norm for a configuration's norm and batch-norm variant (BN_VARIANTS; used for "batch")."""
+    if bn_variant not in BN_VARIANTS:
+        raise ValueError(f"unknown batch-norm variant {bn_variant!r}; valid choices: {', '.join(BN_VARIANTS)}")
+    return BN_VARIANTS[bn_variant] if norm == "batch" else norm
 
 
 def check_cell(cell: str, norm: str) -> None:
     if cell not in CELLS:
         raise ValueError(f"unknown cell {cell!r}; valid choices: {', '.join(CELLS)}")
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
-    if (cell, norm) not in VALID_COMBINATIONS:
-        valid = ", ".join(f"{c}/{n}" for c, n in VALID_COMBINATIONS)
+    if norm not in MODEL_NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(MODEL_NORMS)}")
+    if (cell, norm) not in MODEL_COMBINATIONS:
+        valid = ", ".join(f"{c}/{n}" for c, n in MODEL_COMBINATIONS)
         raise ValueError(f"cell {cell!r} with norm {norm!r} is not available; valid cell/norm: {valid}")
 
 
