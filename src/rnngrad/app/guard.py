@@ -154,9 +154,11 @@ def keep_first_claim(client, exp_id: str, experiment: str, shard: str | None, pa
 
 
 def orphans(client, exp_id: str) -> list:
-    """RUNNING child runs of this host whose process lives but whose sweep's parent run is not RUNNING."""
+    """RUNNING child runs of this host whose process lives but whose sweep does not (its parent run ended,
+    or is RUNNING with its process gone)."""
     running = client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=5000)
-    live_parents = {r.info.run_id for r in running if r.data.tags.get("rnngrad.sweep") == "true"}
+    live_parents = {r.info.run_id for r in running
+                    if r.data.tags.get("rnngrad.sweep") == "true" and run_process_alive(r) is not False}
     return [r for r in running if r.data.tags.get("mlflow.parentRunId") not in (None, *live_parents)
             and run_process_alive(r)]
 
