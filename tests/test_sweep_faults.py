@@ -11,7 +11,9 @@ import psutil
 import pytest
 from clihelpers import free_port, output, run_cli, runs, split_sweep, start_server, start_sweep, store_uri
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+from rnngrad.app import guard
+
+pytestmark = pytest.mark.timeout(600)
 
 # tiny runs; the tracking keys are not part of a configuration (config_hash), so a sweep that logs and
 # commits every step (SLOW: seconds a job, long enough to be caught running) and one that logs every 50th
@@ -67,6 +69,7 @@ def gone(pids, timeout: float) -> float:
     raise AssertionError(f"processes {alive} outlived their sweep's parent by {timeout} s")
 
 
+@pytest.mark.slow
 def test_killed_parent_leaves_no_orphan_and_a_rerun_finishes_each_configuration_once(tmp_path):
     db = tmp_path / "store" / "mlflow.db"
     store_uri(tmp_path)
@@ -94,6 +97,7 @@ def test_killed_parent_leaves_no_orphan_and_a_rerun_finishes_each_configuration_
         assert steps == list(range(len(steps))) and len(steps) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fresh", [True, False], ids=["fresh-store", "existing-store"])
 def test_two_identical_sweeps_at_once_run_each_configuration_once(tmp_path, fresh):
     if not fresh:
@@ -116,6 +120,7 @@ def test_two_identical_sweeps_at_once_run_each_configuration_once(tmp_path, fres
     assert statuses(found) == (["FINISHED"], ["FINISHED", "FINISHED"])  # the refused sweep created no run
 
 
+@pytest.mark.slow
 # SIGINT to a sweep whose jobs run in its own process (the basic launcher): one job runs at a time, and
 # hears the signal itself
 @pytest.mark.parametrize("sig, launcher, running, reason", [
@@ -148,6 +153,7 @@ def test_signal_to_the_sweeps_parent_ends_its_jobs_killed_and_names_the_rest(tmp
     assert not list((tmp_path / "multirun").glob(".rnngrad-stop-*"))
 
 
+@pytest.mark.slow
 def test_a_server_dying_mid_sweep_fails_it_clearly_and_a_rerun_completes_it(tmp_path):
     root = tmp_path / "server"
     root.mkdir()
@@ -181,3 +187,28 @@ def test_a_server_dying_mid_sweep_fails_it_clearly_and_a_rerun_completes_it(tmp_
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
+
+
+def test_the_store_lock_is_exclusive_and_its_wait_bounded(tmp_path):
+    uri = store_uri(tmp_path)
+    with guard.store_lock(uri):
+        start = time.monotonic()
+        with pytest.raises(guard.SweepBusy, match=r"held the store's lock file .*mlflow.db.lock for over 0 s"):
+            with guard.store_lock(uri, seconds=0.3):
+                pass
+        assert 0.3 <= time.monotonic() - start < 5
+    with guard.store_lock(uri, seconds=0.3):  # released
+        pass
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["mlflow.db.lock"]  # no store created
+
+
+def test_only_shards_of_one_split_are_disjoint():
+    assert not guard.shards_overlap("0/2", "1/2")
+    assert guard.shards_overlap("0/2", "0/2") and guard.shards_overlap("0/2", "1/3")
+    assert guard.shards_overlap(None, "1/2") and guard.shards_overlap(None, None)
+
+
+def test_the_report_names_what_tells_the_unfinished_jobs_apart():
+    jobs = [["model.hidden_size=8", "seed=0"], ["model.hidden_size=8", "seed=1"], ["model.hidden_size=8", "seed=2"]]
+    assert guard.report(jobs, ["FINISHED", "KILLED", "NOT_RUN"]) == ["  KILLED   seed=1", "  NOT_RUN  seed=2"]
+    assert guard.report(jobs[:1], ["FAILED"]) == ["  FAILED   model.hidden_size=8 seed=0"]
