@@ -132,10 +132,12 @@ def test_signal_to_the_sweeps_parent_ends_its_jobs_killed_and_names_the_rest(tmp
     store_uri(tmp_path)
     proc = start_sweep(tmp_path, *GRID, *launcher, *SLOW, *LONG)
     running = wait_for_runs(db, running)
+    descendants = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     proc.send_signal(sig)
     code = proc.wait(timeout=120)
     out, err = output(tmp_path)
     assert code == 128 + sig, err
+    assert gone(descendants, timeout=30) < 25  # no worker outlives the sweep
     client, found = runs(tmp_path)
     assert statuses(found) == (["KILLED"], ["KILLED"] * len(running))  # the others never began
     name = signal.Signals(sig).name
