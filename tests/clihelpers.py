@@ -4,6 +4,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -61,6 +63,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_sweep(tmp_path: Path, *overrides: str, uri: str | None = None, env=None, name: str = "sweep"):
+    """The CLI's sweep in the background, its stdout and stderr into tmp_path/<name>.out and .err
+    (read them with `output`)."""
+    args = cli_args(tmp_path, *overrides, multirun=True, uri=uri)
+    with open(tmp_path / f"{name}.out", "w") as out, open(tmp_path / f"{name}.err", "w") as err:
+        return subprocess.Popen(args, cwd=tmp_path, env=environment(env), stdout=out, stderr=err)
+
+
+def output(tmp_path: Path, name: str = "sweep") -> tuple[str, str]:
+    return (tmp_path / f"{name}.out").read_text(), (tmp_path / f"{name}.err").read_text()
+
+
+def start_server(root: Path, port: int, timeout: float = 120):
+    """`mlflow server` on 127.0.0.1:port with its SQLite backend and artifact root in `root`, in a session of
+    its own (kill it with os.killpg); returns (process, url) once it answers /health."""
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2).read()
+            return proc, url
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("mlflow server did not start")
+            time.sleep(0.5)
 
 
 def runs(tmp_path: Path, experiment: str = "rnngrad", uri: str | None = None):

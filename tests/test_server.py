@@ -1,15 +1,11 @@
 """Past one machine: a real MLflow tracking server and the submitit launcher (Slurm's code path)."""
 
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from clihelpers import TINY, free_port, run_cli, runs, split_sweep
+from clihelpers import TINY, free_port, run_cli, runs, split_sweep, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -18,24 +14,7 @@ pytestmark = pytest.mark.slow
 def server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 and a free port, with its own SQLite backend and artifact root."""
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("mlflow server did not start")
-            time.sleep(0.5)
+    proc, url = start_server(root, free_port())
     yield url, root
     proc.terminate()
     proc.wait(timeout=30)

@@ -174,7 +174,7 @@ class GridsSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from rnngrad.app import console
         from rnngrad.app.main import errors_exit
-        from rnngrad.app.sweep import open_sweep
+        from rnngrad.app.sweep import open_sweep, run_jobs
         from rnngrad.config import check_launcher
 
         console.quiet_libraries(self.config.hydra.verbose)
@@ -191,16 +191,5 @@ class GridsSweeper(Sweeper):
         order = sorted(sweep.pending(len(jobs)), key=lambda i: -checks[i].cost)
         jobs = [jobs[i] + sweep.job_overrides() for i in order]
         batch_size = len(jobs) if self.max_batch_size in (None, -1) else self.max_batch_size
-        returns = []
-        try:
-            with console.watch(sweep.client, sweep.uri, sweep.exp_id, sweep.parent_id, len(jobs), skipped):
-                for start in range(0, len(jobs), max(batch_size, 1)):
-                    results = self.launcher.launch(jobs[start : start + batch_size], initial_job_idx=start)
-                    for r in results:
-                        _ = r.return_value  # raises if the job failed
-                    returns.append(results)
-        except BaseException:
-            sweep.close("FAILED")
-            raise
-        sweep.close("FINISHED")
-        return returns
+        # issue 16: signals, a failed store and the end-of-sweep report are rnngrad.app.sweep.run_jobs's
+        return run_jobs(self.launcher, jobs, batch_size, sweep)

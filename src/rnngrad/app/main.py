@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import hydra
@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnngrad import config as config_mod
+from rnngrad.app import guard
 from rnngrad.nn.model import backend_name
 from rnngrad.store import PROJECT_ROOT, StoreError, credentials_to_environment, resolve_uri
 from rnngrad.training import Callback, make_run_task, train
@@ -63,7 +64,9 @@ def _freeze_imports() -> None:
 
 
 def run(cfg: DictConfig) -> dict:
-    """One run: check, log into MLflow, train. Returns the outcome and the final metrics.
+    """One run: check, log into MLflow, train. Returns the outcome and the final metrics, and its `status`:
+    FINISHED, SKIPPED (already finished), or, for a sweep's job, KILLED, FAILED (the store failed) or
+    NOT_RUN (the sweep had stopped), which a single run raises instead (KeyboardInterrupt, StoreError).
 
     Every line it prints starts with the run name (`console.job_output`): a sweep's workers share a terminal.
     """
@@ -72,28 +75,46 @@ def run(cfg: DictConfig) -> dict:
 
     with console.job_output(config_mod.run_name(cfg)):
         console.quiet_libraries(HydraConfig.get().verbose if HydraConfig.initialized() else False)
-        return _run(cfg, run_config)
+        uri = credentials_to_environment(resolve_uri(cfg.tracking.uri))
+        job = guard.SweepJob.from_environment() if os.environ.get(PARENT_ENV) else None
+        try:
+            return _run(cfg, run_config, uri, job)
+        except Exception as err:
+            if not guard.is_store_failure(err):
+                raise
+            message = f"{guard.failure_text(err, uri)}; {config_mod.run_name(cfg)} did not finish"
+            if job is None:
+                raise StoreError(message) from None
+            job.store_failed(message)
+            return {"status": "FAILED", "skipped": False, "config_hash": config_mod.config_hash(cfg), "reason": message}
 
 
-def _run(cfg: DictConfig, run_config: config_mod.Config) -> dict:
+def _run(cfg: DictConfig, run_config: config_mod.Config, uri: str, job: guard.SweepJob | None) -> dict:
     tracking = _tracking()
     _freeze_imports()
-    uri = credentials_to_environment(resolve_uri(cfg.tracking.uri))
     parent_id = os.environ.get(PARENT_ENV)
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    # a sweep's jobs are handed the experiment; a single run creates what it needs itself
-    exp_id = os.environ.get(EXPERIMENT_ENV) if parent_id else tracking.prepare_store(
-        uri, cfg.tracking.experiment, command=hydra_cfg and tracking.command_line(hydra_cfg))
-    client = tracking.MlflowClient(uri)
     chash = config_mod.config_hash(cfg)
     name = config_mod.run_name(cfg)
+    stopped = job.stopped() if job else None
+    if stopped:
+        print(f"not run ({stopped})", flush=True)
+        return {"status": "NOT_RUN", "skipped": False, "config_hash": chash, "reason": stopped}
+    # a sweep's jobs are handed the experiment; a single run creates what it needs itself
+    if parent_id:
+        exp_id = os.environ.get(EXPERIMENT_ENV)
+    else:
+        with guard.store_lock(uri):  # a fresh store: processes creating it at once race inside MLflow
+            exp_id = tracking.prepare_store(uri, cfg.tracking.experiment,
+                                            command=hydra_cfg and tracking.command_line(hydra_cfg))
+    client = tracking.MlflowClient(uri)
     # a sweep's job whose configuration finished before is skipped (the sweep skips it before launching
     # it; a job checks again, in case another sweep finished it since); a single run asked for runs
     if parent_id and cfg.tracking.skip_completed:
         done = tracking.find_finished(client, exp_id, chash)
         if done is not None:
             print(f"already finished as run {done} (config_hash {chash}); skipped", flush=True)
-            return {"skipped": True, "run_id": done, "config_hash": chash}
+            return {"status": "SKIPPED", "skipped": True, "run_id": done, "config_hash": chash}
 
     data = tracking.loggable_config(cfg)
     overrides = hydra_cfg.overrides.task if hydra_cfg else []
@@ -101,28 +122,37 @@ def _run(cfg: DictConfig, run_config: config_mod.Config) -> dict:
     # which implementation ran the recurrences (numpy or numba: nn.backend) is part of what a run is, though
     # not of its configuration: the two agree to rounding, not bit for bit
     params = dict(config_mod.flatten(data), backend=backend_name())
-    run_id = tracking.start_run(client, exp_id, name, params, tags, parent_id)
-    logger = tracking.MlflowLogger(
-        client, run_id, checkpoints=cfg.tracking.through_time_checkpoints,
-        points=cfg.tracking.through_time_points, flush_seconds=cfg.tracking.flush_seconds,
-        metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)), run_name=name,
-        description=tracking.run_description(cfg),
-    )
     interrupts = Interrupts()
-    try:
-        with interrupts.installed():
+    # a sweep's job is never ended by a signal that comes after its run has closed: the run stands
+    with interrupts.installed(raise_late=job is None), job.watched(interrupts) if job else nullcontext():
+        run_id = tracking.start_run(client, exp_id, name, params, tags, parent_id)
+        logger = tracking.MlflowLogger(
+            client, run_id, checkpoints=cfg.tracking.through_time_checkpoints,
+            points=cfg.tracking.through_time_points, flush_seconds=cfg.tracking.flush_seconds,
+            metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)), run_name=name,
+            description=tracking.run_description(cfg),
+        )
+        try:
+            # a sweep stopped while this run was being created (the stop came after the check above)
+            if job and job.stopped():
+                interrupts.interrupt(job.stopped())
+            interrupts.raise_if_received()
             result = train(run_config, [logger, interrupts])
-    except KeyboardInterrupt:
-        logger.flush(final=True)
-        logger.finish("KILLED", reason="interrupted by SIGINT or SIGTERM")
-        raise
-    except BaseException:
-        logger.flush(final=True)
-        logger.finish("FAILED")
-        raise
-    logger.finish("FINISHED")
+        except KeyboardInterrupt:
+            logger.flush(final=True)
+            logger.finish("KILLED", reason=interrupts.reason)
+            if job is None:
+                raise
+            print(f"KILLED ({interrupts.reason})", flush=True)
+            return {"status": "KILLED", "skipped": False, "run_id": run_id, "config_hash": chash, "reason": interrupts.reason}
+        except BaseException as err:
+            if not guard.is_store_failure(err):  # a store that failed would fail these too, slowly
+                logger.flush(final=True)
+                logger.finish("FAILED")
+            raise
+        logger.finish("FINISHED")
     return {
-        "skipped": False, "run_id": run_id, "config_hash": chash, "outcome": result.outcome,
+        "status": "FINISHED", "skipped": False, "run_id": run_id, "config_hash": chash, "outcome": result.outcome,
         "solved_at": result.solved_at, "diverged_at": result.diverged_at, "final": result.final,
         "wall_time": result.wall_time, "logging_seconds": logger.logging_seconds,
     }
@@ -138,34 +168,48 @@ class Interrupts(Callback):
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNAL_REASON = "interrupted by SIGINT or SIGTERM"
 
     def __init__(self):
-        self.received: int | None = None
+        self.received: int | str | None = None  # the signal, or why the job was interrupted (`interrupt`)
+        self.reason: str | None = None
+        self.previous: dict = {}
 
     def _handler(self, signum, frame):
-        self.received = signum
+        self.interrupt(self.SIGNAL_REASON, signum)
+        # a job that runs in the sweep's own process (hydra/launcher=basic, joblib with n_jobs=1): the
+        # sweep hears the signal too, and stops (guard.Stopping)
+        stopping = self.previous.get(signum)
+        if isinstance(getattr(stopping, "__self__", None), guard.Stopping):
+            stopping(signum, frame)
+
+    def interrupt(self, reason: str, received: int | str | None = None) -> None:
+        """End training at the next step, as a signal does (callable from any thread)."""
+        self.reason = reason
+        self.received = received if received is not None else reason
 
     def on_step(self, step, metrics):
         self.raise_if_received()
 
     def raise_if_received(self) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt(f"signal {self.received}")
+            raise KeyboardInterrupt(self.reason)
 
     @contextmanager
-    def installed(self):
+    def installed(self, raise_late: bool = True):
         """The handlers, inside the block (signals reach the main thread only); a signal that came after
-        the last step is raised when the block ends."""
+        the last step is raised when the block ends (if raise_late)."""
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {signum: signal.signal(signum, self._handler) for signum in self.SIGNALS}
+        self.previous = {signum: signal.signal(signum, self._handler) for signum in self.SIGNALS}
         try:
             yield self
         finally:
-            for signum, handler in previous.items():
+            for signum, handler in self.previous.items():
                 signal.signal(signum, handler)
-        self.raise_if_received()
+        if raise_late:
+            self.raise_if_received()
 
 
 @contextmanager
@@ -199,7 +243,7 @@ def cli() -> None:
 
 # an absolute path: Hydra would look for a relative one inside the rnngrad.app package
 @hydra.main(config_path=str(PROJECT_ROOT / "conf"), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
     with errors_exit():
         refuse_sweep_without_multirun()
-        run(cfg)
+        return run(cfg)
