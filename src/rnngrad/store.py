@@ -195,6 +195,22 @@ def _check_server(uri: str) -> None:
         pass  # a server that answers /health but not this read is left to MLflow's own errors
 
 
+REASON_CHARS = 300  # of a store's or server's error, at most this much is shown
+
+
+def failure_message(uri: str, err: BaseException) -> str:
+    """A short message for a tracking store that failed a request: the store (credentials redacted), for a
+    server the client's time bounds, and the first line of the error (not a page of the server's HTML)."""
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if len(reason) > REASON_CHARS:
+        reason = reason[:REASON_CHARS] + "..."
+    if sqlite_path(uri) is not None:
+        return f"the tracking store {redact(uri)} failed ({type(err).__name__}: {redact(reason)})"
+    return (f"tracking server {redact(uri)} failed to answer (timeout {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT')} s, "
+            f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES')} retries: MLFLOW_HTTP_REQUEST_TIMEOUT, "
+            f"MLFLOW_HTTP_REQUEST_MAX_RETRIES): {redact(reason)}")
+
+
 def check_store(uri: str, *, must_exist: bool = False) -> None:
     """Fail fast, before anything is written, when the store cannot work.
 

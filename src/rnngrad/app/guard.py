@@ -36,7 +36,7 @@ from pathlib import Path
 
 import psutil
 
-from rnngrad.store import StoreError, check_store, redact, sqlite_path
+from rnngrad.store import StoreError, check_store, sqlite_path
 
 SWEEP_PROCESS_ENV = "RNNGRAD_SWEEP_PROCESS"  # "host:pid:create time" of the sweep's parent process
 STOP_FILE_ENV = "RNNGRAD_SWEEP_STOP"  # the file whose existence stops the sweep (its text: why)
@@ -324,11 +324,6 @@ def is_store_failure(err: BaseException) -> bool:
     from sqlalchemy.exc import OperationalError
 
     return isinstance(err, (MlflowException, RequestException, OperationalError, ConnectionError, TimeoutError))
-
-
-def failure_text(err: BaseException, uri: str) -> str:
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return f"the tracking store {redact(uri)} failed ({type(err).__name__}: {first[:300]})"
 
 
 # --- the end of a sweep ----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnngrad import config as config_mod
 from rnngrad.app import guard
 from rnngrad.nn.model import backend_name
-from rnngrad.store import PROJECT_ROOT, StoreError, credentials_to_environment, resolve_uri
+from rnngrad.store import PROJECT_ROOT, StoreError, credentials_to_environment, failure_message, resolve_uri
 from rnngrad.training import Callback, make_run_task, train
 
 # how a sweep hands each job its parent run and experiment (hydra.job.env_set, set by rnngrad.app.sweep)
@@ -82,7 +82,7 @@ def run(cfg: DictConfig) -> dict:
         except Exception as err:
             if not guard.is_store_failure(err):
                 raise
-            message = f"{guard.failure_text(err, uri)}; {config_mod.run_name(cfg)} did not finish"
+            message = f"{failure_message(uri, err)}; {config_mod.run_name(cfg)} did not finish"
             if job is None:
                 raise StoreError(message) from None
             job.store_failed(message)

@@ -34,7 +34,7 @@ from rnngrad.app import guard, tracking
 from rnngrad.app.main import EXPERIMENT_ENV, PARENT_ENV, checked
 from rnngrad.config import ConfigError, config_hash, run_name
 from rnngrad.nn.model import warm_up
-from rnngrad.store import credentials_to_environment, redact, resolve_uri
+from rnngrad.store import credentials_to_environment, failure_message, redact, resolve_uri
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # recurrent (H, H) products per step, relative to the vanilla RNN
 
@@ -153,7 +153,7 @@ def run_jobs(launcher, jobs: list[list[str]], batch_size: int, sweep: Sweep) -> 
         except Exception as err:  # noqa: BLE001  the end table reads the store, which may have failed
             if not guard.is_store_failure(err):
                 raise
-            print(f"no end table: {guard.failure_text(err, sweep.uri)}", file=sys.stderr, flush=True)
+            print(f"no end table: {failure_message(sweep.uri, err)}", file=sys.stderr, flush=True)
     # what the jobs were, as a tag would say it: without the sweep's own env_set overrides, credentials redacted
     shown = [tracking.loggable_overrides([o for o in job if not o.startswith("++hydra.job.env_set.")]).split()
              for job in jobs]

@@ -39,14 +39,13 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from rnngrad import config as config_mod
-from rnngrad.store import StoreError, artifact_location, check_store, encode_param, redact, sqlite_path
+from rnngrad.store import StoreError, artifact_location, check_store, encode_param, failure_message, redact, sqlite_path
 from rnngrad.training import Callback, Result
 
 ENTITIES_PER_BATCH = 1000  # MLflow's limit for one log_batch call: metrics + params + tags
 PARAMS_PER_BATCH = 100  # and at most 100 params or tags
 METRICS_PER_BATCH = ENTITIES_PER_BATCH - PARAMS_PER_BATCH  # room for the tags that ride along
 HEATMAP = "figures/grad_heatmap.png"
-REASON_CHARS = 300  # of a server's error, at most this much is shown
 CURVES = "figures/grad_through_time.png"
 NOTE = "mlflow.note.content"  # the description MLflow's UI shows for a run or an experiment
 STRIDES = (1, 2, 5)  # x 10^k: the spacing of the distances T - t logged as metrics
@@ -78,7 +77,7 @@ def prepare_store(uri: str, experiment: str, command: str | None = None) -> str:
     except MlflowException as err:
         if path is not None:
             raise
-        raise StoreError(server_failure(uri, err)) from None
+        raise StoreError(failure_message(uri, err)) from None
     if found.lifecycle_stage == LifecycleStage.DELETED:  # MLflow would refuse its runs, after the checks
         raise StoreError(
             f"tracking.experiment={experiment!r} is deleted in {redact(uri)} (experiment id {found.experiment_id}): "
@@ -87,17 +86,6 @@ def prepare_store(uri: str, experiment: str, command: str | None = None) -> str:
     if NOTE not in found.tags:  # an experiment of an earlier version of rnngrad, or another program's
         client.set_experiment_tag(found.experiment_id, NOTE, experiment_description(command))
     return found.experiment_id
-
-
-def server_failure(uri: str, err: Exception) -> str:
-    """A short message for a tracking server that failed a request: the server (credentials redacted), the
-    client's time bounds, the first line of MLflow's error (not a page of the server's HTML)."""
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if len(reason) > REASON_CHARS:
-        reason = reason[:REASON_CHARS] + "..."
-    return (f"tracking server {redact(uri)} failed to answer (timeout {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT')} s, "
-            f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES')} retries: MLFLOW_HTTP_REQUEST_TIMEOUT, "
-            f"MLFLOW_HTTP_REQUEST_MAX_RETRIES): {redact(reason)}")
 
 
 def _use_wal(path: Path) -> None:
