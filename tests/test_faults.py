@@ -70,7 +70,8 @@ def test_every_float_of_the_schema_must_be_finite_unless_inf_means_something(key
 def test_the_generic_check_sees_every_float_field():
     assert set(config.FLOAT_KEYS) == {
         "model.spectral_radius", "model.scale", "model.forget_bias", "optim.lr", "optim.momentum", "optim.alpha",
-        "optim.beta1", "optim.beta2", "optim.eps", "clip.threshold", "train.max_memory_gb", "tracking.flush_seconds"}
+        "optim.beta1", "optim.beta2", "optim.eps", "clip.threshold", "train.max_memory_gb", "tracking.flush_seconds",
+        "model.io_std", "model.bn_gain", "model.bn_momentum", "train.omega_alpha"}
     assert set(config.INF_MEANS) <= set(config.FLOAT_KEYS)
 
 
@@ -194,7 +195,7 @@ class StalledAPI(BaseHTTPRequestHandler):
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-def test_a_server_that_stalls_its_api_fails_the_run_within_a_minute(tmp_path, loopback):
+def test_a_server_that_stalls_its_api_fails_the_run_within_about_a_minute(tmp_path, loopback):
     """With the project's defaults (rnngrad sets MLFLOW_HTTP_REQUEST_TIMEOUT=15, MAX_RETRIES=2), not MLflow's
     120 s x 7 retries: the run fails naming the server, credentials from the environment never shown."""
     url = loopback(StalledAPI)
@@ -206,7 +207,10 @@ def test_a_server_that_stalls_its_api_fails_the_run_within_a_minute(tmp_path, lo
         StalledAPI.released.set()
     elapsed = time.monotonic() - start
     output = refused(proc, f"tracking server {url} failed to answer (timeout 15 s, 2 retries")
-    assert elapsed < 60, elapsed
+    # the client gives up after 3 attempts of 15 s and its backoff (about 48 s); the rest is the process's
+    # start, slow while the suite keeps both cores busy (60.5 s measured once so): no hang, where MLflow's
+    # own defaults (120 s x 7 retries) waited over 16 minutes
+    assert elapsed < 90, elapsed
     assert "s3/cret" not in output and nothing_stored(tmp_path)
 
 
@@ -245,7 +249,7 @@ def test_credentials_composed_from_a_config_file_are_refused_too():
 @pytest.mark.slow
 def test_the_memory_estimate_bounds_a_measured_peak_closely(tmp_path):
     """The estimate is an upper bound of the run's peak RSS, and not a loose one (mid-size runs measured
-    1.04 to 1.47 times their peak; README)."""
+    1.04 to 1.47 times their peak; README), whether this process compiles the numba kernels or loads them."""
     overrides = ["task.name=copy", "task.seq_len=500", "task.test_size=4000", "model.hidden_size=32", "train.steps=2",
                  "train.verbose=false"]
     wrapper = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True); "

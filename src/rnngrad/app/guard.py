@@ -1,7 +1,7 @@
 """What keeps a sweep's configurations finished exactly once, whatever happens to its processes.
 
 The sweep's side (`rnngrad.app.sweep.open_sweep` and the `grids` sweeper):
-- `store_lock(uri)`: a file lock next to a SQLite store (`<db>.lock`), held while a sweep creates the
+- `store_lock(uri)`: an flock on a SQLite store's directory (nothing is written beside the store), held while a sweep creates the
   store and the experiment and claims the experiment; processes creating a fresh store at once would
   race inside MLflow's migration ("table ... already exists").
 - `claim_experiment`: a RUNNING sweep parent run whose process is alive is the lock on its experiment
@@ -77,19 +77,21 @@ def run_process_alive(run) -> bool | None:
 
 @contextmanager
 def store_lock(uri: str, seconds: float = LOCK_SECONDS):
-    """Exclusive use of a SQLite store's creation and claims (a file lock `<db>.lock` beside it, made once
-    the store has passed its checks); other stores serialize themselves (a server's database), so only
-    their checks run. Raises StoreError (the store cannot be used) or SweepBusy (the lock stays taken)."""
+    """Exclusive use of a SQLite store's creation and claims: an flock on the store's directory, taken once
+    the store has passed its checks (a lock on the directory, not a file beside the store: a refused run
+    leaves the directory as it was; SQLite's own locks are fcntl locks, which flock does not touch); other
+    stores serialize themselves (a server's database), so only their checks run. Raises StoreError (the
+    store cannot be used) or SweepBusy (the lock stays taken)."""
     check_store(uri)
     path = sqlite_path(uri)
     if path is None:
         yield
         return
-    lock = path.with_name(path.name + ".lock")
+    folder = path.parent
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as err:
-        raise StoreError(f"cannot create the store's lock file {lock}: {err.strerror}") from None
+        raise StoreError(f"cannot open the store's directory {folder} to lock it: {err.strerror}") from None
     try:
         deadline = time.monotonic() + seconds
         while True:
@@ -98,7 +100,8 @@ def store_lock(uri: str, seconds: float = LOCK_SECONDS):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise SweepBusy(f"another process has held the store's lock file {lock} for over {seconds:.0f} s") from None
+                    raise SweepBusy(f"another process has held the lock on the store's directory {folder} "
+                                    f"for over {seconds:.0f} s") from None
                 time.sleep(0.1)
         yield
     finally:
