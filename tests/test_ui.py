@@ -146,3 +146,26 @@ def chromium() -> str:
     if not found:
         pytest.skip("apt-get installed chromium but it is not on PATH")
     return found
+
+
+def test_a_port_whose_last_server_just_stopped_is_not_refused_as_taken():
+    """Ctrl-C, then `rnngrad ui` again at once: the stopped server's connections sit in TIME_WAIT, which
+    uvicorn's bind (SO_REUSEADDR) accepts, so the port check must too; a port in use stays refused."""
+    import socket
+
+    from clihelpers import free_port
+    from rnngrad import cli, store
+
+    port = free_port()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    with pytest.raises(store.StoreError, match=f"port {port} on 127.0.0.1 is taken"):
+        cli._check_port(port)  # listening: taken
+    conn.close()  # the server side closes first: its end of the connection enters TIME_WAIT
+    server.close()
+    client.close()
+    cli._check_port(port)  # no error

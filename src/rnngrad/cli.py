@@ -156,6 +156,8 @@ def _check_port(port: int) -> None:
     if not 0 < port < 65536:
         raise store.StoreError(f"--port {port} is not a port number (1-65535)")
     with socket.socket() as probe:
+        # as uvicorn binds: a port whose last server just stopped (its connections in TIME_WAIT) is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError as err:
