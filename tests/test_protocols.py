@@ -421,3 +421,37 @@ def test_the_irnn_as_le_et_al_trained_it(lr):
 def test_gated_cells_at_lr_1e_3(cell, optim):
     run = composed(f"model={cell}", f"optim={optim}")
     assert run.optim.lr == 0.001
+
+
+def test_variable_lengths_align_the_through_time_table_at_the_loss():
+    """Batches of different lengths (task.min_seq_len): each step's norms fill the last L columns of the
+    logged table, so every column is one distance T - t from the loss, the first T - L columns NaN."""
+    from rnngrad.app.tracking import MlflowLogger
+
+    logger = MlflowLogger(None, "run", checkpoints=3, points=25, flush_seconds=1.0, metric_every=50)
+    logger.on_through_time(0, {"ds_norm": np.array([1.0, 2.0, 3.0])})
+    logger.on_through_time(1, {"ds_norm": np.array([4.0, 5.0, 6.0, 7.0, 8.0]), "jac_norm": np.array([1.0, 1.0])})
+    steps, data = logger.through_time_table()
+    assert steps == [0, 1]
+    np.testing.assert_array_equal(data["ds_norm"], [[np.nan, np.nan, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0, 8.0]])
+    np.testing.assert_array_equal(data["jac_norm"][1], [np.nan, np.nan, np.nan, 1.0, 1.0])
+    columns = logger.grad_norms_columns()
+    assert columns["t"].tolist() == [1, 2, 3, 4, 5] * 2 and columns["step"].tolist() == [0] * 5 + [1] * 5
+
+
+def test_a_variable_length_sweep_job_logs_its_figures_and_table(tmp_path):
+    import pyarrow.parquet as pq
+    from clihelpers import TINY as CLI_TINY
+    from clihelpers import run_cli, runs
+
+    proc = run_cli(tmp_path, *CLI_TINY, "task.seq_len=10", "task.min_seq_len=4")
+    assert proc.returncode == 0, proc.stderr
+    client, found = runs(tmp_path)
+    (run,) = [r for r in found if r.data.tags.get("rnngrad.sweep") != "true"]
+    assert run.info.status == "FINISHED" and run.info.run_name.startswith("T4to10-")
+    table = pq.read_table(client.download_artifacts(run.info.run_id, "grad_norms.parquet", str(tmp_path))).to_pandas()
+    assert table["t"].max() <= 10 and table.groupby("step")["ds_norm"].apply(lambda v: v.notna().sum()).between(4, 10).all()
+    last = table[table["t"] == table["t"].max()]  # the loss's own step is measured at every step
+    assert last["ds_norm"].notna().all()
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {
+        "figures/grad_heatmap.png", "figures/grad_through_time.png"}

@@ -346,15 +346,25 @@ class MlflowLogger(Callback):
             self._timed(self.client.log_batch, self.run_id, metrics=batch, tags=tags)
         self.last_flush = time.monotonic()
 
-    def grad_norms_columns(self) -> dict[str, np.ndarray]:
-        """The parquet's columns: step, t (1..T), ds_norm, jac_norm, bound, dc_norm (LSTM); NaN where not measured."""
+    def through_time_table(self) -> tuple[list[int], dict[str, np.ndarray]]:
+        """The logged steps and, per array name, their values as a (steps, T) matrix, T the longest batch's
+        length, NaN where not measured. With variable lengths (task.min_seq_len) each batch has its own length
+        L <= T: its values fill the last L columns, so that every column is one distance T - t from the loss
+        at the last step (what the curves and the report read), its first T - L columns NaN."""
         names = ("ds_norm", "jac_norm", "bound", "dc_norm")
         steps = sorted(self.through_time)
-        T = self.through_time[steps[0]]["ds_norm"].shape[0] if steps else 0
+        T = max((len(self.through_time[step]["ds_norm"]) for step in steps), default=0)
         data = {name: np.full((len(steps), T), np.nan) for name in names}
         for row, step in enumerate(steps):
             for name, values in self.through_time[step].items():
-                data[name][row] = values
+                data[name][row, T - len(values):] = values
+        return steps, data
+
+    def grad_norms_columns(self) -> dict[str, np.ndarray]:
+        """The parquet's columns: step, t (1..T), ds_norm, jac_norm, bound, dc_norm (LSTM); NaN where not
+        measured (through_time_table: a shorter batch's values aligned at the loss)."""
+        steps, data = self.through_time_table()
+        T = data["ds_norm"].shape[1]
         return {
             "step": np.repeat(np.asarray(steps, dtype=np.int64), T),
             "t": np.tile(np.arange(1, T + 1, dtype=np.int64), len(steps)),
@@ -398,10 +408,10 @@ class MlflowLogger(Callback):
             # pyarrow straight from the arrays: a third of pandas' to_parquet time; no dictionary
             # encoding, which floats do not profit from
             pq.write_table(pa.table(self.grad_norms_columns()), tmp / "grad_norms.parquet", use_dictionary=False)
-            steps = sorted(self.through_time)
+            steps, data = self.through_time_table()
             if steps:
                 (tmp / HEATMAP).parent.mkdir()
-                norms = np.stack([self.through_time[step]["ds_norm"] for step in steps])
+                norms = data["ds_norm"]
                 save_grad_heatmap(tmp / HEATMAP, np.asarray(steps), norms, title=self.run_name)
                 shown = checkpoint_steps(steps, self.checkpoints)  # the steps of the log10_step_<N> metrics
                 save_grad_curves(tmp / CURVES, np.asarray(shown), norms[[steps.index(k) for k in shown]],
