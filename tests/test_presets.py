@@ -57,3 +57,14 @@ def test_study_is_the_union_of_the_questions():
     assert Counter(next(o for o in job if o.startswith("question=")) for job in study) == {
         f"question={name}": len(jobs) for name, jobs in questions.items()}
     assert len(questions["init"]) == 4 * 2 * 6  # activation x init x spectral radius
+
+
+def test_a_grid_spells_null_and_booleans_as_overrides_do():
+    """YAML's null in a grid is the override null (Python would print 'None', a string the schema refuses)."""
+    parser = OverridesParser.create()
+    jobs = expand_grids(None, {"g": {"task.min_seq_len": None, "train.stop_when_solved": True, "seed": "0,1"}}, [], parser)
+    assert [job[0] for job in jobs] == ["task.min_seq_len=null"] * 2 and [job[2] for job in jobs] == ["seed=0", "seed=1"]
+    config.register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=jobs[0])
+    assert cfg.task.min_seq_len is None and config.checked(cfg).train.stop_when_solved is True

@@ -76,7 +76,17 @@ def expand_grids(params: Optional[Dict[str, str]], grids: Optional[Dict[str, Any
     if params or not all_grids:
         all_grids.insert(0, params or {})
     return [job for grid in all_grids
-            for job in cartesian(parser, [f"{key}={value}" for key, value in grid.items()] + list(arguments))]
+            for job in cartesian(parser, [f"{key}={grid_value(value)}" for key, value in grid.items()] + list(arguments))]
+
+
+def grid_value(value: Any) -> str:
+    """A grid's YAML value as an override's value: null (YAML's null, Python's None) and the booleans as
+    Hydra's override grammar spells them, not as Python prints them ('None' would be a string)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def parse_shard(shard: Optional[str]) -> Optional[Tuple[int, int]]:
