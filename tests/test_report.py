@@ -38,22 +38,6 @@ ALL_FIGURES = ["init_grad_through_time", "init_decay_rate", "precision", "grad_h
                "remedies", "remedies_grad_through_time"]
 
 
-@pytest.fixture(scope="session")
-def blank_db(tmp_path_factory):
-    """An empty, migrated MLflow SQLite database: creating one takes seconds, copying it does not."""
-    path = tmp_path_factory.mktemp("blank") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def store(tmp_path, blank_db):
-    """A fresh store at tmp_path/store (a copy of the blank database); returns its URI."""
-    (tmp_path / "store").mkdir()
-    shutil.copy(blank_db, tmp_path / "store" / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-
-
 def line(ax, label):
     """The line with this label, as an (n, 2) array of its x, y data."""
     found = [l for l in ax.get_lines() if l.get_label() == label]
