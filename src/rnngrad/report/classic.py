@@ -28,6 +28,7 @@ from rnngrad.report.frames import BEATS, SOLVED_ACCURACY
 from rnngrad.report.load import Study
 from rnngrad.report.text import fmt
 
+OUTCOME_COLUMNS = ("eval/loss", "eval/accuracy", "act/saturation", "task.baseline", "task.dependency")  # what the measures read
 PRESET = "classic"  # conf/experiment/classic.yaml: every classic question, in one sweep
 LEARNS = 0.5  # a configuration "learns" (or "is solved") when more than this fraction of its runs do
 ALPHA = 0.05  # the significance level of a comparison of two arms
@@ -45,7 +46,7 @@ VERDICT_RULE = (
     f"p < {fmt(ALPHA)} against it, and is undecided otherwise (a claim of \"at least as well\" holds unless the arm is "
     f"significantly worse). A claim is **{REPRODUCED}** when every sub-claim holds, **{NOT_REPRODUCED}** when every "
     f"sub-claim fails or a central one (marked in its row) fails, **{PARTLY}** otherwise, and **{NO_DATA}** when one "
-    f"of its arms has no finished trained runs. Every verdict holds within our budget only: the row names it against "
+    f"of its arms has no finished trained runs or no sub-claim is decided. Every verdict holds within our budget only: the row names it against "
     f"the paper's.")
 
 
@@ -62,7 +63,7 @@ class Sub:
 
 def verdict(subs: list[Sub], complete: bool = True) -> str:
     """The claim's verdict from its sub-claims (`VERDICT_RULE`); complete: every arm has finished trained runs."""
-    if not complete or not subs:
+    if not complete or all(s.state == UNDECIDED for s in subs):
         return NO_DATA
     states = [s.state for s in subs]
     if all(s == HOLDS for s in states):
@@ -132,7 +133,8 @@ OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSProp", "momentum": "S
 
 def our_setting(runs: pd.DataFrame, arms: pd.Series) -> dict[str, str]:
     """Our setting from the runs' params, in the keys of SETTING_KEYS (arms: each run's arm, for the seeds)."""
-    clip = ", ".join(sorted({"none" if m == "none" else f"{m} {fmt(t)}" for m, t in zip(runs["clip.mode"], runs["clip.threshold"])}))
+    modes = runs.reindex(columns=["clip.mode", "clip.threshold"])
+    clip = ", ".join(sorted({"none" if m == "none" else f"{m} {fmt(t)}" for m, t in modes.dropna(subset=["clip.mode"]).itertuples(index=False)})) or "n/a"
     sizes = arms.value_counts()
     seeds = fmt(sizes.min()) if sizes.min() == sizes.max() else f"{fmt(sizes.min())}–{fmt(sizes.max())}"
     T = _values(runs, "task.seq_len")
@@ -152,7 +154,7 @@ def setting_text(setting: dict[str, str], paper: dict[str, str] | None = None) -
         if key not in setting:
             continue
         text = f"{key} {setting[key]}"
-        if paper is not None and key in paper and paper[key] != setting[key]:
+        if paper is not None and key in paper and paper[key] not in (setting[key], *setting[key].split(", ")):
             text += f" (the paper: {paper[key]})"
         parts.append(text)
     return ", ".join(parts)
@@ -226,11 +228,21 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_")
 
 
-def _success_figure(table: pd.DataFrame, panel: str):
-    """(figures.success_vs_length, data) for a per-(arm, T) fraction table."""
+def fraction_figure(rates: pd.DataFrame, ylabel: str) -> Figure:
+    """`figures.success_vs_length` (a line per arm against T) with the y axis naming what the fraction counts.
+    rates: panel, colour, label, task.seq_len, fraction."""
+    fig = figures.success_vs_length(rates)
+    for ax in fig.axes:
+        if ax.get_ylabel():
+            ax.set_ylabel(ylabel)
+    return fig
+
+
+def _success_figure(table: pd.DataFrame, panel: str, ylabel: str = "fraction beating the constant predictor"):
+    """(fraction_figure, its data) for a per-(arm, T) fraction table, None when no arm has runs."""
     data = table[table["runs"] > 0].assign(panel=panel, label=table["arm"], colour=table["arm"].map(_colour),
                                            fraction=table["count"] / table["runs"])
-    return (figures.success_vs_length, (data,)) if len(data) else None
+    return (fraction_figure, (data, ylabel)) if len(data) else None
 
 
 def _colour(arm: str) -> str:
@@ -243,7 +255,7 @@ GATED_ARMS = {"lstm": "LSTM", "gru": "GRU", "rnn": "tanh RNN"}
 
 def measure_gated(study: Study, runs: pd.DataFrame) -> Measured:
     arms = runs["model.cell"].map(GATED_ARMS)
-    quote, hits = Quote("classic_gated"), beats(runs)
+    quote, hits = Quote("classic_gated_result"), beats(runs)
     names = list(GATED_ARMS.values())
     text, table = _fractions(quote, hits, arms, runs, names, "beats")
     subs = [Sub(f"{r.arm} {'learns' if r.arm != 'tanh RNN' else 'stays at the constant predictor'} at T = {fmt(r[2])}",
@@ -256,7 +268,7 @@ def measure_gated(study: Study, runs: pd.DataFrame) -> Measured:
 
 def measure_irnn(study: Study, runs: pd.DataFrame) -> Measured:
     arms = "IRNN lr " + runs["optim.lr"].map(fmt)
-    quote, hits = Quote("classic_irnn"), beats(runs)
+    quote, hits = Quote("classic_irnn_result"), beats(runs)
     names = sorted(arms.unique(), key=lambda a: -float(a.rsplit(" ", 1)[1]))
     text, table = _fractions(quote, hits, arms, runs, names, "beats")
     subs = [Sub(f"{r.arm} learns at T = {fmt(r[2])}", fraction_state(r.count, r.runs)) for r in table.itertuples() if r.runs]
@@ -293,7 +305,7 @@ def _T_text(T: float) -> str:
 
 def measure_order(study: Study, runs: pd.DataFrame) -> Measured:
     arms = runs.apply(_order_arm, axis=1)
-    quote = SpanQuote("classic_order")
+    quote = SpanQuote("classic_order_result")
     text, table = _fractions(quote, solved(runs), arms, runs, list(ORDER_ARMS), "solved")
     longest, parts = {}, []
     for arm in ORDER_ARMS:
@@ -307,7 +319,7 @@ def measure_order(study: Study, runs: pd.DataFrame) -> Measured:
     result = (f"longest T solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)} in more than {fmt(LEARNS)} of the runs): "
               + ", ".join(parts) + f"; solved: {text}")
     return Measured(arms, quote, result, subs, _complete(arms, list(ORDER_ARMS), runs["task.seq_len"].unique(), runs),
-                    "the longest T solved per arm", _success_figure(table, "temporal order, smart tanh"))
+                    "the longest T solved per arm", _success_figure(table, "temporal order, smart tanh", "fraction of runs solved"))
 
 
 def _copy_arm(row) -> str:
@@ -323,7 +335,7 @@ COPY_ARMS = ("LSTM", "tanh RNN", "linear RNN, orthogonal W")
 
 def measure_copy(study: Study, runs: pd.DataFrame) -> Measured:
     arms = runs.apply(_copy_arm, axis=1)
-    ratio, quote, subs, parts = frames.relative_loss(runs), Quote("classic_copy"), [], []
+    ratio, quote, subs, parts = frames.relative_loss(runs), Quote("classic_copy_result"), [], []
     for arm in COPY_ARMS:
         r = ratio[arms == arm]
         if r.empty:
@@ -360,7 +372,7 @@ def kept_through_time(grad_norms: pd.DataFrame) -> pd.Series:
 
 def measure_bn(study: Study, runs: pd.DataFrame) -> Measured:
     arms = runs.apply(_bn_arm, axis=1)
-    quote, hits, subs = Quote("classic_bn"), beats(runs), []
+    quote, hits, subs = Quote("classic_bn_result"), beats(runs), []
     kept = runs["run_id"].map(kept_through_time(study.grad_norms(runs)) if len(runs) else pd.Series(dtype=float))
     small, unit = (kept[arms == a].dropna() for a in BN_ARMS[1:])
     medians = {a: kept[arms == a].median() for a in BN_ARMS}
@@ -396,7 +408,7 @@ def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
     window = frames.window_needed(runs["task.dependency"])
     arms = pd.Series([window_arm(k, w) for k, w in zip(runs["bptt.truncation"], window)], index=runs.index, dtype=object)
     cosine = frames.with_trunc_cosine(runs, study.history(runs, "grad/trunc_cosine"))["trunc_cosine"] if len(runs) else runs["run_id"]
-    quote, hits, subs = Quote("classic_truncation"), beats(runs), []
+    quote, hits, subs = Quote("classic_truncation_result"), beats(runs), []
     below, above = (cosine[arms == a].dropna() for a in TRUNCATION_ARMS[:2])
     result = (f"window reaching the earliest relevant input k ≥ {_values(pd.DataFrame({'k': window}), 'k')}; median cosine to "
               f"the full gradient: below it {fmt(below.median(), 2)}, at or above it {fmt(above.median(), 2)}")
@@ -454,11 +466,25 @@ CLAIMS = (
 
 @dataclass
 class Row:
+    """One row of the table: each cell the text of a finding (so findings.json holds every number it prints)."""
+
     claim: Claim
-    setting: Finding | None  # its text: our setting
-    result: Finding | None  # its text: the measured result
-    subs: list[Sub] = field(default_factory=list)
+    cells: dict[str, Finding]  # column -> finding, for the columns of COLUMNS after '#'
     verdict: str = NO_DATA
+
+
+COLUMNS = ("#", "claim", "paper", "the paper's setting", "our setting", "result (95% CI)", "sub-claims", "verdict")
+
+
+def cells(claim: Claim, ours: str, result: Finding | None, subs: list[Sub], decided: str) -> dict[str, Finding]:
+    """A row's cells (but '#') as findings, id classic_<key>_<column>; the verdict in bold."""
+    q = claim.question
+    paper = setting_text(claim.paper) + ("; " if claim.paper else "") + claim.also
+    states = "; ".join(f"{s.text}{' (central)' if s.central else ''}: {s.state}" for s in subs) or "none"
+    return {"claim": Finding(f"{q}_claim", claim.claim), "paper": Finding(f"{q}_papers", claim.papers),
+            "the paper's setting": Finding(f"{q}_paper_setting", paper), "our setting": Finding(f"{q}_setting", ours),
+            "result (95% CI)": result or Finding(f"{q}_result", "no runs"), "sub-claims": Finding(f"{q}_subclaims", states),
+            "verdict": Finding(f"{q}_verdict", decided)}
 
 
 @dataclass
@@ -468,15 +494,10 @@ class ClassicReport(Report):
 
     def markdown(self, figure_dir: str = "figures") -> str:
         lines = ["# rnngrad classic reproductions", "", self.source, "", "## Reproduction table", "", VERDICT_RULE, ""]
-        header = ["#", "claim", "paper", "the paper's setting", "our setting", "result (95% CI)", "sub-claims", "verdict"]
-        cells = [[str(r.claim.number), markdown.escape(r.claim.claim), markdown.escape(r.claim.papers),
-                  markdown.escape(setting_text(r.claim.paper) + ("; " if r.claim.paper else "") + r.claim.also),
-                  markdown.escape(r.setting.text) if r.setting else "no runs",
-                  markdown.escape(r.result.text) if r.result else "no runs",
-                  markdown.escape("; ".join(f"{s.text}{' (central)' if s.central else ''}: {s.state}" for s in r.subs) or "none"),
-                  f"**{r.verdict}**"] for r in self.rows]
-        lines += [markdown.table(cells, header, raw=True), "", "## Findings", ""]
-        lines += [f"- {markdown.escape(f.text)}" for f in self.summaries]
+        table = [[str(r.claim.number), *(markdown.escape(r.cells[c].text) for c in COLUMNS[1:-1]),
+                  f"**{markdown.escape(r.cells['verdict'].text)}**"] for r in self.rows]
+        lines += [markdown.table(table, list(COLUMNS), raw=True), "", "## Findings", ""]
+        lines += [f"- {f.text}" for f in self.summaries]  # built from the claims' constants and numbers, not from a store
         lines += ["", "## Figures", ""]
         for number, part in enumerate(self.parts, start=1):
             lines += [f"### {number}. {part.title} (`{part.name}`)", ""]
@@ -493,25 +514,27 @@ def row(claim: Claim, study: Study, runs: pd.DataFrame) -> tuple[Row, Finding, P
     mine = runs[runs["question"] == claim.question] if "question" in runs else runs.iloc[:0]
     if mine.empty:
         text = f"Claim {claim.number} ({claim.key}): {NO_DATA}, no finished trained runs of question={claim.question}."
-        return Row(claim, None, None), Finding(f"{claim.question}_verdict", text), None
+        return Row(claim, cells(claim, "no runs", None, [], NO_DATA)), Finding(f"{claim.question}_finding", text), None
+    # a metric or tag no run logged (e.g. eval/loss where every run diverged) is a column of NaN
+    mine = mine.reindex(columns=[*mine.columns, *(k for k in OUTCOME_COLUMNS if k not in mine)])
     measured = claim.measure(study, mine)
     ours = our_setting(mine, measured.arms)
-    setting = Finding(f"{claim.question}_setting", setting_text(ours, claim.paper))
-    result = measured.result.finding(measured.result_text)
     decided = verdict(measured.subs, measured.complete)
     part = None
     if measured.figure is not None:
         fn, data = measured.figure
+        sizes = data[0]["runs"]  # the figure's data: a fraction table
+        n = fmt(sizes.min()) if sizes.min() == sizes.max() else f"{fmt(sizes.min())}–{fmt(sizes.max())}"
         part = Part(claim.question, claim.title or claim.claim, fn(*data),
-                    f"Fraction of runs per arm against T; n = {fmt(measured.arms.value_counts().min())}"
-                    f"–{fmt(measured.arms.value_counts().max())} runs per arm and T. {measured.summary}.")
+                    f"Claim {claim.number}: {measured.summary}, against T, a line per arm; n = {n} runs per arm and T.")
     named = f" (figure `{part.name}`)" if part is not None else ""
     deviation = (f" within {ours['updates']} updates (the paper: {claim.paper['updates']})"
                  if "updates" in claim.paper and claim.paper["updates"] != ours["updates"] else f" within {ours['updates']} updates")
     held = sum(s.state == HOLDS for s in measured.subs)
     text = (f"Claim {claim.number} ({claim.key}): {decided}{deviation}; {held} of {len(measured.subs)} sub-claims hold, "
             f"from {measured.summary}{named}.")
-    return Row(claim, setting, result, measured.subs, decided), Finding(f"{claim.question}_verdict", text), part
+    row_cells = cells(claim, setting_text(ours, claim.paper), measured.result.finding(measured.result_text), measured.subs, decided)
+    return Row(claim, row_cells, decided), Finding(f"{claim.question}_finding", text), part
 
 
 def build(study: Study) -> ClassicReport:
@@ -520,7 +543,7 @@ def build(study: Study) -> ClassicReport:
     built = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from experiment {markdown.code(study.experiment)} at "
              f"{markdown.code(store.describe(study.uri))}: {len(study.runs)} runs of the classic questions "
              f"({markdown.code(study.command(PRESET))}).")
-    report = ClassicReport(built)
+    report = ClassicReport(built, findings=[Finding("classic_verdict_rule", VERDICT_RULE)])
     ended = frames.ended(study.runs)
     used = frames.trained(ended)
     for claim in CLAIMS:
@@ -530,10 +553,11 @@ def build(study: Study) -> ClassicReport:
             traceback.print_exc()
             why = markdown.escape(f"{type(err).__name__}: {err}")
             report.errors.append(f"{claim.question}: the row could not be computed ({why}); see the traceback on stderr.")
-            row_, finding, part = Row(claim, None, None, verdict="error"), Finding(f"{claim.question}_verdict", f"Claim {claim.number}: error ({why})."), None
+            row_ = Row(claim, cells(claim, "error", None, [], "error"), "error")
+            finding, part = Finding(f"{claim.question}_finding", f"Claim {claim.number} ({claim.key}): error ({why})."), None
         report.rows.append(row_)
         report.summaries.append(finding)
-        report.findings += [f for f in (row_.setting, row_.result) if f is not None] + [finding]
+        report.findings += [*row_.cells.values(), finding]
         if part is not None:
             report.parts.append(part)
     report.notes = notes(study, ended, [c.question for c in CLAIMS], PRESET)

@@ -123,7 +123,7 @@ def write(report: Report, out: Path) -> None:
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line (`rnngrad report`, scripts/build_report.py)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    parser.add_argument("which", nargs="?", default="study", choices=list(REPORTS),
+    parser.add_argument("which", metavar="report", nargs="?", default="study", choices=list(REPORTS),
                         help="the report to build: study (the quick study, default) or classic (the reproductions)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else <repo>/mlflow.db)")
     parser.add_argument("--experiment", default="rnngrad", help="MLflow experiment name (default: rnngrad)")
