@@ -165,6 +165,7 @@ hydra:
 """
 
 
+@pytest.mark.slow
 def test_a_shrunken_classic_grid_builds_every_row_of_the_table(tmp_path, blank_db):
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(TINY_CLASSIC)

@@ -40,7 +40,9 @@ REPRODUCED, PARTLY, NOT_REPRODUCED, NO_DATA = "reproduced", "partly", "not repro
 VERDICT_RULE = (
     f"Each claim is made of sub-claims, each a fraction of runs meeting a criterion, with its 95% Wilson interval, or "
     f"a comparison of two arms (Fisher's exact test for fractions, the Mann-Whitney U test for values; two-sided). "
-    f"A configuration learns (is solved) when more than {fmt(LEARNS)} of its runs do. A fraction sub-claim holds when "
+    f"A run learns when its final test loss is below {fmt(BEATS)} of the constant predictor's (it beats the constant "
+    f"predictor), and is solved when its final test accuracy reaches {fmt(SOLVED_ACCURACY)}; a configuration learns (is "
+    f"solved) when more than {fmt(LEARNS)} of its runs do. A fraction sub-claim holds when "
     f"its interval lies wholly on the claim's side of {fmt(LEARNS)}, fails when wholly on the other side, and is "
     f"undecided when it straddles it; a comparison holds when p < {fmt(ALPHA)} in the claim's direction, fails when "
     f"p < {fmt(ALPHA)} against it, and is undecided otherwise (a claim of \"at least as well\" holds unless the arm is "
@@ -185,6 +187,7 @@ class Claim:
     also: str  # the rest of the paper's setting, in words
     measure: Callable[[Study, pd.DataFrame], Measured]
     title: str = ""  # the figure's title
+    caption: str = ""  # what the figure shows, beyond the claim's summary
 
     @property
     def question(self) -> str:
@@ -349,15 +352,17 @@ def measure_copy(study: Study, runs: pd.DataFrame) -> Measured:
         subs.append(Sub(f"{arm} {'goes below' if below else 'sits at'} the baseline", fraction_state(k, n), central=below))
     result = (f"final test loss relative to the memoryless baseline 10 ln 8/(T+20) (at it: {fmt(AT_BASELINE[0], 2)}–"
               f"{fmt(AT_BASELINE[1], 2)}×; below it: under {fmt(BEATS)}×): " + "; ".join(parts))
+    labelled = runs.assign(label=arms, colour=arms.map(_colour), relative_loss=ratio)
     return Measured(arms, quote, result, subs, _complete(arms, list(COPY_ARMS)),
-                    "runs at and below the memoryless baseline per model")
+                    "the final test loss relative to the memoryless baseline per model",
+                    (figures.remedies, frames.remedy_curves(labelled)))
 
 
 def _bn_arm(row) -> str:
-    return "plain RNN" if row["model.norm"] == "none" else f"batch norm, gain {fmt(row['model.bn_gain'])}"
+    return "plain RNN" if row["model.norm"] == "none" else f"BN gain {fmt(row['model.bn_gain'])}"
 
 
-BN_ARMS = ("plain RNN", "batch norm, gain 0.1", "batch norm, gain 1")
+BN_ARMS = ("plain RNN", "BN gain 0.1", "BN gain 1")
 
 
 def kept_through_time(grad_norms: pd.DataFrame) -> pd.Series:
@@ -373,7 +378,8 @@ def kept_through_time(grad_norms: pd.DataFrame) -> pd.Series:
 def measure_bn(study: Study, runs: pd.DataFrame) -> Measured:
     arms = runs.apply(_bn_arm, axis=1)
     quote, hits, subs = Quote("classic_bn_result"), beats(runs), []
-    kept = runs["run_id"].map(kept_through_time(study.grad_norms(runs)) if len(runs) else pd.Series(dtype=float))
+    norms = study.grad_norms(runs)
+    kept = runs["run_id"].map(kept_through_time(norms))
     small, unit = (kept[arms == a].dropna() for a in BN_ARMS[1:])
     medians = {a: kept[arms == a].median() for a in BN_ARMS}
     result = ("log10 ||dL/ds_1||/||dL/ds_T|| at step 0, median: "
@@ -390,8 +396,13 @@ def measure_bn(study: Study, runs: pd.DataFrame) -> Measured:
         result += f" (gain 0.1 against plain: {quote.fisher('beats_p', k1, n1, k2, n2)})"
         subs.append(Sub("gain 0.1 trains at least as well as the plain RNN", comparison_state(
             stats.fisher(k1, n1, k2, n2), k1 / n1 - k2 / n2, at_least_as_well=True)))
+    labelled = runs.assign(label=arms, colour=np.where(arms == BN_ARMS[0], "tanh", "batch"))
+    rows = frames.remedy_init_rows(norms, labelled)
+    figure = ((figures.remedies_grad_through_time, (frames.remedy_init_curves(rows), frames.task_lengths(rows), labelled))
+              if len(rows) else None)
     return Measured(arms, quote, result, subs, _complete(arms, list(BN_ARMS)),
-                    "the gradient kept through time at initialization, gain 0.1 against 1, and training against the plain RNN")
+                    "the gradient kept through time at initialization, gain 0.1 against 1, and training against the plain RNN",
+                    figure)
 
 
 def window_arm(k: float, window: float) -> str:
@@ -407,7 +418,8 @@ TRUNCATION_ARMS = ("k below the dependency", "k at or above it", "full BPTT")
 def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
     window = frames.window_needed(runs["task.dependency"])
     arms = pd.Series([window_arm(k, w) for k, w in zip(runs["bptt.truncation"], window)], index=runs.index, dtype=object)
-    cosine = frames.with_trunc_cosine(runs, study.history(runs, "grad/trunc_cosine"))["trunc_cosine"] if len(runs) else runs["run_id"]
+    data = frames.with_trunc_cosine(runs, study.history(runs, "grad/trunc_cosine"))
+    cosine = data["trunc_cosine"]
     quote, hits, subs = Quote("classic_truncation_result"), beats(runs), []
     below, above = (cosine[arms == a].dropna() for a in TRUNCATION_ARMS[:2])
     result = (f"window reaching the earliest relevant input k ≥ {_values(pd.DataFrame({'k': window}), 'k')}; median cosine to "
@@ -427,7 +439,8 @@ def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
         subs.append(Sub("truncation below the dependency prevents learning", central=True, state=comparison_state(
             stats.fisher(k1, n1, k2, n2), k1 / n1 - k2 / n2)))
     return Measured(arms, quote, result, subs, _complete(arms, list(TRUNCATION_ARMS)),
-                    "the cosine to the full gradient and learning, truncation below the dependency against full BPTT")
+                    "the cosine to the full gradient and learning, truncation below the dependency against full BPTT",
+                    (figures.truncation, (*frames.truncation_curves(data), data)))
 
 
 LE_2015 = {"task": "adding", "T": "150–400", "H": "100", "optimizer": "SGD", "lr": "0.01", "clip": "norm 10",
@@ -435,30 +448,40 @@ LE_2015 = {"task": "adding", "T": "150–400", "H": "100", "optimizer": "SGD", "
 CLAIMS = (
     Claim(1, "gated", "LSTM and GRU learn adding at T = 100 and 200 where the tanh RNN stays at the constant predictor",
           "Hochreiter & Schmidhuber 1997; Le et al. 2015", LE_2015,
-          "Le et al.'s LSTM at T = 150–400 (H&S 1997: online gradient, lr 0.5, 2 cell blocks); learns: final loss under "
-          f"{fmt(BEATS)} of the constant predictor's", measure_gated, "Gated cells against the tanh RNN on adding"),
+          "Le et al.'s LSTM (Hochreiter & Schmidhuber 1997: online gradient, lr 0.5, 2 cell blocks)", measure_gated, "Gated cells against the tanh RNN on adding",
+          "Fraction of runs beating the constant predictor against T, a line per cell."),
     Claim(2, "irnn", "the IRNN learns adding at T ≥ 100; where it fails, the dead-unit fraction says why",
           "Le et al. 2015", {**LE_2015, "lr": "0.001, 0.01"},
-          "W = I, U and V ~ N(0, 1e-3²), relu; the IRNN matched the LSTM", measure_irnn, "IRNN on adding"),
+          "W = I, U and V ~ N(0, 1e-3²), relu; the IRNN matched the LSTM", measure_irnn, "IRNN on adding",
+          "Fraction of runs beating the constant predictor against T, a line per learning rate."),
     Claim(3, "order", "on temporal order the longest T solved grows from SGD to SGD + clipping to SGD + clipping + Omega",
           "Pascanu et al. 2013 (Fig. 7)",
           {"task": "temporal order", "T": "50–200", "H": "50", "optimizer": "SGD", "lr": "0.01", "clip": "norm 1",
            "updates": "5e6", "batch": "20", "seeds": "5 per arm"},
           "smart tanh init (W sparse, 15 nonzeros per row, ρ 0.95), Omega α = 2, lengths sampled in [50, 200], "
-          "success: under 1% errors on 10,000 fresh sequences", measure_order, "Temporal order: solved against T"),
+          "success: under 1% errors on 10,000 fresh sequences", measure_order, "Temporal order: solved against T",
+          "Fraction of runs solved against T, a line per arm, as in Pascanu et al. (2013) Fig. 7."),
     Claim(4, "copy", "on copy at T = 100 the LSTM and the tanh RNN sit at the memoryless baseline 10 ln 8/(T+20); "
           "a linear RNN with orthogonal W goes below it", "Arjovsky et al. 2016; Henaff et al. 2016",
           {"task": "copy", "T": "100", "H": "100", "optimizer": "RMSProp", "lr": "0.001", "clip": "value 1",
            "updates": "2e4", "batch": "20"},
-          "Arjovsky et al.'s LSTM (T = 100–500); Henaff et al. give the orthogonal linear RNN no budget", measure_copy),
+          "Arjovsky et al.'s LSTM (T = 100–500); Henaff et al. give the orthogonal linear RNN no budget", measure_copy,
+          "Copy: final loss against the memoryless baseline", "Top: final test loss relative to the memoryless baseline "
+          "(median, with the interquartile range where an arm has several runs); bottom: runs solved (accuracy ≥ 0.99 on the recalled symbols)."),
     Claim(5, "bn", "recurrent batch norm with gain 0.1 keeps the gradient through time at initialization where gain 1 "
           "does not, and trains at least as well as the plain RNN", "Cooijmans et al. 2016",
           {"task": "sequential MNIST, character LM"},
           "gain initialized at 0.1, x U and s W normalized apart, population statistics at test per time step",
-          measure_bn),
+          measure_bn, "Batch norm: the gradient through time at initialization",
+          "||dL/ds_t|| at the first training step against the distance from the last step, median over runs (the "
+          "interquartile band where an arm has several runs)."),
     Claim(6, "truncation", "truncation below the dependency distance lowers the cosine to the full gradient and prevents "
           "learning where full BPTT learns reliably", "Tallec & Ollivier 2017; Williams & Peng 1990", {},
-          "no fixed setting: truncated BPTT is biased, and the bias matters when dependencies exceed k", measure_truncation),
+          "no fixed setting: truncated BPTT is biased, and the bias matters when dependencies exceed k", measure_truncation,
+          "Truncation: cosine to the full gradient and learning against k", "Left: cosine between the truncated and the "
+          "full gradient (each run's median over its diagnostic steps); middle: fraction solved; right: final test loss "
+          "relative to the constant predictor; dashed: full BPTT; dotted: the dependency distance (tag task.dependency), "
+          "one step short of the window k that reaches it."),
 )
 
 
@@ -509,6 +532,12 @@ class ClassicReport(Report):
         return "\n".join(lines + ["## Runs per question", "", runs, ""])
 
 
+def _n_text(sizes: pd.Series) -> str:
+    """'1 run', '5 runs' or '3–5 runs' from the number of runs per arm and T."""
+    n = fmt(sizes.min()) if sizes.min() == sizes.max() else f"{fmt(sizes.min())}–{fmt(sizes.max())}"
+    return f"{n} run{'' if sizes.max() == 1 else 's'}"
+
+
 def row(claim: Claim, study: Study, runs: pd.DataFrame) -> tuple[Row, Finding, Part | None]:
     """The claim's row, its finding, and its figure (None when it has none)."""
     mine = runs[runs["question"] == claim.question] if "question" in runs else runs.iloc[:0]
@@ -523,13 +552,12 @@ def row(claim: Claim, study: Study, runs: pd.DataFrame) -> tuple[Row, Finding, P
     part = None
     if measured.figure is not None:
         fn, data = measured.figure
-        sizes = data[0]["runs"]  # the figure's data: a fraction table
-        n = fmt(sizes.min()) if sizes.min() == sizes.max() else f"{fmt(sizes.min())}–{fmt(sizes.max())}"
+        sizes = mine.groupby([measured.arms, mine["task.seq_len"]]).size()
         part = Part(claim.question, claim.title or claim.claim, fn(*data),
-                    f"Claim {claim.number}: {measured.summary}, against T, a line per arm; n = {n} runs per arm and T.")
+                    f"Claim {claim.number}: {measured.summary}; n = {_n_text(sizes)} per arm and T. {claim.caption}")
     named = f" (figure `{part.name}`)" if part is not None else ""
-    deviation = (f" within {ours['updates']} updates (the paper: {claim.paper['updates']})"
-                 if "updates" in claim.paper and claim.paper["updates"] != ours["updates"] else f" within {ours['updates']} updates")
+    theirs = claim.paper.get("updates", ours["updates"])
+    deviation = f" within at most {ours['updates']} updates" + (f" (the paper: {theirs})" if theirs != ours["updates"] else "")
     held = sum(s.state == HOLDS for s in measured.subs)
     text = (f"Claim {claim.number} ({claim.key}): {decided}{deviation}; {held} of {len(measured.subs)} sub-claims hold, "
             f"from {measured.summary}{named}.")
