@@ -3,12 +3,11 @@ the claims' measures on crafted runs, the quick report leaving the classic_ runs
 copy of the classic grid run into a temporary store and reported."""
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
-from clihelpers import run_cli
+from clihelpers import run_preset
 from mlflow.tracking import MlflowClient
 from storehelpers import create_experiment, fake_run
 
@@ -167,14 +166,7 @@ hydra:
 
 @pytest.mark.slow
 def test_a_shrunken_classic_grid_builds_every_row_of_the_table(tmp_path, blank_db):
-    (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(TINY_CLASSIC)
-    (tmp_path / "store").mkdir()
-    shutil.copy(blank_db, tmp_path / "store" / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    proc = run_cli(tmp_path, "experiment=tiny", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model.hidden_size=8",
-                   "train.steps=10", "train.eval_interval=10", "train.diag_interval=10", "task.test_size=32",
-                   "train.verbose=false", "hydra.launcher.n_jobs=2", multirun=True, uri=uri, env={"RNNGRAD_BACKEND": "numpy"})
+    proc, uri = run_preset(tmp_path, blank_db, TINY_CLASSIC, "train.steps=10", env={"RNNGRAD_BACKEND": "numpy"})
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "report"
     assert rnngrad_cli.main(["report", "classic", "--tracking-uri", uri, "--out", str(out)]) == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from clihelpers import run_cli
+from clihelpers import run_preset
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
@@ -645,14 +645,7 @@ hydra:
 
 @pytest.mark.slow
 def test_report_from_a_real_sweep_draws_every_figure_and_links_it(tmp_path, blank_db):
-    (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(TINY_STUDY)
-    (tmp_path / "store").mkdir()
-    shutil.copy(blank_db, tmp_path / "store" / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    proc = run_cli(tmp_path, "experiment=tiny", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model.hidden_size=8",
-                   "train.eval_interval=10", "train.diag_interval=10", "task.test_size=32", "train.verbose=false",
-                   "hydra.launcher.n_jobs=2", multirun=True, uri=uri)
+    proc, uri = run_preset(tmp_path, blank_db, TINY_STUDY)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "report"
     code, readme = build(uri, out)
