@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from storehelpers import create_experiment, fake_run
 
 from rnngrad import cli as rnngrad_cli
-from rnngrad.report import classic, frames, stats
+from rnngrad.report import classic, compare, frames, stats
 from rnngrad.report.classic import FAILS, HOLDS, NO_DATA, NOT_REPRODUCED, PARTLY, REPRODUCED, UNDECIDED, Sub
 from rnngrad.report.findings import NUMBER
 
@@ -194,4 +194,9 @@ def test_a_shrunken_classic_grid_builds_every_row_of_the_table(tmp_path, blank_d
     beat = {r.data.params["model.cell"]: r.data.metrics["eval/loss"] < frames.BEATS / 6 for r in gated}
     assert f"LSTM {int(beat['lstm'])} of 1 (95% CI" in records["classic_gated_result"]["text"]
     assert np.isfinite([r.data.metrics["eval/loss"] for r in gated]).all()
-    assert (out / "figures" / "classic_gated.png").stat().st_size > 0
+    assert all((out / "figures" / f"{claim.question}.png").stat().st_size > 0 for claim in classic.CLAIMS)
+    assert "Not drawn" not in readme and "could not be" not in readme
+    # scripts/compare_findings.py reads it: a build agrees with itself, number by number
+    changes = compare.compare(out / "findings.json", out / "findings.json")
+    assert changes and all(c.agree for c in changes)
+    assert any(c.id == "classic_gated_result.beats_LSTM_T8" for c in changes)
