@@ -102,13 +102,60 @@ def test_the_order_claim_from_the_longest_T_solved_per_arm():
     assert classic.verdict(flat.subs, flat.complete) == NOT_REPRODUCED  # every arm solves every T: no growth
 
 
+class CraftedStudy:
+    """What the measures ask of a Study: the grad_norms rows and the metric histories of crafted runs."""
+
+    def __init__(self, grad_norms=None, histories=None):
+        self.norms, self.histories = grad_norms, histories or {}
+
+    def grad_norms(self, runs):
+        return self.norms[self.norms["run_id"].isin(runs["run_id"])]
+
+    def history(self, runs, key):
+        return self.histories[key][self.histories[key]["run_id"].isin(runs["run_id"])]
+
+
+def test_the_batch_norm_claim_from_the_gradient_at_initialization_and_training():
+    arms = [("none", 1.0, 1e-3), ("batch", 0.1, 0.5), ("batch", 1.0, 1e-6)]  # norm, gain, ||dL/ds_1|| / ||dL/ds_T||
+    runs = pd.DataFrame([{"run_id": f"{norm}{gain}-{i}", "model.norm": norm, "model.bn_gain": gain, "task.name": "adding",
+                          "task.seq_len": 50, "task.baseline": 1 / 6, "eval/loss": 0.01, "outcome": "unsolved"}
+                         for norm, gain, _ in arms for i in range(5)])
+    kept = {f"{norm}{gain}-{i}": ratio * (1 + 0.01 * i) for norm, gain, ratio in arms for i in range(5)}
+    norms = pd.DataFrame([{"run_id": r, "step": 0, "t": t, "ds_norm": 1.0 if t == 50 else kept[r]} for r in kept for t in (1, 50)])
+    measured = classic.measure_bn(CraftedStudy(norms), runs)
+    assert [s.state for s in measured.subs] == [HOLDS, HOLDS]
+    assert classic.verdict(measured.subs, measured.complete) == REPRODUCED
+    # medians of log10 of the ratios: -3.0, -0.3 and -6.0 (+ log10(1.02)); 5 against 5 all apart: p = 2/252
+    assert "plain RNN -3.0, BN gain 0.1 -0.3, BN gain 1 -6.0 (gain 0.1 against 1: p = 0.0079, Mann-Whitney U test)" in measured.result_text
+    worse = runs.assign(**{"eval/loss": np.where(runs["model.norm"] == "none", 0.01, 0.17)})
+    measured = classic.measure_bn(CraftedStudy(norms), worse)
+    assert [s.state for s in measured.subs] == [HOLDS, FAILS]  # gain 0.1 trains significantly worse than plain
+    assert classic.verdict(measured.subs, measured.complete) == PARTLY
+
+
+def test_the_truncation_claim_splits_the_windows_at_the_dependency_plus_one():
+    # temporal order at T = 50: dependency 44 (t1 from 5), so k = 44 misses t1 = 5 and k = 45 reaches it
+    ks = [44.0, 45.0, float("nan")]
+    runs = pd.DataFrame([{"run_id": f"k{k}-{i}", "bptt.truncation": k, "task.dependency": 44, "task.seq_len": 50,
+                          "model.activation": "tanh", "outcome": "unsolved",
+                          "task.baseline": np.log(4), "eval/loss": 1.4 if k == 44 else 0.01} for k in ks for i in range(5)])
+    cosine = pd.DataFrame([{"run_id": r, "step": 0, "value": 0.3 if r.startswith("k44") else 0.99}
+                           for r in runs["run_id"] if not r.startswith("knan")])
+    measured = classic.measure_truncation(CraftedStudy(histories={"grad/trunc_cosine": cosine}), runs)
+    assert classic.verdict(measured.subs, measured.complete) == REPRODUCED
+    assert measured.arms.tolist() == ["k below the dependency"] * 5 + ["k at or above it"] * 5 + ["full BPTT"] * 5
+    assert "k ≥ 45; median cosine to the full gradient: below it 0.3, at or above it 0.99" in measured.result_text
+    without = classic.measure_truncation(CraftedStudy(histories={"grad/trunc_cosine": cosine}), runs[runs["bptt.truncation"] != 45])
+    assert not without.complete and classic.verdict(without.subs, without.complete) == NO_DATA
+
+
 def test_the_setting_names_every_deviation_from_the_papers():
     runs = pd.DataFrame({"task.name": "adding", "task.seq_len": [100, 200], "model.hidden_size": 100, "optim.name": "sgd",
                          "optim.lr": 0.01, "clip.mode": "norm", "clip.threshold": 10.0, "train.steps": 3000,
                          "train.batch_size": 16})
     text = classic.setting_text(classic.our_setting(runs, pd.Series(["a", "b"])), classic.LE_2015)
     assert text == ("task adding, T 100, 200 (the paper: 150–400), H 100, optimizer SGD, lr 0.01, clip norm 10, "
-                    "updates 3e3 (the paper: 1e6), batch 16, seeds 1 per arm")
+                    "updates 3e3 (the paper: 1e6), batch 16, seeds 1 per arm and T")
     assert classic.budget(1500) == "1.5e3" and classic.budget(1e6) == "1e6"
 
 
