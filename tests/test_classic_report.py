@@ -179,6 +179,16 @@ def test_the_quick_report_ignores_classic_runs(store, tmp_path):
     assert "| classic\\_gated | 1 |" in readme and "seqlen" not in readme and "| total | 1 |" in readme
 
 
+def test_an_empty_experiment_gives_every_row_without_data_and_what_to_run(store, tmp_path):
+    create_experiment(store, "rnngrad")
+    assert rnngrad_cli.main(["report", "classic", "--tracking-uri", store, "--out", str(tmp_path / "out")]) == 0
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert readme.count(f"| **{NO_DATA}** |") == len(classic.CLAIMS) == 6
+    for claim in classic.CLAIMS:
+        assert f"No runs with question={claim.question}: `python -m rnngrad.train -m experiment=classic " in readme
+    assert not list((tmp_path / "out" / "figures").iterdir())
+
+
 def test_an_unknown_report_and_a_missing_store_are_refused_and_nothing_is_written(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         rnngrad_cli.main(["report", "classics", "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}", "--out", str(tmp_path / "out")])
