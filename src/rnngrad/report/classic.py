@@ -167,14 +167,14 @@ def setting_text(setting: dict[str, str], paper: dict[str, str] | None = None) -
 
 @dataclass
 class Measured:
-    """What a claim's measure returns: the runs' arms, the result cell, the sub-claims, and a short finding."""
+    """What a claim's measure returns: the runs' arms, the result cell, the sub-claims, and its figure."""
 
     arms: pd.Series  # each run's arm
     result: Quote  # its numbers, printed in `result_text`
     result_text: str
     subs: list[Sub]
     complete: bool
-    summary: str  # the finding below the table (the verdict and budget are added), about 40 words
+    summary: str  # what decides the claim, a phrase for its finding below the table and its caption
     figure: tuple[Callable, tuple] | None = None  # (figure function, its data), drawn by `build`
 
 
