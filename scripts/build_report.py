@@ -1,6 +1,7 @@
-"""Build the study's report from MLflow into reports/ (README.md, findings.json and figures/): see rnngrad.report.cli.
+"""Build a report from MLflow (README.md, findings.json and figures/): the quick study's into reports/, or with
+`classic` the classic tier's reproduction table into reports/classic/; see rnngrad.report.cli.
 
-    python scripts/build_report.py [--tracking-uri URI] [--experiment NAME] [--out DIR]
+    python scripts/build_report.py [study|classic] [--tracking-uri URI] [--experiment NAME] [--out DIR]
 """
 
 import sys

@@ -1,6 +1,7 @@
 """Run the real CLI in a subprocess against a temporary store, and read the store back."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,3 +110,17 @@ def split_sweep(found):
     """(the sweeps' parent runs, the other runs)."""
     parents = [r for r in found if r.data.tags.get("rnngrad.sweep") == "true"]
     return parents, [r for r in found if r not in parents]
+
+
+def run_preset(tmp_path: Path, blank_db: Path, preset: str, *overrides: str, env=None):
+    """Run the experiment preset text `preset` (as experiment=tiny, from tmp_path/conf) as a sweep into a fresh
+    store (a copy of the blank database `blank_db`) with the overrides: (the finished process, the store's URI)."""
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(preset)
+    (tmp_path / "store").mkdir()
+    shutil.copy(blank_db, tmp_path / "store" / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    proc = run_cli(tmp_path, "experiment=tiny", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model.hidden_size=8",
+                   "train.eval_interval=10", "train.diag_interval=10", "task.test_size=32", "train.verbose=false",
+                   "hydra.launcher.n_jobs=2", *overrides, multirun=True, uri=uri, env=env)
+    return proc, uri

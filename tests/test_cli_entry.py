@@ -74,6 +74,7 @@ def test_completion_of_keys_and_of_enum_values_by_their_plain_names():
     assert query("rnngrad ") == ["train", "report", "ui", "--help"]
     assert query("rnngrad ui --") == ["--experiment", "--help", "--port", "--uri"]
     assert query("rnngrad report --t") == ["--tracking-uri"]
+    assert query("rnngrad report c") == ["classic"] and query("rnngrad report classic s") == []
     # Hydra's form of the query (`rnngrad train -sc query=bash`) answers the same
     train_form = rnngrad("train", "-sc", "query=bash", env={"COMP_LINE": "rnngrad train model.act", "COMP_POINT": "23"})
     assert train_form.stdout.split() == ["model.activation="]

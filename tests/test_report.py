@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from clihelpers import run_cli
+from clihelpers import run_preset
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
@@ -36,22 +36,6 @@ _spec.loader.exec_module(build_report)
 ALL_FIGURES = ["init_grad_through_time", "init_decay_rate", "precision", "grad_heatmaps", "success_vs_length", "loss_seqlen",
                "loss_clipping", "loss_truncation", "loss_remedies", "clipping", "truncation", "saturation", "charlm_bpc",
                "remedies", "remedies_grad_through_time"]
-
-
-@pytest.fixture(scope="session")
-def blank_db(tmp_path_factory):
-    """An empty, migrated MLflow SQLite database: creating one takes seconds, copying it does not."""
-    path = tmp_path_factory.mktemp("blank") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def store(tmp_path, blank_db):
-    """A fresh store at tmp_path/store (a copy of the blank database); returns its URI."""
-    (tmp_path / "store").mkdir()
-    shutil.copy(blank_db, tmp_path / "store" / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 
 def line(ax, label):
@@ -661,14 +645,7 @@ hydra:
 
 @pytest.mark.slow
 def test_report_from_a_real_sweep_draws_every_figure_and_links_it(tmp_path, blank_db):
-    (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(TINY_STUDY)
-    (tmp_path / "store").mkdir()
-    shutil.copy(blank_db, tmp_path / "store" / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    proc = run_cli(tmp_path, "experiment=tiny", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model.hidden_size=8",
-                   "train.eval_interval=10", "train.diag_interval=10", "task.test_size=32", "train.verbose=false",
-                   "hydra.launcher.n_jobs=2", multirun=True, uri=uri)
+    proc, uri = run_preset(tmp_path, blank_db, TINY_STUDY)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "report"
     code, readme = build(uri, out)

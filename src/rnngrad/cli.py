@@ -106,8 +106,11 @@ def complete(line: str) -> None:
 
         query(re.match(r"\s*\S+\s+\S+\s*(.*)", line, re.S).group(1))
     elif before[0] in ("report", "ui"):
-        options = [o for action in _parser(before[0])._actions for o in action.option_strings]
-        print(" ".join(sorted(o for o in options if o.startswith(word) and o.startswith("--"))))
+        actions = _parser(before[0])._actions
+        options = sorted(o for action in actions for o in action.option_strings if o.startswith("--"))
+        # the report to build (study, classic), as the first word after the command
+        choices = [c for action in actions if not action.option_strings for c in action.choices or ()] if len(before) == 1 else []
+        print(" ".join(w for w in (*choices, *options) if w.startswith(word)))
 
 
 def _parser(command: str) -> argparse.ArgumentParser:

@@ -81,7 +81,8 @@ def draw(section: Section, study: Study, used: pd.DataFrame) -> tuple[Part, list
 
 
 def build(study: Study) -> Report:
-    """The whole report from the study's runs."""
+    """The whole report from the study's runs (the classic tier's, question classic_*, left out: `rnngrad.report.classic`)."""
+    study = study.only(~frames.is_classic(study.runs))
     built = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from experiment {markdown.code(study.experiment)} at "
              f"{markdown.code(store.describe(study.uri))}")
     found = f": {len(study.runs)} runs."
@@ -131,9 +132,10 @@ def _names(runs: pd.DataFrame) -> str:
     return ", ".join(markdown.escape(name) for name in runs["run_name"].astype(str).head(LISTED))
 
 
-def notes(study: Study, used: pd.DataFrame) -> list[str]:
+def notes(study: Study, used: pd.DataFrame, questions=QUESTIONS, preset: str | None = None) -> list[str]:
     """What the figures leave out: runs not FINISHED or without an outcome, older repeats of a configuration,
-    unreadable artifacts (as the sections recorded them in the study), and questions without runs."""
+    unreadable artifacts (as the sections recorded them in the study), and questions without runs (with the
+    command of their preset: conf/experiment/<question>.yaml, or `preset` for every question)."""
     runs, out = study.runs, []
     for status, why in (("RUNNING", "still running"), ("KILLED", "killed"), ("FAILED", "failed")):
         part = runs[runs["status"] == status]
@@ -150,6 +152,6 @@ def notes(study: Study, used: pd.DataFrame) -> list[str]:
         out.append(f"{len(study.missing_artifacts)} run(s) without a readable grad_norms.parquet, left out of the through-time "
                    "figures: " + "; ".join(f"{markdown.escape(n)} ({markdown.escape(why)})"
                                      for n, why in zip(names, study.missing_artifacts.values())) + ".")
-    questions = set(runs["question"].dropna()) if "question" in runs else set()
-    out += [f"No runs with question={q}: {markdown.code(study.command(q))}." for q in QUESTIONS if q not in questions]
+    present = set(runs["question"].dropna()) if "question" in runs else set()
+    out += [f"No runs with question={q}: {markdown.code(study.command(preset or q))}." for q in questions if q not in present]
     return out

@@ -1,16 +1,20 @@
-"""Build the study's report from MLflow: <out>/README.md, <out>/findings.json and <out>/figures/ (png, pdf).
+"""Build a report from MLflow: <out>/README.md, <out>/findings.json and <out>/figures/ (png, pdf).
+
+Which report: `study` (the default), the quick study's, into reports/; `classic`, the reproduction table of the
+classic tier (the runs whose question starts with classic_, `rnngrad.report.classic`), into reports/classic/.
 
 findings.json holds every number the findings print, with its interval (`rnngrad.report.compare` reads it);
 the figures are <out>/figures/<name>.png (150 dpi) and .pdf.
 
-    python scripts/build_report.py [--tracking-uri URI] [--experiment NAME] [--out DIR]
+    python scripts/build_report.py [study|classic] [--tracking-uri URI] [--experiment NAME] [--out DIR]
 
 The report is staged in a folder <out>/.build-* and then swapped in, so a failure leaves the previous report
 as it was. A build killed outright (SIGKILL) leaves its staging folder behind; the next build removes it, after
 putting the previous figures back if the kill came mid-swap. The report owns <out>/README.md,
 <out>/findings.json and <out>/figures/; other files in <out> are left alone. The store is only read (rnngrad.report.load.open_client).
 Exit status 2, nothing created or changed: a store that does not exist, is not an MLflow store, is damaged or
-would need migrating; an experiment the store does not have; an --out that is not a directory.
+would need migrating; an experiment the store does not have; an --out that is not a directory; a report other
+than study or classic.
 Exit status 1: a figure failed to draw (a bug; the rest of the report is written).
 """
 
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
     from rnngrad.report.build import Report
 
 DPI = 150
+# which report -> its default folder under the project's root
+REPORTS = {"study": Path("reports"), "classic": Path("reports") / "classic"}
 REPLACED = ("README.md", "findings.json")  # the files a build replaces, after its figures, in this order
 
 
@@ -117,18 +123,21 @@ def write(report: Report, out: Path) -> None:
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line (`rnngrad report`, scripts/build_report.py)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("which", metavar="report", nargs="?", default="study", choices=list(REPORTS),
+                        help="the report to build: study (the quick study, default) or classic (the reproductions)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else <repo>/mlflow.db)")
     parser.add_argument("--experiment", default="rnngrad", help="MLflow experiment name (default: rnngrad)")
-    parser.add_argument("--out", type=Path, default=store.PROJECT_ROOT / "reports", help="output directory (default: reports/)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: reports/ for study, reports/classic/ for classic)")
     return parser
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser(prog).parse_args(argv)
     # imported once the arguments parse: --help, a usage error and completing the options answer at once
-    from rnngrad.report.build import build
+    from rnngrad.report import build, classic
     from rnngrad.report.load import Study
 
+    args.out = args.out if args.out is not None else store.PROJECT_ROOT / REPORTS[args.which]
     try:
         _check_out(args.out)
         uri = store.resolve_uri(args.tracking_uri)
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except ValueError as err:
         print(f"build_report: {err}", file=sys.stderr)
         return 2
-    report = build(study)
+    report = (classic.build if args.which == "classic" else build.build)(study)
     write(report, args.out)
     drawn = sum(part.figure is not None for part in report.parts)
     print(f"report: {drawn} of {len(report.parts)} figures, {len(report.findings)} findings -> {args.out / 'README.md'}")

@@ -375,11 +375,11 @@ def truncation_cosine(runs: pd.DataFrame, figure: str) -> list[Finding]:
 def truncation_shorter_than_dependency(runs: pd.DataFrame, figure: str) -> list[Finding]:
     """How many runs with k below the dependency distance solved the task, against full BPTT.
     runs: bptt.truncation (NaN: full BPTT), task.dependency, outcome."""
-    k = runs["bptt.truncation"]
-    short, full = runs[k < runs["task.dependency"]], runs[k.isna()]
+    k, window = runs["bptt.truncation"], frames.window_needed(runs["task.dependency"])
+    short, full = runs[k < window], runs[k.isna()]
     if short.empty:
         return []
-    dependency = runs["task.dependency"].median()
+    dependency = window.median()  # the shortest window that reaches the earliest relevant input
     won = short[short["outcome"] == "solved"]
     full_solved, quote = int((full["outcome"] == "solved").sum()), Quote("truncation_short")
     text = f"Truncation shorter than the dependency (k < {fmt(dependency)}): {quote.fraction('short', len(won), len(short))} runs solved"

@@ -24,6 +24,8 @@ SOLVED_ACCURACY = 0.99  # test accuracy at which a run counts as solved
 # the constant predictor's (tag task.baseline); the margin below 1 keeps a run that only matched it by chance out
 BEATS = 0.9
 
+CLASSIC_PREFIX = "classic_"  # the questions of the classic tier (conf/experiment/classic.yaml)
+
 FLOAT32 = np.finfo(np.float32)
 # the order in which models are listed and coloured: activations, gated cells, normalizations
 MODELS = ("sigmoid", "tanh", "relu", "linear", "lstm", "gru", "layer", "batch")
@@ -45,6 +47,13 @@ def ended(runs: pd.DataFrame) -> pd.DataFrame:
         latest = done[hashed].sort_values("start_time").drop_duplicates("config_hash", keep="last")
         done = pd.concat([latest, done[~hashed]])
     return done.sort_values("run_name").reset_index(drop=True)
+
+
+def is_classic(runs: pd.DataFrame) -> pd.Series:
+    """The runs of the classic tier (question classic_*, `rnngrad report classic`); the quick study ignores them."""
+    if "question" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["question"].astype(str).str.startswith(CLASSIC_PREFIX)
 
 
 def of_question(runs: pd.DataFrame, question: str) -> pd.DataFrame:
@@ -334,6 +343,13 @@ def with_trunc_cosine(runs: pd.DataFrame, cosine: pd.DataFrame) -> pd.DataFrame:
     """The runs with trunc_cosine: each run's median grad/trunc_cosine over its diagnostic steps (NaN for full BPTT).
     cosine: history columns run_id, step, value."""
     return runs.assign(trunc_cosine=runs["run_id"].map(cosine.groupby("run_id")["value"].median()))
+
+
+def window_needed(dependency):
+    """The truncation window k that reaches an input `dependency` steps before its loss (tag task.dependency): the
+    gradient of L_t reaches s_t .. s_{t-k+1}, so an input at t - d needs k >= d + 1 (temporal order at T = 20,
+    t1 in {2, 3} of steps 0..19: dependency 17, k >= 18 for every sequence)."""
+    return dependency + 1
 
 
 TRUNCATION_KEYS = ["task.seq_len", "model.activation", "bptt.truncation"]

@@ -261,6 +261,15 @@ class Study:
                                      + (", ".join(repr(n) for n in names) or "none"))
         return cls(client, found.experiment_id, load_runs(client, found.experiment_id), uri=uri, experiment=experiment)
 
+    def only(self, mask: pd.Series) -> Study:
+        """The same experiment with the runs where mask is true (a tier of the study: `frames.is_classic`); the
+        artifacts found missing are shared."""
+        runs = self.runs[mask.to_numpy(dtype=bool)].reset_index(drop=True)
+        runs.attrs = dict(self.runs.attrs)
+        part = Study(self.client, self.exp_id, runs, uri=self.uri, experiment=self.experiment)
+        part.missing_artifacts = self.missing_artifacts
+        return part
+
     def history(self, runs: pd.DataFrame, key: str) -> pd.DataFrame:
         """Columns run_id, step, value of metric `key` for these runs."""
         return load_histories(self.client, runs["run_id"], [key])[["run_id", "step", "value"]]

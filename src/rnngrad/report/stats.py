@@ -25,6 +25,16 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
+def side(lo: float, hi: float, criterion: float) -> int:
+    """Where the interval [lo, hi] lies against a criterion: 1 wholly above it, -1 wholly below, 0 straddling it
+    (or touching it, or an empty interval: nan)."""
+    if lo > criterion:
+        return 1
+    if hi < criterion:
+        return -1
+    return 0
+
+
 def fisher(k1: int, n1: int, k2: int, n2: int) -> float:
     """Two-sided p of Fisher's exact test that k1 of n1 and k2 of n2 come from the same fraction; nan when an arm is empty."""
     if n1 == 0 or n2 == 0:
