@@ -84,9 +84,9 @@ MAX_WORDS = 45  # a finding states one claim in about 40 words at most (tests/te
 def words(finding: Finding) -> int:
     """The finding's length in words: whitespace-separated tokens, each quoted number (a fraction with its interval,
     a median, a p value with its test's name) and each code span counting as one word."""
-    rest = CODE_SPAN.sub(" x ", finding.text)
+    rest = CODE_SPAN.sub("x", finding.text)
     for number in finding.quoted:
-        rest = rest.replace(number.printed, " x ", 1)
+        rest = rest.replace(number.printed, "x", 1)
     return len(rest.split())
 
 
@@ -220,7 +220,7 @@ def _decay_at_largest_radius(part: pd.DataFrame, act: str, figure: str) -> list[
     measured, theory = top["grad/decay_rate"].median(), top["theory"].median()
     quote = Quote(f"decay_largest_{act}")
     text = (f"{act} at the largest ρ = {fmt(top['spectral/radius'].median())}: measured decay rate "
-            f"{quote.median('measured', top['grad/decay_rate'], sign=True)} per step (median, {len(top)} runs), "
+            f"{quote.median('measured', top['grad/decay_rate'], sign=True)} per step (median, {len(top)} run{'s' if len(top) > 1 else ''}), "
             f"log(γρ) = {signed(theory)}")
     if measured < theory - AGREE:
         text += (f"; with {quote.median('saturated', top['act/saturation'], scale=100, suffix='%')} of units saturated, "
@@ -494,12 +494,12 @@ def _remedy_loss(task: str, T, at_T: pd.DataFrame, figure: str) -> list[Finding]
     spread = f"{ratio_text(rest.min())}–{ratio_text(rest.max())}" if len(rest) > 1 else ratio_text(rest.max()) if len(rest) else ""
     text = f"Remedies on {task}, T = {fmt(T)} ({count_text(losses.size())}, {_steps(at_T)} steps): "
     if beat.empty:
-        text += f"none of the {len(rest)} beats the constant predictor ({spread})"
+        text += f"none of the {len(rest)} beats the constant predictor (median final test loss over its: {spread})"
     else:
         text += (f"{listed} {'beat' if len(beat) > 1 else 'beats'} the constant predictor (median final test loss below "
                  f"{fmt(BEATS)} of its)")
         if len(rest):
-            text += f"; the other {len(rest)} do not ({spread})"
+            text += f"; the other {len(rest)} do not ({spread})" if len(rest) > 1 else f"; {rest.index[0]} does not ({spread})"
     return [quote.finding(text + f" (figure `{figure}`).", {"beat": list(beat.index), "rest": list(rest.index)})]
 
 
@@ -547,6 +547,8 @@ def _remedy_tests(task: str, part: pd.DataFrame, figure: str) -> list[Finding]:
     best = min(p, key=lambda label: (p[label], label))
     n = len(losses.get_group(best))
     floor = 2 / math.comb(n + len(base), n)  # all of one arm below all of the other: the exact test's smallest p
+    if floor >= 1:  # one run against one: no test can tell the arms apart
+        return []
     quote = Quote(f"remedy_tests_{task}")
     text = (f"On {task} at T = {fmt(T)}, each remedy's final losses against the plain RNN's: the smallest "
             f"{quote.mann_whitney('p', losses.get_group(best), base)} ({best}); with {n} against {len(base)} runs no p "
