@@ -766,7 +766,7 @@ def test_report_from_a_real_sweep_draws_every_figure_and_links_it(tmp_path, blan
     for record in data["findings"]:
         quoted = tuple(findings.Number(n["id"], 0.0, None, None, n["printed"]) for n in record["numbers"] if n["n"] is not None)
         assert findings.words(findings.Finding(record["id"], record["text"], quoted=quoted)) <= findings.MAX_WORDS, record["text"]
-        assert "(figure `" in record["text"] or "(figures `" in record["text"], record["text"]
+        assert re.search(r"figures? `\w+`", record["text"]), record["text"]
     steps = {r.data.params["train.steps"] for r in seqlen}
     assert f"seqlen ({len(seqlen)} runs, {'–'.join(sorted(steps, key=int))} training steps" in readme
     assert "[reports/classic/README.md](classic/README.md)" in readme
