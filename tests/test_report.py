@@ -255,7 +255,7 @@ def test_heatmap_examples_leave_out_dead_gradients_and_share_one_sequence_length
     picks_t10 = frames.heatmap_picks(more_at_t10[more_at_t10["run_id"].isin(["t10_explode", "t10_flat", "vanish"])], norms_t10)
     assert {kind: p["run_id"] for kind, p in picks_t10.items()} == {"exploding": "t10_explode", "healthy": "t10_flat"}
     assert frames.heatmap_picks(pool[pool["run_id"] == "dead"], norms) == {}
-    candidates = frames.heatmap_candidates(pool, per_kind=1)
+    candidates = frames.heatmap_candidates(pool, per_kind=1, healthy=1)
     assert set(candidates["run_id"]) == {"t10_explode", "vanish", "explode", "dead"}  # per T: lowest, highest, closest to 0
 
 
@@ -525,7 +525,7 @@ def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_
         _remedy("l2", cell="lstm", **{"task.seq_len": 4, "eval/loss": 0.45}),
     ])
     data = frames.remedy_runs(runs)
-    text = {f.id: f.text for f in findings.remedy_losses(data, frames.remedy_curves(data)[0], "remedies")}
+    text = {f.id: f.text for f in findings.remedy_losses(data, "remedies")}
     # T = 2: gru's losses 0.01 and 0.03 (median 0.02, bootstrap interval 0.01-0.03: two significant digits)
     assert text["remedy_loss_adding_T2"] == (
         "Remedies on adding, T = 2 (1–2 runs each, 100 steps): gru (0.020), relu, identity init (0.50) beat the constant "

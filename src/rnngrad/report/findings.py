@@ -461,11 +461,11 @@ def charlm_bits(runs: pd.DataFrame, figure: str) -> list[Finding]:
 
 # remedies
 
-def remedy_losses(runs: pd.DataFrame, curves: pd.DataFrame, figure: str) -> list[Finding]:
+def remedy_losses(runs: pd.DataFrame, figure: str) -> list[Finding]:
     """Per task: `_remedy_loss` per T, `_remedies_solved`, then `_classic_account` and `_remedy_tests` at its longest T.
 
     runs: `frames.remedy_runs` (task.name, task.seq_len, label, outcome, eval/accuracy, train.steps, relative_loss);
-    curves: `frames.remedy_curves` of those runs (unused: the medians are taken from the runs, with their intervals).
+    the medians are taken from the runs, so that each carries its bootstrap interval.
     """
     out = []
     for task, part in runs.groupby("task.name"):

@@ -397,16 +397,18 @@ def below_epsilon(norms: pd.Series, eps: float = float(FLOAT32.eps)) -> float:
     return float(lost.min()) if len(lost) else math.nan
 
 
-HEATMAP_CANDIDATES = 3  # runs per kind and sequence length whose gradients are loaded to find a live example
+HEATMAP_CANDIDATES = 3  # runs per extreme kind and sequence length whose gradients are loaded to find a live example
+HEALTHY_CANDIDATES = 10  # the same for the decay rate closest to 0, where dead runs (decay about 0) crowd
 
 
-def heatmap_candidates(pool: pd.DataFrame, per_kind: int = HEATMAP_CANDIDATES) -> pd.DataFrame:
-    """Per task.seq_len, the per_kind runs of `pool` (one row per run with decay) with the most negative decay, the
-    most positive and the closest to 0: the runs `heatmap_picks` may choose from, without loading every run's norms."""
+def heatmap_candidates(pool: pd.DataFrame, per_kind: int = HEATMAP_CANDIDATES, healthy: int = HEALTHY_CANDIDATES) -> pd.DataFrame:
+    """Per task.seq_len, the per_kind runs of `pool` (one row per run with decay) with the most negative decay and the
+    most positive, and the `healthy` runs closest to 0: the runs `heatmap_picks` may choose from, without loading every
+    run's norms."""
     parts = []
     for _, group in pool.groupby("task.seq_len"):
         parts += [group.nsmallest(per_kind, "decay"), group.nlargest(per_kind, "decay"),
-                  group.loc[group["decay"].abs().nsmallest(per_kind).index]]
+                  group.loc[group["decay"].abs().nsmallest(healthy).index]]
     return pd.concat(parts).drop_duplicates("run_id") if parts else pool.iloc[:0]
 
 
@@ -425,13 +427,16 @@ def live_runs(grad_norms: pd.DataFrame) -> pd.Series:
 
 def heatmap_picks(pool: pd.DataFrame, grad_norms: pd.DataFrame) -> dict[str, pd.Series]:
     """`representative_runs` among the runs of `pool` whose gradient is alive (`live_runs` of their grad_norms), all
-    of one sequence length: the task.seq_len that gives the most kinds (vanishing, exploding, healthy), the longer
-    on a tie. {} when no run is alive."""
+    of one sequence length: the task.seq_len that gives the most kinds (vanishing, exploding, healthy), on a tie the
+    one whose vanishing and exploding picks' decay rates spread the widest (the most distinct pictures), then the
+    longer. {} when no run is alive."""
     alive = live_runs(grad_norms)
     live = pool[pool["run_id"].map(alive).fillna(False).astype(bool)]
-    best: dict = {}
-    for T, group in sorted(live.groupby("task.seq_len"), key=lambda item: item[0]):
+    best, best_key = {}, None
+    for T, group in live.groupby("task.seq_len"):
         picks = representative_runs(group)
-        if len(picks) >= len(best):
-            best = picks
+        decays = [p["decay"] for kind, p in picks.items() if kind != "healthy"] or [0.0]
+        key = (len(picks), max(decays) - min(decays), T)
+        if best_key is None or key > best_key:
+            best, best_key = picks, key
     return best

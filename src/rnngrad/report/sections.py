@@ -428,7 +428,7 @@ SECTIONS = (
             call(_charlm_caption, "seeds", "described"), (call(findings.charlm_bits, "runs"),)),
     Section("remedies", "Remedies: final loss and success against sequence length", "remedies", True, _remedies,
             call(figures.remedies, "curves", "solved"), call(_remedies_caption, "curves", "described"),
-            (call(findings.remedy_losses, "runs", "curves"),)),
+            (call(findings.remedy_losses, "runs"),)),
     Section("remedies_grad_through_time", "Remedies: gradient norm through time at initialization", "remedies", True,
             _remedies_grad, call(figures.remedies_grad_through_time, "curves", "lengths", "runs"),
             call(_remedies_grad_caption, "curves", "clipped", "every_step", "described", "lost"),
