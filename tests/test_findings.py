@@ -78,7 +78,10 @@ def _numbers_in(text):
 def test_findings_json_holds_every_number_the_text_prints_rounded_as_printed():
     runs = pd.DataFrame({"task.seq_len": [10, 10, 10, 20, 20], "outcome": ["solved", "solved", "unsolved", "diverged", "solved"],
                          "clip.mode": ["norm", "none", "norm", "none", "norm"]})
-    report = Report("src", findings=[*findings.solved_by_length(runs, "fig2"), *findings.clipping_and_success(runs, "fig")])
+    saturation = pd.DataFrame({"run_id": ["a", "b", "c"], "model.activation": "tanh"})
+    history = pd.DataFrame({"run_id": ["a", "b", "c"], "step": 9, "value": [0.31, 0.35, 0.42]})
+    report = Report("src", findings=[*findings.solved_by_length(runs, "fig2"), *findings.clipping_and_success(runs, "fig"),
+                                     *findings.final_saturation(saturation, history, "fig3")])
     data = json.loads(report.findings_json())
     for finding, record in zip(report.findings, data["findings"]):
         assert record["id"] == finding.id and record["text"] == finding.text
@@ -86,13 +89,16 @@ def test_findings_json_holds_every_number_the_text_prints_rounded_as_printed():
         assert sorted(_numbers_in(finding.text)) == sorted(x for p in printed for x in _numbers_in(p))
         for n in record["numbers"]:
             assert n["printed"] in finding.text
-            if n["interval"] is not None:  # 'k of n (95% CI lo–hi%)': every printed number from the record
+            if n["interval"] is not None and " of " not in n["printed"]:  # a median: printed to its interval
+                assert n["printed"].lstrip("+").rstrip("%") == stats.supported(n["value"], *n["interval"])
+            elif n["interval"] is not None:  # 'k of n (95% CI lo–hi%)': every printed number from the record
                 k, total, lo, hi = map(int, re.fullmatch(r"(\d+) of (\d+) \(95% CI (\d+)–(\d+)%\)", n["printed"]).groups())
                 assert (k, total) == (round(n["value"] * n["n"]), n["n"])
                 assert (lo, hi) == (round(100 * n["interval"][0]), round(100 * n["interval"][1]))
             elif n["n"] is None:
                 assert float(n["printed"].replace("−", "-")) == n["value"]
-    (by_length, _) = data["findings"]
+    (by_length, _, saturated) = data["findings"]
+    assert "tanh 35%" in saturated["text"] and saturated["numbers"][0]["interval"] == pytest.approx([31.0, 42.0])
     assert [n["id"] for n in by_length["numbers"]][:2] == ["solved_by_length.T10", "solved_by_length.T20"]
     assert "T = 10: 2 of 3 (95% CI 21–94%)" in by_length["text"]
     assert report.findings_json() == Report("other source", findings=report.findings).findings_json()  # no build time
@@ -141,3 +147,53 @@ def test_a_run_that_stopped_when_solved_keeps_its_last_loss_in_the_median():
     assert (last["n"], last["median"]) == (3, 0.8)  # a's 0.1 carried to step 2: median of 0.1, 0.8, 9.0
     diverged_early = history[~((history["run_id"] == "c") & (history["step"] == 2))]
     assert frames.carried_forward(diverged_early, runs, ["label"]).query("run_id == 'c'")["step"].max() == 1
+
+
+def test_the_bootstrap_interval_of_a_median_is_seeded_and_blind_to_the_order_of_the_runs():
+    # 3 runs: every resample's median is one of the 3 values, and the 2.5% and 97.5% points are the extremes
+    assert stats.median_interval([0.3, 0.1, 0.2]) == (0.1, 0.3)
+    values = [0.41, 0.38, 0.44, 0.40, 0.43, 0.39, 0.42]
+    assert stats.median_interval(values) == stats.median_interval(sorted(values)) == stats.median_interval(values[::-1])
+    lo, hi = stats.median_interval(values)
+    assert 0.38 <= lo < 0.41 < hi <= 0.44
+    assert all(math.isnan(v) for v in stats.median_interval([0.4])) and all(math.isnan(v) for v in stats.median_interval([]))
+
+
+def test_supported_prints_the_digits_the_interval_allows_as_significant_digits():
+    assert stats.supported(0.4213, 0.118, 0.769) == "0.4"  # as round_to_interval
+    assert stats.supported(0.4213, 0.30, 0.54) == "0.42"
+    assert stats.supported(7.7e-08, 5e-08, 1e-07) == "8e-08"  # a small number keeps its exponent
+    assert stats.supported(3.5e04, 1e04, 6e04) == "4e+04" and stats.supported(123.4, 100, 150) == "120"
+    assert stats.supported(0.0012, 0.0005, 0.1) == "0.001"  # an interval wider than the value: one digit
+    assert stats.supported(0.409213, 0.4091, 0.4093) == "0.409"  # never more than 3 significant digits
+    assert stats.supported(2.94, math.nan, math.nan) == "2.9" and stats.supported(1.0, 1.0, 1.0) == "1.0"  # no spread: 2
+    assert stats.supported(-0.4512, -0.47, -0.43) == "-0.45"
+
+
+def test_a_quoted_median_prints_to_its_bootstrap_interval_and_records_it():
+    quote = findings.Quote("f")
+    printed = quote.median("rate", [0.41, 0.38, 0.44, 0.40, 0.43, 0.39, 0.42], sign=True)
+    share = quote.median("share", [0.2, 0.25, 0.3], scale=100, suffix="%")
+    (rate, saturated) = quote.numbers
+    assert printed == "+" + stats.supported(0.41, *rate.interval) and rate.value == pytest.approx(0.41) and rate.n == 7
+    assert share == "25%" and saturated.interval == pytest.approx((20.0, 30.0)) and saturated.value == pytest.approx(25.0)
+    assert quote.median("one", [2.94]) == "2.9" and quote.numbers[-1].interval is None  # one run: no interval
+
+
+def test_words_counts_a_quoted_number_and_a_code_span_as_one_word():
+    quote = findings.Quote("f")
+    text = f"With clipping {quote.fraction('k', 2, 5)} runs solved ({quote.fisher('p', 2, 5, 1, 5)}) (figure `a_b`)."
+    finding = quote.finding(text)
+    assert findings.words(finding) == 8  # With clipping <fraction> runs solved (<p>) (figure <code>).
+    long = findings.Finding("long", " ".join(["word"] * 46))
+    assert findings.words(long) == 46 > findings.MAX_WORDS
+
+
+def test_every_finding_on_crafted_runs_states_one_claim_within_the_word_limit_and_names_its_figure():
+    runs = pd.DataFrame({"task.seq_len": [10, 20, 40, 80] * 5, "outcome": ["solved", "unsolved"] * 10,
+                         "clip.mode": ["norm", "none"] * 10, "eval/loss": [0.5, 1.0] * 10, "task.baseline": 1.0})
+    found = [*findings.solved_by_length(runs, "fig"), *findings.clipping_and_success(runs, "fig"),
+             *findings.beats_constant_predictor(runs, "seqlen", "fig")]
+    assert len(found) == 3
+    for finding in found:
+        assert findings.words(finding) <= findings.MAX_WORDS and "figure `fig`)" in finding.text

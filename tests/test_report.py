@@ -4,8 +4,10 @@ whole build (scripts/build_report.py) on empty, partial and real stores."""
 import fcntl
 import hashlib
 import importlib.util
+import json
 import math
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -200,6 +202,47 @@ def test_grad_heatmaps_share_one_log_scale_and_blank_zero_norms():
     assert [ax.get_title() for ax in fig.axes[:2]] == ["vanishing", "exploding"]
 
 
+def _heatmap_norms(run_id, T, steps, earlier):
+    """grad_norms of one run: ||dL/ds_T|| = 1 and `earlier(step, t)` at every t < T, at each training step."""
+    return pd.DataFrame([(run_id, step, t, 1.0 if t == T else earlier(step, t)) for step in steps for t in range(1, T + 1)],
+                        columns=["run_id", "step", "t", "ds_norm"])
+
+
+def test_heatmap_examples_leave_out_dead_gradients_and_share_one_sequence_length():
+    pool = pd.DataFrame({
+        "run_id": ["dead", "t10_explode", "vanish", "explode", "healthy", "half_dead"],
+        "task.seq_len": [20, 10, 20, 20, 20, 20], "decay": [0.0, 0.9, -0.5, 0.3, 0.05, -0.01],
+        "outcome": "unsolved",
+    })
+    norms = pd.concat([
+        _heatmap_norms("dead", 20, range(4), lambda step, t: 0.0),  # a dead relu run: 0 at every t < T
+        _heatmap_norms("t10_explode", 10, range(4), lambda step, t: 2.0 ** (10 - t)),
+        _heatmap_norms("vanish", 20, range(4), lambda step, t: 0.5 ** (20 - t)),
+        _heatmap_norms("explode", 20, range(4), lambda step, t: 1.3 ** (20 - t)),
+        _heatmap_norms("healthy", 20, range(4), lambda step, t: 1.0),
+        _heatmap_norms("half_dead", 20, range(4), lambda step, t: 1.0 if step == 0 else 0.0),  # alive at 1 step of 4
+    ])
+    alive = frames.live_runs(norms)
+    assert alive.to_dict() == {"dead": False, "t10_explode": True, "vanish": True, "explode": True, "healthy": True,
+                               "half_dead": False}
+    picks = frames.heatmap_picks(pool, norms)
+    # without the filter the dead run (decay 0) would be the healthy example, and the T = 10 run the exploding one
+    assert {kind: p["run_id"] for kind, p in picks.items()} == {"vanishing": "vanish", "exploding": "explode", "healthy": "healthy"}
+    assert frames.representative_runs(pool)["healthy"]["run_id"] == "dead"
+    assert frames.representative_runs(pool)["exploding"]["run_id"] == "t10_explode"
+    # the examples never mix lengths: one kind at T = 10 and one at T = 20 give the longer's one, not both
+    one_each = frames.heatmap_picks(pool[pool["run_id"].isin(["t10_explode", "vanish"])], norms)
+    assert {kind: p["run_id"] for kind, p in one_each.items()} == {"vanishing": "vanish"}
+    # a length with more kinds wins over a longer one with fewer
+    more_at_t10 = pd.concat([pool, pd.DataFrame({"run_id": ["t10_flat"], "task.seq_len": [10], "decay": [0.01], "outcome": "unsolved"})])
+    norms_t10 = pd.concat([norms, _heatmap_norms("t10_flat", 10, range(4), lambda step, t: 1.0)])
+    picks_t10 = frames.heatmap_picks(more_at_t10[more_at_t10["run_id"].isin(["t10_explode", "t10_flat", "vanish"])], norms_t10)
+    assert {kind: p["run_id"] for kind, p in picks_t10.items()} == {"exploding": "t10_explode", "healthy": "t10_flat"}
+    assert frames.heatmap_picks(pool[pool["run_id"] == "dead"], norms) == {}
+    candidates = frames.heatmap_candidates(pool, per_kind=1, healthy=1)
+    assert set(candidates["run_id"]) == {"t10_explode", "vanish", "explode", "dead"}  # per T: lowest, highest, closest to 0
+
+
 def test_success_vs_length_plots_the_fraction_solved_diverged_counting_as_failed():
     runs = pd.DataFrame({
         "task.seq_len": [10, 10, 10, 20, 20, 10, 20], "panel": "tanh, gaussian init", "colour": "tanh",
@@ -389,26 +432,41 @@ def test_precision_plots_both_precisions_marks_where_float32_first_reports_zero_
 
 # findings: the numbers come from the data
 
-def test_precision_findings_state_where_float32_reaches_zero_and_how_far_it_agrees_with_float64():
-    curves = frames.precision_curves(*precision_norms())
-    (lost,) = [f.text for f in findings.float32_underflow(curves, "adding, T = 4", "precision")]
-    (agree,) = [f.text for f in findings.float32_agreement(curves, "precision")]
-    assert lost.startswith("Where float32 loses a vanishing gradient that float64 still measures, ||dL/ds_t|| at "
-                           "initialization (adding, T = 4, the same weights in both precisions, median over runs; float32's "
-                           "smallest subnormal is 1.4e-45): sigmoid, ρ = 0.5: float32 first reports 0 at T − t = 2, where "
-                           "float64 reports 0 as well; sigmoid, ρ = 1: float32 never reports 0 over 3 steps back, its smallest norm 0.25; ")
-    assert ("tanh, ρ = 0.5: float32 first reports exactly 0 at T − t = 3, where float64 still measures 1e-50 (float64 stays "
-            "positive to T − t = 3, down to 1e-50); tanh, ρ = 1: float32 first reports exactly 0 at T − t = 2, where float64 "
-            "still measures 1e-300 (float64 itself first reports 0 at T − t = 3) (figure `precision`).") in lost
-    assert ("sigmoid, ρ = 0.5: 0.0 at the 2 distances where float32's norm is normal; sigmoid, ρ = 1: 0.0 at the 4 distances "
-            "where float32's norm is normal; tanh, ρ = 0.5: 2.0e-07 at the 2 distances where float32's norm is normal, 0.20 at "
-            "the 1 where it is subnormal; tanh, ρ = 1: 0.0 at the 2 distances") in agree
-    assert agree.endswith("float32 agrees with float64 while its norm is normal and loses precision in the subnormal range "
-                          "before it reaches 0 (figure `precision`).")
-    only_float64 = curves[curves["model.dtype"] == "float64"]
-    assert findings.float32_underflow(only_float64, "adding, T = 4", "precision") == []  # nothing to compare
-    assert findings.float32_agreement(only_float64, "precision") == []
+def test_below_epsilon_is_where_a_term_falls_below_float32_eps_times_the_largest():
+    halving = pd.Series(0.5 ** np.arange(40.0))
+    assert np.finfo(np.float32).eps == 0.5 ** 23  # so 0.5**23 is not below eps times the largest (1), 0.5**24 is
+    assert frames.below_epsilon(halving) == 24 and frames.below_epsilon(4 * halving) == 24  # relative to the largest
+    rising = pd.Series([1e-9, 1.0, 0.5, 1e-8], index=[0, 1, 2, 3])  # the largest need not be at the loss
+    assert frames.below_epsilon(rising) == 0 and frames.below_epsilon(pd.Series([1.0, 0.0, 1.0])) == 1  # 0 is below
+    assert math.isnan(frames.below_epsilon(pd.Series([1.0, 0.5, 0.25]))) and math.isnan(frames.below_epsilon(pd.Series([0.0, 0.0])))
 
+
+def test_precision_findings_state_where_float32_loses_the_long_range_terms_and_where_it_reaches_zero():
+    curves = frames.precision_curves(*precision_norms())
+    lost = [f.text for f in findings.float32_lost(curves, "precision")]
+    (agree,) = [f.text for f in findings.float32_agreement(curves, "adding, T = 4", "precision")]
+    assert lost == [
+        # float32 [1, 1e-10, 0, 0]: 1e-10 is below 1.2e-07 x 1 at distance 1; float64 is 0 where float32 is: no second finding
+        "sigmoid, ρ = 0.5: float32's ||dL/ds_t|| falls below ε = 1.2e-07 times its largest at T − t = 1, so the summed "
+        "weight gradient loses longer-range terms; it reports 0 only from T − t = 2 (figure `precision`).",
+        "sigmoid, ρ = 1: float32's ||dL/ds_t|| stays above ε = 1.2e-07 times its largest over 3 steps back; it never "
+        "reports 0 (figure `precision`).",  # medians 2, 1, 0.5, 0.25
+        "tanh, ρ = 0.5: float32's ||dL/ds_t|| falls below ε = 1.2e-07 times its largest at T − t = 1, so the summed "
+        "weight gradient loses longer-range terms; it reports 0 only from T − t = 3 (figure `precision`).",
+        "tanh, ρ = 0.5: where float32 first reports exactly 0 (T − t = 3), float64 still measures 1e-50, from the same "
+        "weights (figure `precision`).",
+        "tanh, ρ = 1: float32's ||dL/ds_t|| falls below ε = 1.2e-07 times its largest at T − t = 2, so the summed "
+        "weight gradient loses longer-range terms; it reports 0 only from T − t = 2 (figure `precision`).",
+        "tanh, ρ = 1: where float32 first reports exactly 0 (T − t = 2), float64 still measures 1e-300, from the same "
+        "weights (figure `precision`).",
+    ]
+    # the largest relative differences: 2e-07 at tanh rho 0.5, distance 1 (normal); 0.2 at distance 2 (1.2e-40, subnormal)
+    assert agree == ("On adding, T = 4, while float32's ||dL/ds_t|| is normal (≥ 1.2e-38), it agrees with float64 to a "
+                     "relative difference of at most 2.0e-07 in 4 settings; in its subnormal range it differs by up to "
+                     "0.20 (figure `precision`).")
+    only_float64 = curves[curves["model.dtype"] == "float64"]
+    assert findings.float32_lost(only_float64, "precision") == []  # nothing to compare
+    assert findings.float32_agreement(only_float64, "adding, T = 4", "precision") == []
 
 
 def test_decay_findings_state_the_measured_numbers_and_the_zero_crossing():
@@ -422,11 +480,14 @@ def test_decay_findings_state_the_measured_numbers_and_the_zero_crossing():
     data = frames.decay_runs(runs)
     found = [*findings.linear_decay(data, "fig"), *findings.decay_per_activation(data, frames.decay_curves(data), "fig"),
              *findings.decay_tracks_lyapunov(data, "fig")]
-    text = " ".join(f.text for f in found)
-    assert "differs from log ρ by at most 0.003 nats per step over 4 runs, as the theory" in text
-    assert "tanh: the measured decay rate lies at or below log(γρ) (γ = 1) in 4 of 4 (95% CI 51–100%) runs" in text
-    assert f"at the largest ρ = 4 it is +0.40 against {np.log(4):+.2f} predicted" in text and "40% of units saturated" in text
-    assert "turns positive (gradients stop vanishing): at ρ ≈ 1.4 for orthogonal W" in text  # sqrt(2): halfway in log rho
+    text = {f.id: f.text for f in found}
+    assert "differs from log ρ by at most 0.003 nats per step over 4 runs, as the theory" in text["decay_linear"]
+    assert "tanh: the measured decay rate lies at or below log(γρ) (γ = 1) in 4 of 4 (95% CI 51–100%) runs" in text["decay_theory_tanh"]
+    # one run at rho = 4: no spread, so two significant digits
+    assert text["decay_largest_tanh"] == (f"tanh at the largest ρ = 4: measured decay rate +0.40 per step (median, 1 run), "
+                                          f"log(γρ) = {np.log(4):+.2f}; with 40% of units saturated, f'(a) < γ contracts "
+                                          "each step more than log(γρ) assumes (figure `fig`).")
+    assert "turns positive (gradients stop vanishing) at ρ ≈ 1.4;" in text["decay_crossing_tanh_orthogonal"]  # sqrt(2)
 
 
 def _remedy(run_id, cell="rnn", activation="tanh", init="gaussian", norm="none", clip="none", **values):
@@ -448,26 +509,33 @@ def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_
         _remedy("l2", cell="lstm", **{"task.seq_len": 4, "eval/loss": 0.45}),
     ])
     data = frames.remedy_runs(runs)
-    text = " ".join(f.text for f in findings.remedy_losses(data, frames.remedy_curves(data)[0], "remedies"))
-    assert "Remedies on adding (1–2 runs each, 100 training steps)" in text and "below 0.9 of it" in text
-    assert "T = 2: gru (0.020); relu, identity init (0.50) beat it; tanh, gaussian init (1.0) does not." in text
-    assert "T = 4: gru (0.10) beats it; lstm (0.90); tanh, gaussian init (1.0); relu, identity init (2.0) do not." in text
-    assert "Runs solved (test accuracy ≥ 0.99): 1 of 8 (95% CI 2–47%); the highest final test accuracy is 0.995 (gru, T = 2)" in text
-    assert ("on adding at T = 4: lstm (0.90); relu, identity init (2.0) do not beat the constant predictor within 100 training "
-            "steps, like the plain RNN (tanh, gaussian init, 1.0); only gru (0.10) does") in text
+    text = {f.id: f.text for f in findings.remedy_losses(data, "remedies")}
+    # T = 2: gru's losses 0.01 and 0.03 (median 0.02, bootstrap interval 0.01-0.03: two significant digits)
+    assert text["remedy_loss_adding_T2"] == (
+        "Remedies on adding, T = 2 (1–2 runs each, 100 steps): gru (0.020), relu, identity init (0.50) beat the constant "
+        "predictor (median final test loss below 0.9 of its); tanh, gaussian init does not (1.0) (figure `remedies`).")
+    assert text["remedy_loss_adding_T4"].startswith("Remedies on adding, T = 4 (1 run each, 100 steps): gru (0.10) beats "
+                                                    "the constant predictor") and "the other 3 do not (0.90–2.0)" in text["remedy_loss_adding_T4"]
+    assert text["remedies_solved_adding"] == ("Remedies on adding: 1 of 8 (95% CI 2–47%) runs solved (test accuracy ≥ 0.99); "
+                                              "the highest final test accuracy is 0.995 (gru, T = 2) (figure `remedies`).")
+    assert ("on adding at T = 4, 2 of 3 remedies stay above 0.9 of the constant predictor's loss in 100 steps, like the "
+            "plain RNN (1.0)") in text["classic_account_adding"]
+    assert "remedy_tests_adding" not in text  # one run against one: no test
     # at initialization, T = 4 (3 steps back): ||dL/ds_1|| / ||dL/ds_4|| = per-step factor ** 3
     factors = {"g3": (0.01, np.nan), "t2": (0.1, np.nan), "r2": (0.8 ** (1 / 3), np.nan), "l2": (0.6, 0.9), "t1": (0.5, np.nan)}
     init = pd.DataFrame([(run, 0, t, f ** (T - t), c ** (T - t)) for run, (f, c) in factors.items()
                          for T in [4 if run != "t1" else 2] for t in range(1, T + 1)],
                         columns=["run_id", "step", "t", "ds_norm", "dc_norm"])
-    text = " ".join(f.text for f in findings.gradient_at_initialization(frames.remedy_init_rows(init, data), data, "grad"))
-    assert ("Gradient at initialization on adding, T = 4, ||dL/ds_1|| / ||dL/ds_last||, median over seeds: "
-            "relu, identity init: 0.80 (×0.928 per step); lstm: 0.22 (×0.6 per step), its cell state ||dL/dc_1|| / "
-            "||dL/dc_last|| 0.73 (×0.9 per step); tanh, gaussian init: 0.0010 (×0.1 per step); gru: 1.0e-06 (×0.01 per step)") in text
-    assert ("On adding at T = 4 the gradient at initialization does not predict which remedy learns: relu, identity init keeps "
-            "the most of the gradient (0.80) yet ends at 2.0 times the constant predictor's loss; gru beats the constant "
-            "predictor (0.10) though its gradient vanishes at least as fast as the plain RNN's (1.0e-06 against tanh, "
-            "gaussian init, 0.0010)") in text
+    text = {f.id: f.text for f in findings.gradient_at_initialization(frames.remedy_init_rows(init, data), data, "grad")}
+    assert text["init_gradient_adding"] == ("On adding, T = 4, ||dL/ds_1||/||dL/ds_last|| at initialization (median) spans "
+                                            "0.80, ×0.93 per step (relu, identity init) to 1.0e-06, ×0.010 per step (gru); "
+                                            "plain RNN 0.0010 (figure `grad`).")
+    assert text["init_cell_state_adding_lstm"] == ("lstm on adding, T = 4: its cell state keeps ||dL/dc_1||/||dL/dc_last|| = "
+                                                   "0.73, ×0.90 per step at initialization, its hidden state 0.22 (figure `grad`).")
+    assert ("relu, identity init keeps the most of it (0.80) yet ends at 2.0 times the constant predictor's loss"
+            in text["gradient_kept_adding"])
+    assert ("gru beats the constant predictor (0.10) though its gradient vanishes as fast as the plain RNN's or faster "
+            "(1.0e-06 against 0.0010)") in text["gradient_learns_adding_gru"]
 
 
 def test_runs_table_counts_outcomes_and_statuses_per_question():
@@ -549,8 +617,10 @@ def test_remedies_with_one_task_and_some_runs_without_grad_norms_still_draw(stor
     assert code == 0 and "could not be drawn" not in readme
     assert {"remedies", "remedies_grad_through_time"} <= {p.stem for p in (tmp_path / "out" / "figures").glob("*.png")}
     assert "1 run(s) without grad_norms.parquet left out." in readme
-    assert "T = 3: lstm (0.60) beats it; tanh, gaussian init (1.2) does not." in readme
-    assert "lstm: 0.25 (×0.5 per step), its cell state ||dL/dc_1|| / ||dL/dc_last|| 0.50 (×0.707 per step)" in readme
+    assert ("Remedies on adding, T = 3 (1 run each, 100 steps): lstm (0.60) beats the constant predictor (median final "
+            "test loss below 0.9 of its); tanh, gaussian init does not (1.2) (figure `remedies`).") in readme
+    assert ("lstm on adding, T = 3: its cell state keeps ||dL/dc_1||/||dL/dc_last|| = 0.50, ×0.71 per step at initialization, "
+            "its hidden state 0.25 (figure `remedies_grad_through_time`).") in readme
     create_experiment(store, "bare")  # no artifacts at all
     fake_run(client, client.get_experiment_by_name("bare").experiment_id, "tanh", REMEDY_PARAMS, tags=done,
              metrics={"eval/loss": [(100, 0.2)]})
@@ -577,9 +647,11 @@ def test_precision_runs_draw_the_figure_and_state_where_float32_underflows(store
     code, readme = build(store, tmp_path / "out")
     assert code == 0 and (tmp_path / "out" / "figures" / "precision.png").exists()
     assert "1 run(s) without grad_norms.parquet left out." in readme
-    assert ("sigmoid, ρ = 0.5: float32 first reports exactly 0 at T − t = 2, where float64 still measures 1e-46 (float64 stays "
-            "positive to T − t = 2, down to 1e-46)") in readme
-    assert "(adding, T = 3, the same weights in both precisions" in readme and "No runs with question=precision" not in readme
+    assert ("sigmoid, ρ = 0.5: float32's ||dL/ds_t|| falls below ε = 1.2e-07 times its largest at T − t = 1, so the summed "
+            "weight gradient loses longer-range terms; it reports 0 only from T − t = 2 (figure `precision`).") in readme
+    assert ("sigmoid, ρ = 0.5: where float32 first reports exactly 0 (T − t = 2), float64 still measures 1e-46, from the same "
+            "weights (figure `precision`).") in readme
+    assert "On adding, T = 3, while float32's" in readme and "No runs with question=precision" not in readme
 
 
 def _diverging_run(uri, monkeypatch):
@@ -623,7 +695,7 @@ def test_diverged_running_and_artifact_less_runs_are_reported_not_fatal(store, t
             f"`python -m rnngrad.train -m experiment=precision tracking.uri={store}`") in readme
     assert "| clipping | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 | 0 |" in readme
     assert "| seqlen | 1 | 0 | 0 | 0 | 0 | 1 | 0 | 0 | 0 |" in readme
-    assert "Runs diverged: no clipping 1 of 1 (95% CI 21–100%)" in readme
+    assert "Without clipping 1 of 1 (95% CI 21–100%) runs diverged" in readme
     assert client.get_run(diverged).data.tags["outcome"] == "diverged"
 
 
@@ -666,6 +738,21 @@ def test_report_from_a_real_sweep_draws_every_figure_and_links_it(tmp_path, blan
     diverged = sum(r.data.tags["outcome"] == "diverged" for r in runs)
     assert f"| total | {len(runs)} | " in readme and readme.count("| diverged |") == 1
     assert readme.split("| total |")[1].split("|")[4].strip() == str(diverged)
+    # one claim per finding, each naming its figure; the opening states each question's budget as read from the runs
+    data = json.loads((out / "findings.json").read_text())
+    for record in data["findings"]:
+        quoted = tuple(findings.Number(n["id"], 0.0, None, None, n["printed"]) for n in record["numbers"] if n["n"] is not None)
+        assert findings.words(findings.Finding(record["id"], record["text"], quoted=quoted)) <= findings.MAX_WORDS, record["text"]
+        assert re.search(r"figures? `\w+`", record["text"]), record["text"]
+    steps = {r.data.params["train.steps"] for r in seqlen}
+    assert f"seqlen ({len(seqlen)} runs, {'–'.join(sorted(steps, key=int))} training steps" in readme
+    assert "[reports/classic/README.md](classic/README.md)" in readme
+    # determinism: a second build of the same store writes the same findings.json, and the same README but its build time
+    again = tmp_path / "again"
+    assert build(uri, again)[0] == 0
+    assert (again / "findings.json").read_bytes() == (out / "findings.json").read_bytes()
+    built = re.compile(r"^Built .* UTC ", re.M)
+    assert built.sub("", (again / "README.md").read_text()) == built.sub("", readme)
 
 
 def _foreign(path):

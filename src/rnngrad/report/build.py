@@ -18,7 +18,7 @@ from rnngrad import store
 from rnngrad.report import frames, markdown
 from rnngrad.report.findings import Finding
 from rnngrad.report.load import Study
-from rnngrad.report.sections import QUESTIONS, SECTIONS, Section
+from rnngrad.report.sections import QUESTIONS, SECTIONS, Section, scope
 
 LISTED = 10  # run names a note lists before '...'
 
@@ -38,6 +38,7 @@ class Part:
 class Report:
     source: str
     findings: list[Finding] = field(default_factory=list)
+    intro: str = ""  # what the study can show and what it cannot (`sections.scope`)
     parts: list[Part] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -49,7 +50,8 @@ class Report:
         return json.dumps({"findings": [f.record() for f in self.findings]}, indent=1, ensure_ascii=False) + "\n"
 
     def markdown(self, figure_dir: str = "figures") -> str:
-        lines = ["# rnngrad report", "", self.source, "", "## Findings", ""]
+        lines = ["# rnngrad report", "", self.source, ""] + (["## What this study can show", "", self.intro, ""] if self.intro else [])
+        lines += ["## Findings", ""]
         lines += [f"- {f.text}" for f in self.findings] or ["- No findings: the store holds no finished runs of the study's questions."]
         lines += ["", "## Figures", ""]
         for number, part in enumerate(self.parts, start=1):
@@ -100,6 +102,7 @@ def build(study: Study) -> Report:
             part, found_here = Part(section.name, section.title, missing=f"error while drawing ({why})."), []
         report.parts.append(part)
         report.findings += found_here
+    report.intro = scope(used)
     report.notes = notes(study, used)
     report.table = runs_table(study.runs)
     return report

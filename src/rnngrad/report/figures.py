@@ -38,6 +38,10 @@ from rnngrad.report.frames import FLOAT32, GAMMA, ordered, with_radius
 PALETTE = dict(zip(frames.MODELS, ("#E69F00", "#0072B2", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#999933", "#882255")))
 OTHER_COLOUR = "#555555"
 BASELINE_STYLE = dict(color="black", linestyle=":", linewidth=1.2)
+# the threshold of "beats the constant predictor" (frames.BEATS) on an axis of the loss relative to its loss
+BEATS_STYLE = dict(color="0.35", linestyle=":", linewidth=1.2)
+BEATS_LABEL = f"beats the constant predictor (below {frames.BEATS:g})"
+RATIO_ONE_STYLE = dict(color="0.6", linestyle="-", linewidth=0.8)  # the constant predictor itself (ratio 1)
 CLIP_LINESTYLES = {"none": "-", "norm": "--", "value": ":"}
 LINESTYLES = ["-", "--", ":", "-."]  # cycled over the configurations that share a colour
 INIT_MARKERS = {"orthogonal": "o", "gaussian": "s", "identity": "D", "sparse": "^", "xavier": "v", "he": "P"}
@@ -593,7 +597,8 @@ def truncation(curves: pd.DataFrame, solved: pd.DataFrame, runs: pd.DataFrame, f
     bptt.truncation, task.dependency.
     One row of panels per sequence length: cosine vs k, fraction solved vs k, final eval loss / baseline vs k;
     a line per activation (median and interquartile range over runs; the fraction solved without spread);
-    full BPTT as a dashed horizontal line; the dependency distance as a vertical dotted line.
+    full BPTT as a dashed horizontal line; the dependency distance as a vertical dotted line; on the loss panel BEATS
+    as a horizontal grey dotted line.
     """
     lengths = sorted(runs["task.seq_len"].unique())
     fig, axes = _grid(len(lengths), 3, fig, sharex=True, sharey="col")
@@ -616,6 +621,8 @@ def truncation(curves: pd.DataFrame, solved: pd.DataFrame, runs: pd.DataFrame, f
                     reference = lines.loc[lines["bptt.truncation"].isna(), "median"]
                 if len(reference):  # none without a full-BPTT run (or one with a value)
                     ax.axhline(reference.iloc[0], color=colour(act), linestyle="--", linewidth=1, label=f"{act}, full BPTT")
+            if value == "relative_loss":
+                ax.axhline(frames.BEATS, label=BEATS_LABEL, **BEATS_STYLE)
             for d in sorted(part["task.dependency"].dropna().unique()):
                 ax.axvline(d, label=f"dependency distance ({d:g} steps)", **BASELINE_STYLE)
             _log_ticks(ax, pd.concat([part["bptt.truncation"].dropna(), part["task.dependency"].dropna()]))
@@ -669,7 +676,8 @@ def remedies(curves: pd.DataFrame, solved: pd.DataFrame, fig: Figure | None = No
     q25, q75. solved: the runs solved (diverged counts as not solved) per the same columns, over every run: runs,
     count, fraction.
     One column per task. Top: the relative loss (log scale) against T, a line per remedy, the median with the
-    interquartile range as error bars; dotted, the constant predictor (ratio 1). Bottom: the fraction of runs
+    interquartile range as error bars; grey, the constant predictor (ratio 1); dotted, BEATS (below it a run beats
+    the constant predictor). Bottom: the fraction of runs
     solved, remedy (rows) x T (columns), each cell marked 'solved/runs'.
     Line styles cycle over the remedies of one colour; the grid lists the remedies in the legend's order.
     """
@@ -682,7 +690,8 @@ def remedies(curves: pd.DataFrame, solved: pd.DataFrame, fig: Figure | None = No
         for key, label, style, stats in _lines(curves[curves["task.name"] == task], styles):
             stats = _on_grid(stats, "task.seq_len", lengths)
             _errorbars(ax, stats["task.seq_len"], stats, label, colour(key), linestyle=style, marker="o", linewidth=1.3)
-        ax.axhline(1.0, label="constant predictor (ratio 1)", **BASELINE_STYLE)
+        ax.axhline(1.0, label="constant predictor (ratio 1)", **RATIO_ONE_STYLE)
+        ax.axhline(frames.BEATS, label=BEATS_LABEL, **BEATS_STYLE)
         _log_y(ax)
         part = solved[solved["task.name"] == task]
         _log_ticks(ax, part["task.seq_len"])
@@ -767,7 +776,8 @@ def precision(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | None = Non
     One panel per activation; per spectral radius a shade of the activation's colour (darker for larger rho),
     float64 solid and wide, float32 dashed on top (white gaps), the median over runs with the interquartile band;
     zero and non-finite medians are left out of the lines. Where float32's median first is exactly 0
-    (`frames.first_zero`), a tick at the bottom of the panel and an open circle on the float64 line (if positive there).
+    (`frames.first_zero`), a tick at the bottom of the panel and an open circle on the float64 line (if positive there);
+    where float32's median first falls below its epsilon times its largest (`frames.below_epsilon`), a tick at the top.
     Horizontal: float32's smallest subnormal (dotted) and smallest normal number (dash-dotted).
     """
     activations = ordered(curves["model.activation"])
@@ -784,7 +794,11 @@ def precision(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | None = Non
                 if len(stats):
                     stats = stats.assign(**{q: frames.positive(stats[q]) for q in ("median", "q25", "q75")})
                     _band(ax, stats["distance"].to_numpy(), stats, f"{name}, {dtype}", color=tone, **style)
-            zero = frames.first_zero(line[line["model.dtype"] == "float32"].set_index("distance")["median"])
+            float32 = line[line["model.dtype"] == "float32"].set_index("distance")["median"]
+            lost = frames.below_epsilon(float32)
+            if not math.isnan(lost):
+                ax.axvline(lost, ymin=1 - ZERO_TICK, color=tone, linewidth=2, label=f"_float32 below epsilon {name}")
+            zero = frames.first_zero(float32)
             if math.isnan(zero):
                 continue
             ax.axvline(zero, ymax=ZERO_TICK, color=tone, linewidth=2, label=f"_float32 zero {name}")
@@ -801,10 +815,11 @@ def precision(curves: pd.DataFrame, grid: pd.DataFrame, fig: Figure | None = Non
     handles, labels = _radius_handles(grid, 1.4, activations)
     handles += [Line2D([], [], color=OTHER_COLOUR, **style) for style in DTYPE_STYLES.values()]
     handles += [Line2D([], [], color=OTHER_COLOUR, marker="|", markersize=9, markeredgewidth=2, linestyle="none"),
+                Line2D([], [], color=OTHER_COLOUR, marker="|", markersize=9, markeredgewidth=2, linestyle="none"),
                 Line2D([], [], color=OTHER_COLOUR, marker="o", markerfacecolor="none", linestyle="none"),
                 Line2D([], [], color="black", linestyle=":"), Line2D([], [], color="0.5", linestyle="-.")]
     labels += list(DTYPE_STYLES) + [
-        "float32 first exactly 0", "float64 at that distance", f"float32 smallest subnormal ({FLOAT32.smallest_subnormal:.2g})",
+        f"top: float32 below ε ({FLOAT32.eps:.2g}) × its largest", "bottom: float32 first exactly 0", "float64 at that distance", f"float32 smallest subnormal ({FLOAT32.smallest_subnormal:.2g})",
         f"float32 smallest normal ({FLOAT32.tiny:.2g})"]
     legend(fig, handles=handles, labels=labels)
     return fig

@@ -78,6 +78,18 @@ def printed_numbers(finding: Finding) -> list[Number]:
     return [*finding.quoted, *found]
 
 
+MAX_WORDS = 45  # a finding states one claim in about 40 words at most (tests/test_findings.py holds it to this)
+
+
+def words(finding: Finding) -> int:
+    """The finding's length in words: whitespace-separated tokens, each quoted number (a fraction with its interval,
+    a median, a p value with its test's name) and each code span counting as one word."""
+    rest = CODE_SPAN.sub("x", finding.text)
+    for number in finding.quoted:
+        rest = rest.replace(number.printed, "x", 1)
+    return len(rest.split())
+
+
 class Quote:
     """The numbers of one finding as its text prints them: each method returns the text to put in the sentence
     and records the `Number` behind it, so that findings.json and the sentence come from the same values."""
@@ -109,6 +121,19 @@ class Quote:
         p = stats.mann_whitney(a, b)
         return self._add(name, p, None, len(a) + len(b), stats.p_text(p) + (", Mann-Whitney U test" if named else ""))
 
+    def median(self, name: str, values, scale: float = 1.0, sign: bool = False, suffix: str = "") -> str:
+        """The median of values (NaN left out) times scale, to the precision its bootstrap interval supports
+        (`stats.median_interval`, `stats.supported`): '0.41', '+0.41' with sign=True, '38%' with scale=100 and
+        suffix='%'. The interval (scaled) and n go to findings.json."""
+        x = pd.Series(values, dtype=float).dropna()
+        value = scale * float(x.median()) if len(x) else math.nan
+        lo, hi = (scale * v for v in stats.median_interval(x))
+        printed = stats.supported(value, min(lo, hi), max(lo, hi))
+        if sign and value >= 0 and printed != "n/a":
+            printed = "+" + printed
+        interval = None if math.isnan(lo) else (min(lo, hi), max(lo, hi))
+        return self._add(name, value, interval, len(x), printed + suffix)
+
     def finding(self, text: str, numbers: dict | None = None) -> Finding:
         missing = [n.printed for n in self.numbers if n.printed not in text]
         if missing:
@@ -120,7 +145,7 @@ class Quote:
 
 def pascanu_bound(rows: pd.DataFrame, figure: str) -> list[Finding]:
     """Whether ||dL/ds_t|| <= ||dL/ds_T|| (gamma sigma_max)^(T-t) held at every t, on the tasks whose loss is at the
-    last step only, and the median ratio measured/bound at the farthest step per init.
+    last step only; then per init the median ratio measured/bound at the farthest step (`_bound_gap`).
 
     rows: `frames.through_time`: run_id, t, ds_norm, bound, task.name, model.init, spectral/sigma_max, spectral/radius.
     """
@@ -131,19 +156,25 @@ def pascanu_bound(rows: pd.DataFrame, figure: str) -> list[Finding]:
     last = data[data["t"] == T].set_index("run_id")["ds_norm"]
     ratio = data["ds_norm"] / (data["run_id"].map(last) * data["bound"])
     held = ratio.groupby(data["run_id"]).max() <= 1 + 1e-9
-    farthest = data.assign(ratio=ratio)[data["t"] == 1]
-    farthest = farthest[farthest["ratio"] > 0]
-    gaps = {init: (g["ratio"].median(), (g["spectral/sigma_max"] / g["spectral/radius"]).median())
-            for init, g in farthest.groupby("model.init")}
     verdict = "held" if held.all() else "was exceeded, which the theory rules out,"
     quote = Quote("pascanu_bound")
     text = (f"The Pascanu et al. bound ||dL/ds_t|| ≤ ||dL/ds_T|| (γσ_max)^(T−t) {verdict} at every t in "
-            f"{quote.fraction('held', int(held.sum()), len(held))} runs at initialization"
-            + ("" if held.all() else f" (exceeded in {len(held) - int(held.sum())})")
-            + ". At the farthest step the median ratio measured/bound is "
-            + ", ".join(f"{init} W 10^{fmt(np.log10(r), 2)} (median σ_max/ρ = {fmt(s, 3)})" for init, (r, s) in gaps.items())
-            + f" (figure `{figure}`).")
-    return [quote.finding(text, {"held": int(held.sum()), "runs": len(held), "farthest_ratio": gaps})]
+            f"{quote.fraction('held', int(held.sum()), len(held))} runs at initialization (figure `{figure}`).")
+    out = [quote.finding(text, {"held": int(held.sum()), "runs": len(held)})]
+    farthest = data.assign(ratio=ratio)[data["t"] == 1]
+    for init, g in farthest[farthest["ratio"] > 0].groupby("model.init"):
+        out += _bound_gap(init, g, figure)
+    return out
+
+
+def _bound_gap(init: str, farthest: pd.DataFrame, figure: str) -> list[Finding]:
+    """How far below the bound the norm lies at the farthest step for one init, and the sigma_max/rho behind it."""
+    quote = Quote(f"bound_gap_{init}")
+    text = (f"{init} W: at the farthest step from the loss the measured norm is {quote.median('ratio', farthest['ratio'])} "
+            f"times the Pascanu bound (median over {farthest['run_id'].nunique()} runs), as σ_max exceeds ρ "
+            f"{quote.median('sigma_over_rho', farthest['spectral/sigma_max'] / farthest['spectral/radius'])}-fold "
+            f"(figure `{figure}`).")
+    return [quote.finding(text)]
 
 
 def linear_decay(runs: pd.DataFrame, figure: str) -> list[Finding]:
@@ -159,58 +190,66 @@ def linear_decay(runs: pd.DataFrame, figure: str) -> list[Finding]:
 
 
 def decay_per_activation(runs: pd.DataFrame, curves: pd.DataFrame, figure: str) -> list[Finding]:
-    """Per nonlinear activation of GAMMA: `_decay_against_theory`, then `_decay_turns_positive`.
+    """Per nonlinear activation of GAMMA: `_decay_against_theory`, `_decay_at_largest_radius`, then
+    `_decay_turns_positive`.
 
     runs: `frames.decay_runs`; curves: `frames.decay_curves` of those runs.
     """
     out = []
     for act in [a for a in frames.ordered(runs["model.activation"]) if a != "linear" and a in GAMMA]:
-        out += _decay_against_theory(runs[runs["model.activation"] == act], act, figure)
+        part = runs[runs["model.activation"] == act]
+        out += _decay_against_theory(part, act, figure)
+        out += _decay_at_largest_radius(part, act, figure)
         out += _decay_turns_positive(curves[curves["model.activation"] == act], act, figure)
     return out
 
 
 def _decay_against_theory(part: pd.DataFrame, act: str, figure: str) -> list[Finding]:
-    """How many runs decay at least as fast as log(gamma rho), and the measured against the predicted rate at the
-    largest rho (with the saturation that explains a faster decay)."""
-    below = int((part["excess"] <= AGREE).sum())
+    """How many runs decay at least as fast as log(gamma rho)."""
+    below, quote = int((part["excess"] <= AGREE).sum()), Quote(f"decay_theory_{act}")
+    text = (f"{act}: the measured decay rate lies at or below log(γρ) (γ = {fmt(GAMMA[act])}) in "
+            f"{quote.fraction('at_or_below', below, len(part))} runs at initialization (figure `{figure}`).")
+    return [quote.finding(text, {"at_or_below": below, "runs": len(part)})]
+
+
+def _decay_at_largest_radius(part: pd.DataFrame, act: str, figure: str) -> list[Finding]:
+    """The measured against the predicted decay rate at the largest rho, with the saturation that explains a faster decay."""
     top = part[part["model.spectral_radius"] == part["model.spectral_radius"].max()]
     if top.empty:  # no grid over rho: the run with the largest measured one
         top = part.nlargest(1, "spectral/radius")
     measured, theory = top["grad/decay_rate"].median(), top["theory"].median()
-    quote = Quote(f"decay_theory_{act}")
-    text = (f"{act}: the measured decay rate lies at or below log(γρ) (γ = {fmt(GAMMA[act])}) in {quote.fraction('at_or_below', below, len(part))} runs; "
-            f"at the largest ρ = {fmt(top['spectral/radius'].median())} it is {signed(measured)} against {signed(theory)} predicted")
+    quote = Quote(f"decay_largest_{act}")
+    text = (f"{act} at the largest ρ = {fmt(top['spectral/radius'].median())}: measured decay rate "
+            f"{quote.median('measured', top['grad/decay_rate'], sign=True)} per step (median, {len(top)} run{'s' if len(top) > 1 else ''}), "
+            f"log(γρ) = {signed(theory)}")
     if measured < theory - AGREE:
-        text += (f": f'(a) < γ away from a = 0 (and {100 * top['act/saturation'].median():.0f}% of units saturated, "
-                 "median), so each step contracts the gradient more than log(γρ) assumes")
-    numbers = {"at_or_below": below, "runs": len(part), "measured": measured, "theory": theory}
-    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
+        text += (f"; with {quote.median('saturated', top['act/saturation'], scale=100, suffix='%')} of units saturated, "
+                 "f'(a) < γ contracts each step more than log(γρ) assumes")
+    return [quote.finding(text + f" (figure `{figure}`).", {"measured": measured, "theory": theory})]
 
 
 def _decay_turns_positive(curves: pd.DataFrame, act: str, figure: str) -> list[Finding]:
-    """Where the median decay rate changes sign as rho grows along the grid, per init, against 1/gamma.
+    """Per init, where the median decay rate changes sign as rho grows along the grid, against 1/gamma.
     curves: one activation's `frames.decay_curves` (the init's own scale, NaN in the grid, left out)."""
-    texts, crossings = [], {}
+    out = []
     for init, curve in curves.dropna(subset=["model.spectral_radius"]).groupby("model.init"):
         rho, rate = curve["radius"].to_numpy(), curve["median"].to_numpy()
         if len(rho) < 2:
             continue
-        change = np.nonzero((rate[:-1] < 0) & (rate[1:] >= 0))[0]
+        change, crossing = np.nonzero((rate[:-1] < 0) & (rate[1:] >= 0))[0], math.nan
         if len(change):
             i = change[0]
             x = np.log(rho[i]) + (np.log(rho[i + 1]) - np.log(rho[i])) * (-rate[i]) / (rate[i + 1] - rate[i])
-            crossings[init] = np.exp(x)
-            texts.append(f"at ρ ≈ {fmt(np.exp(x), 2)} for {init} W")
+            crossing = float(np.exp(x))
+            where = f"turns positive (gradients stop vanishing) at ρ ≈ {fmt(crossing, 2)}"
         elif (rate < 0).all():
-            texts.append(f"nowhere up to ρ = {fmt(rho[-1])} for {init} W (still {signed(rate[-1])} there)")
+            where = f"stays negative up to the largest ρ = {fmt(rho[-1])} ({signed(rate[-1])} there)"
         else:
-            texts.append(f"already below the smallest ρ = {fmt(rho[0])} for {init} W ({signed(rate[0])} there)")
-    if not texts:
-        return []
-    text = (f"{act}, where the measured decay rate turns positive (gradients stop vanishing): " + "; ".join(texts)
-            + f"; the theory line log(γρ) does so at ρ = 1/γ = {fmt(1 / GAMMA[act])} (figure `{figure}`).")
-    return [Finding(f"decay_crossing_{act}", text, {"crossing": crossings, "theory": 1 / GAMMA[act]})]
+            where = f"is already positive at the smallest ρ = {fmt(rho[0])} ({signed(rate[0])} there)"
+        text = (f"{act}, {init} W: the median decay rate {where}; the theory log(γρ) turns positive at ρ = 1/γ = "
+                f"{fmt(1 / GAMMA[act])} (figure `{figure}`).")
+        out.append(Finding(f"decay_crossing_{act}_{init}", text, {"crossing": crossing, "theory": 1 / GAMMA[act]}))
+    return out
 
 
 def decay_tracks_lyapunov(runs: pd.DataFrame, figure: str) -> list[Finding]:
@@ -219,10 +258,11 @@ def decay_tracks_lyapunov(runs: pd.DataFrame, figure: str) -> list[Finding]:
     if len(both) < 2:
         return []
     diff = (both["grad/decay_rate"] - both["lyap/top"]).abs()
-    r = np.corrcoef(both["grad/decay_rate"], both["lyap/top"])[0, 1]
+    r, quote = np.corrcoef(both["grad/decay_rate"], both["lyap/top"])[0, 1], Quote("decay_lyapunov")
     text = (f"The measured decay rate tracks the top Lyapunov exponent: correlation {fmt(r, 4)}, median |difference| "
-            f"{fmt(diff.median(), 2)} and at most {fmt(diff.max(), 2)} nats per step over {len(both)} runs (figure `{figure}`, right).")
-    return [Finding("decay_lyapunov", text, {"correlation": r, "median_difference": diff.median(), "runs": len(both)})]
+            f"{quote.median('median_difference', diff)} and at most {fmt(diff.max(), 2)} nats per step over {len(both)} runs "
+            f"(figure `{figure}`, right).")
+    return [quote.finding(text, {"correlation": r, "runs": len(both)})]
 
 
 # float32 against float64
@@ -231,66 +271,55 @@ def _precision_config(act: str, rho: float) -> str:
     return f"{act}, " + (f"ρ = {fmt(rho)}" if not math.isnan(rho) else "ρ of the init's own scale")
 
 
-def float32_underflow(curves: pd.DataFrame, setting: str, figure: str) -> list[Finding]:
-    """Per activation and spectral radius with runs in both precisions: the distance from the loss at which float32's
-    median ||dL/ds_t|| first is exactly 0, and float64's median there.
+def float32_lost(curves: pd.DataFrame, figure: str) -> list[Finding]:
+    """Per activation and spectral radius with runs in both precisions: the distance T - t at which float32's median
+    ||dL/ds_t|| falls below float32's epsilon times its largest (`frames.below_epsilon`), where the long-range terms of
+    the summed weight gradient are lost to rounding, against where float32 first reports exactly 0 (`frames.first_zero`).
 
-    curves: `frames.precision_curves`. setting: what the runs share, e.g. 'adding, T = 200'.
+    The weight gradient sums, over t, dL/da_t h_{t-1}^T, whose norm is ||dL/ds_t|| f'(a_t) ||h_{t-1}||; at
+    initialization f'(a_t) and ||h_{t-1}|| hardly change with t, so ||dL/ds_t|| stands for the per-step term.
+    curves: `frames.precision_curves`.
     """
-    lost, zeros = [], {}
+    out = []
     for act, rho, float32, float64 in frames.precision_pairs(curves):
         config = _precision_config(act, rho)
-        zero, zero64 = frames.first_zero(float32), frames.first_zero(float64)
-        zeros[config] = zero
-        if math.isnan(zero):
-            lost.append(f"{config}: float32 never reports 0 over {fmt(float32.index.max())} steps back, its smallest "
-                        f"norm {fmt(float32.min(), 2)}")
-        elif float64.get(zero, 0.0) > 0:
-            lost.append(f"{config}: float32 first reports exactly 0 at T − t = {fmt(zero)}, where float64 still measures "
-                        f"{fmt(float64[zero], 2)} ("
-                        + (f"float64 itself first reports 0 at T − t = {fmt(zero64)})" if not math.isnan(zero64) else
-                           f"float64 stays positive to T − t = {fmt(float64.index.max())}, down to {fmt(float64.min(), 2)})"))
-        else:
-            lost.append(f"{config}: float32 first reports 0 at T − t = {fmt(zero)}, where float64 reports 0 as well")
-    if not lost:
-        return []
-    text = (f"Where float32 loses a vanishing gradient that float64 still measures, ||dL/ds_t|| at initialization ({setting}, "
-            f"the same weights in both precisions, median over runs; float32's smallest subnormal is "
-            f"{fmt(FLOAT32.smallest_subnormal, 2)}): " + "; ".join(lost) + f" (figure `{figure}`).")
-    return [Finding("float32_underflow", text, {"first_zero": zeros})]
+        lost, zero, back = frames.below_epsilon(float32), frames.first_zero(float32), fmt(float32.index.max())
+        lost_text = (f"falls below ε = {fmt(FLOAT32.eps, 2)} times its largest at T − t = {fmt(lost)}, so the summed "
+                     "weight gradient loses longer-range terms" if not math.isnan(lost) else
+                     f"stays above ε = {fmt(FLOAT32.eps, 2)} times its largest over {back} steps back")
+        zero_text = f"it reports 0 only from T − t = {fmt(zero)}" if not math.isnan(zero) else "it never reports 0"
+        text = f"{config}: float32's ||dL/ds_t|| {lost_text}; {zero_text} (figure `{figure}`)."
+        key = config.replace(", ", "_").replace(" ", "")
+        out.append(Finding(f"float32_lost_{key}", text, {"below_epsilon": lost, "first_zero": zero}))
+        if not math.isnan(zero) and float64.get(zero, 0.0) > 0:
+            text = (f"{config}: where float32 first reports exactly 0 (T − t = {fmt(zero)}), float64 still measures "
+                    f"{fmt(float64[zero], 2)}, from the same weights (figure `{figure}`).")
+            out.append(Finding(f"float32_zero_{key}", text, {"first_zero": zero, "float64_there": float64[zero]}))
+    return out
 
 
-def float32_agreement(curves: pd.DataFrame, figure: str) -> list[Finding]:
-    """Per activation and spectral radius with runs in both precisions: the largest relative difference between the
-    median norms where both are positive, while float32's is normal and below that (subnormal).
-    curves: `frames.precision_curves`."""
-    agree, worst, normal_ok, subnormal_ok = [], {}, True, True
-    for act, rho, float32, float64 in frames.precision_pairs(curves):
-        config = _precision_config(act, rho)
+def float32_agreement(curves: pd.DataFrame, setting: str, figure: str) -> list[Finding]:
+    """Over the activations and spectral radii with runs in both precisions: the largest relative difference between
+    the median norms where both are positive, while float32's is normal and below that (subnormal).
+    curves: `frames.precision_curves`. setting: what the runs share, e.g. 'adding, T = 200'."""
+    normal_worst, subnormal_worst, settings = 0.0, 0.0, 0
+    for _, _, float32, float64 in frames.precision_pairs(curves):
         both = pd.DataFrame({"float32": float32, "float64": float64}).dropna()
         both = both[(both["float32"] > 0) & (both["float64"] > 0)]
         relative = (both["float32"] - both["float64"]).abs() / both["float64"]
         normal = both["float32"] >= FLOAT32.tiny
-        item = f"{config}: {ratio_text(relative[normal].max())} at the {int(normal.sum())} distances where float32's norm is normal"
-        if (~normal).any():
-            item += f", {ratio_text(relative[~normal].max())} at the {int((~normal).sum())} where it is subnormal"
-        agree.append(item)
-        worst[config] = (relative[normal].max(), relative[~normal].max())
-        normal_ok &= not (relative[normal] >= SAME_NORM).any()
-        subnormal_ok &= not (relative[~normal] >= SAME_NORM).any()
-    if not agree:
+        normal_worst = max(normal_worst, relative[normal].max() if normal.any() else 0.0)
+        subnormal_worst = max(subnormal_worst, relative[~normal].max() if (~normal).any() else 0.0)
+        settings += 1
+    if not settings:
         return []
-    if normal_ok and subnormal_ok:
-        verdict = "float32 agrees with float64 wherever both are positive"
-    elif normal_ok:
-        verdict = "float32 agrees with float64 while its norm is normal and loses precision in the subnormal range before it reaches 0"
-    else:
-        verdict = "float32 differs from float64 even where its norm is normal"
-    text = ("Where both precisions report a positive ||dL/ds_t||, the largest relative difference |float32 − float64| / float64 "
-            f"(float32's smallest normal number is {fmt(FLOAT32.tiny, 2)}, its ε {fmt(FLOAT32.eps, 2)}): "
-            + "; ".join(agree) + f"; so, counting a relative difference below {fmt(SAME_NORM)} as agreement, {verdict} "
-            f"(figure `{figure}`).")
-    return [Finding("float32_agreement", text, {"largest_relative_difference": worst})]
+    verdict = "agrees with" if normal_worst < SAME_NORM else "differs from"
+    text = (f"On {setting}, while float32's ||dL/ds_t|| is normal (≥ {fmt(FLOAT32.tiny, 2)}), it {verdict} float64 "
+            f"to a relative difference of at most {ratio_text(normal_worst)} in {settings} settings")
+    if subnormal_worst > 0:
+        text += f"; in its subnormal range it differs by up to {ratio_text(subnormal_worst)}"
+    worst = {"normal": normal_worst, "subnormal": subnormal_worst}
+    return [Finding("float32_agreement", text + f" (figure `{figure}`).", {"largest_relative_difference": worst})]
 
 
 # training: success, loss, clipping, truncation, saturation
@@ -334,7 +363,8 @@ def beats_constant_predictor(runs: pd.DataFrame, question: str, figure: str) -> 
 
 
 def clipping_divergence(runs: pd.DataFrame, history: pd.DataFrame, figure: str) -> list[Finding]:
-    """Runs diverged per clipping mode with the median peak pre-clip norm, against Pascanu et al.'s claim.
+    """Per clipping mode, the runs diverged with the median peak pre-clip norm, each clipping mode against no
+    clipping, and whether a clipping mode diverged as often as no clipping (against Pascanu et al.'s claim).
 
     runs: run_id, clip.mode, outcome, grad/norm_peak (the peak over every step; absent in older stores, where the
     peak over the logged grad/norm `history` (run_id, value) is used).
@@ -344,36 +374,38 @@ def clipping_divergence(runs: pd.DataFrame, history: pd.DataFrame, figure: str) 
         peak = runs.set_index("run_id")["grad/norm_peak"]
     else:
         peak = history.groupby("run_id")["value"].max()
-    parts, numbers, quote = [], {}, Quote("clipping_divergence")
-    unclipped = diverged[runs["clip.mode"] == "none"]
+    out, unclipped = [], diverged[runs["clip.mode"] == "none"]
     for mode, group in runs.groupby("clip.mode"):
-        d = diverged[group.index]
-        median_peak = peak.reindex(group["run_id"]).median()
-        numbers[mode] = {"diverged": int(d.sum()), "runs": len(d), "median_peak": median_peak}
-        test = (f"; against no clipping {quote.fisher(f'p_{mode}', int(d.sum()), len(d), int(unclipped.sum()), len(unclipped))}"
-                if mode != "none" and len(unclipped) else "")
-        parts.append(f"{frames.clip_label(mode, math.nan) if mode == 'none' else mode + ' clipping'} "
-                     f"{quote.fraction(mode, int(d.sum()), len(d))} (median peak pre-clip norm {fmt(median_peak)}{test})")
-    text = "Runs diverged: " + "; ".join(parts)
+        d, quote = diverged[group.index], Quote(f"clipping_divergence_{mode}")
+        name = "Without clipping" if mode == "none" else f"With {mode} clipping"
+        text = (f"{name} {quote.fraction('diverged', int(d.sum()), len(d))} runs diverged (median peak pre-clip "
+                f"gradient norm {quote.median('median_peak', peak.reindex(group['run_id']))})")
+        if mode != "none" and len(unclipped):
+            text += (f", against {int(unclipped.sum())} of {len(unclipped)} without "
+                     f"({quote.fisher('p', int(d.sum()), len(d), int(unclipped.sum()), len(unclipped))})")
+        out.append(quote.finding(text + f" (figure `{figure}`).", {"diverged": int(d.sum()), "runs": len(d)}))
     rates = diverged.groupby(runs["clip.mode"]).mean()
-    if "none" in rates and any(rates[m] >= rates["none"] and rates["none"] > 0 for m in rates.index if m != "none"):
-        text += ". Pascanu et al. (2013) found clipping prevents divergence; here a clipping mode diverged as often as no clipping"
-    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
+    as_often = [m for m in rates.index if m != "none" and "none" in rates and rates["none"] > 0 and rates[m] >= rates["none"]]
+    if as_often:
+        text = (f"Pascanu et al. (2013) found clipping prevents divergence; here {', '.join(as_often)} clipping diverged "
+                f"as often as no clipping (figure `{figure}`).")
+        out.append(Finding("clipping_as_often", text, {"modes": as_often}))
+    return out
 
 
 def truncation_cosine(runs: pd.DataFrame, figure: str) -> list[Finding]:
     """The median cosine between truncated and full gradient per k. runs: `frames.with_trunc_cosine`."""
-    cos = runs.groupby(runs["bptt.truncation"])["trunc_cosine"].median()
-    if cos.empty:
+    groups = runs.dropna(subset=["trunc_cosine"]).groupby("bptt.truncation")["trunc_cosine"]
+    if not len(groups):
         return []
-    dependency = runs["task.dependency"].median()
-    text = ("Median cosine between truncated and full gradient: " + ", ".join(f"k = {fmt(k)}: {fmt(c, 2)}" for k, c in cos.items())
-            + f", against a dependency distance of {fmt(dependency)} steps (figure `{figure}`).")
-    return [Finding("truncation_cosine", text, {"cosine": cos.to_dict(), "dependency": dependency})]
+    quote, dependency = Quote("truncation_cosine"), runs["task.dependency"].median()
+    text = (f"Median cosine of truncated and full gradient (dependency distance {fmt(dependency)} steps): "
+            + ", ".join(f"k = {fmt(k)}: {quote.median(f'k{fmt(k)}', c)}" for k, c in groups) + f" (figure `{figure}`).")
+    return [quote.finding(text, {"dependency": dependency})]
 
 
 def truncation_shorter_than_dependency(runs: pd.DataFrame, figure: str) -> list[Finding]:
-    """How many runs with k below the dependency distance solved the task, against full BPTT.
+    """How many runs with k below the dependency distance solved the task, against full BPTT, and why some can.
     runs: bptt.truncation (NaN: full BPTT), task.dependency, outcome."""
     k, window = runs["bptt.truncation"], frames.window_needed(runs["task.dependency"])
     short, full = runs[k < window], runs[k.isna()]
@@ -382,113 +414,152 @@ def truncation_shorter_than_dependency(runs: pd.DataFrame, figure: str) -> list[
     dependency = window.median()  # the shortest window that reaches the earliest relevant input
     won = short[short["outcome"] == "solved"]
     full_solved, quote = int((full["outcome"] == "solved").sum()), Quote("truncation_short")
+    at = ", ".join(fmt(v) for v in sorted(won["bptt.truncation"].unique()))
     text = f"Truncation shorter than the dependency (k < {fmt(dependency)}): {quote.fraction('short', len(won), len(short))} runs solved"
     if len(won):
-        text += f" (at k = {', '.join(fmt(v) for v in sorted(won['bptt.truncation'].unique()))})"
+        text += f" (at k = {at})"
     if len(full):
         text += (f"; full BPTT: {quote.fraction('full', full_solved, len(full))} "
                  f"({quote.fisher('p', len(won), len(short), full_solved, len(full))})")
-    if len(won):
-        text += ("; with k below the dependency distance the loss gradient misses the earliest relevant input of "
-                 "at least some sequences, yet the weights learned inside the window act on every step, so some "
-                 "longer-range behaviour can still emerge")
     numbers = {"solved": len(won), "runs": len(short), "full_solved": full_solved, "full": len(full)}
-    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
+    out = [quote.finding(text + f" (figure `{figure}`).", numbers)]
+    if len(won):
+        text = (f"With k below the dependency distance the loss gradient misses the earliest relevant input of some "
+                f"sequences, yet weights learned inside the window act on every step, so runs at k = {at} still solved "
+                f"(figure `{figure}`).")
+        out.append(Finding("truncation_window", text))
+    return out
 
 
 def final_saturation(runs: pd.DataFrame, history: pd.DataFrame, figure: str) -> list[Finding]:
     """The median fraction of saturated units at the end of training per activation.
     runs: run_id, model.activation; history: act/saturation (run_id, step, value)."""
-    last = frames.final_values(history)
-    final = runs.assign(final=runs["run_id"].map(last)).groupby("model.activation")["final"].median().dropna()
+    final = runs.assign(final=runs["run_id"].map(frames.final_values(history))).dropna(subset=["final"])
+    if final.empty:
+        return []
+    quote, groups = Quote("final_saturation"), final.groupby("model.activation")["final"]
     text = ("Median fraction of saturated units at the end of training, over every trained question: "
-            + ", ".join(f"{a} {100 * final[a]:.0f}%" for a in frames.ordered(final.index)) + f" (figure `{figure}`).")
-    return [Finding("final_saturation", text, {"saturated": final.to_dict()})]
+            + ", ".join(f"{a} {quote.median(a, groups.get_group(a), scale=100, suffix='%')}"
+                        for a in frames.ordered(final["model.activation"])) + f" (figure `{figure}`).")
+    return [quote.finding(text)]
 
 
 def charlm_bits(runs: pd.DataFrame, figure: str) -> list[Finding]:
     """The median final test bits per character per activation against the unigram entropy.
     runs: model.activation, eval/bpc, task.baseline (the unigram entropy in nats)."""
     baseline = runs["task.baseline"].median() / math.log(2)
-    final = runs.groupby("model.activation")["eval/bpc"].median().dropna()
+    data = runs.dropna(subset=["eval/bpc"])
+    if data.empty:
+        return []
+    quote, groups = Quote("charlm_bits"), data.groupby("model.activation")["eval/bpc"]
     text = (f"Character language model, median final test bits per character against the unigram entropy {fmt(baseline)}: "
-            + ", ".join(f"{a} {fmt(final[a])} ({100 * final[a] / baseline:.0f}%)" for a in frames.ordered(final.index))
+            + ", ".join(f"{a} {quote.median(a, groups.get_group(a))} ({100 * groups.get_group(a).median() / baseline:.0f}%)"
+                        for a in frames.ordered(data["model.activation"]))
             + f" (figure `{figure}`).")
-    return [Finding("charlm_bits", text, {"unigram_entropy": baseline, "bits": final.to_dict()})]
+    return [quote.finding(text, {"unigram_entropy": baseline})]
 
 
 # remedies
 
-def remedy_losses(runs: pd.DataFrame, curves: pd.DataFrame, figure: str) -> list[Finding]:
-    """Per task: `_remedy_loss`, then `_classic_account`.
+def remedy_losses(runs: pd.DataFrame, figure: str) -> list[Finding]:
+    """Per task: `_remedy_loss` per T, `_remedies_solved`, then `_classic_account` and `_remedy_tests` at its longest T.
 
-    runs: `frames.remedy_runs` (task.name, task.seq_len, label, outcome, eval/accuracy, train.steps);
-    curves: `frames.remedy_curves` of those runs (relative_loss by task.name, colour, label, task.seq_len).
+    runs: `frames.remedy_runs` (task.name, task.seq_len, label, outcome, eval/accuracy, train.steps, relative_loss);
+    the medians are taken from the runs, so that each carries its bootstrap interval.
     """
     out = []
     for task, part in runs.groupby("task.name"):
-        median = curves[curves["task.name"] == task].set_index(["task.seq_len", "label"])["median"].sort_index()
-        out += _remedy_loss(task, part, median, figure)
-        out += _classic_account(task, part, median, figure)
+        for T, at_T in part.groupby("task.seq_len"):
+            out += _remedy_loss(task, T, at_T, figure)
+        out += _remedies_solved(task, part, figure)
+        out += _classic_account(task, part, figure)
+        out += _remedy_tests(task, part, figure)
     return out
 
 
-def _remedy_loss(task: str, part: pd.DataFrame, median: pd.Series, figure: str) -> list[Finding]:
-    """Per T the remedies that beat the constant predictor (median final loss below BEATS of it) and those that do
-    not, the runs solved and the best final accuracy. median: (task.seq_len, label) -> median relative loss."""
-    steps = ", ".join(fmt(s) for s in sorted(part["train.steps"].unique()))
-    sentences = []
-    for T, ratios in median.groupby(level=0):
-        ratios = ratios.droplevel(0).sort_values()
-        beat, rest = ratios[ratios < BEATS], ratios[ratios >= BEATS]
-        if beat.empty:
-            sentences.append(f"T = {fmt(T)}: none beats it, {ratio_list(rest)}")
-        else:
-            sentences.append(f"T = {fmt(T)}: {ratio_list(beat)} {'beat' if len(beat) > 1 else 'beats'} it"
-                             + (f"; {ratio_list(rest)} {'do' if len(rest) > 1 else 'does'} not" if len(rest) else ""))
-    solved, quote = part["outcome"] == "solved", Quote(f"remedy_loss_{task}")
-    text = (f"Remedies on {task} ({count_text(part.groupby(['task.seq_len', 'label']).size())}, {steps} training steps), "
-            + (f"median final test loss relative to the constant predictor's, beating it meaning below {fmt(BEATS)} of it. "
-               + "".join(f"{sentence}. " for sentence in sentences) if sentences else "no final test loss logged. ")
-            + f"Runs solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)}): {quote.fraction('solved', int(solved.sum()), len(part))}")
+def _steps(part: pd.DataFrame) -> str:
+    return ", ".join(fmt(s) for s in sorted(part["train.steps"].unique()))
+
+
+def _remedy_loss(task: str, T, at_T: pd.DataFrame, figure: str) -> list[Finding]:
+    """At one T, the remedies whose median final loss relative to the constant predictor's is below BEATS, and the
+    range of the rest."""
+    losses = at_T.dropna(subset=["relative_loss"]).groupby("label")["relative_loss"]
+    median = losses.median().sort_values()
+    if median.empty:
+        return []
+    beat, rest = median[median < BEATS], median[median >= BEATS]
+    quote = Quote(f"remedy_loss_{task}_T{fmt(T)}")
+    listed = ", ".join(f"{label} ({quote.median(label, losses.get_group(label))})" for label in beat.index)
+    spread = f"{ratio_text(rest.min())}–{ratio_text(rest.max())}" if len(rest) > 1 else ratio_text(rest.max()) if len(rest) else ""
+    text = f"Remedies on {task}, T = {fmt(T)} ({count_text(losses.size())}, {_steps(at_T)} steps): "
+    if beat.empty:
+        text += f"none of the {len(rest)} beats the constant predictor (median final test loss over its: {spread})"
+    else:
+        text += (f"{listed} {'beat' if len(beat) > 1 else 'beats'} the constant predictor (median final test loss below "
+                 f"{fmt(BEATS)} of its)")
+        if len(rest):
+            text += f"; the other {len(rest)} do not ({spread})" if len(rest) > 1 else f"; {rest.index[0]} does not ({spread})"
+    return [quote.finding(text + f" (figure `{figure}`).", {"beat": list(beat.index), "rest": list(rest.index)})]
+
+
+def _remedies_solved(task: str, part: pd.DataFrame, figure: str) -> list[Finding]:
+    """The remedies runs of a task solved, and the best final accuracy."""
+    solved, quote = part["outcome"] == "solved", Quote(f"remedies_solved_{task}")
+    text = (f"Remedies on {task}: {quote.fraction('solved', int(solved.sum()), len(part))} runs solved "
+            f"(test accuracy ≥ {fmt(SOLVED_ACCURACY)})")
     best = part.dropna(subset=["eval/accuracy"])
     if len(best):
         top = best.loc[best["eval/accuracy"].idxmax()]
         text += f"; the highest final test accuracy is {fmt(top['eval/accuracy'])} ({top['label']}, T = {fmt(top['task.seq_len'])})"
-    numbers = {"relative_loss": median.to_dict(), "solved": int(solved.sum()), "runs": len(part)}
-    return [quote.finding(text + f" (figure `{figure}`).", numbers)]
+    return [quote.finding(text + f" (figure `{figure}`).", {"solved": int(solved.sum()), "runs": len(part)})]
 
 
-def _classic_account(task: str, part: pd.DataFrame, median: pd.Series, figure: str) -> list[Finding]:
-    """The remedies that do not beat the constant predictor at the task's longest T, where the classic account has
+def _classic_account(task: str, part: pd.DataFrame, figure: str) -> list[Finding]:
+    """How many remedies do not beat the constant predictor at the task's longest T, where the classic account has
     every remedy learn what the plain tanh RNN (PLAIN_REMEDY) cannot."""
     T = part["task.seq_len"].max()
-    ratios = median[median.index.get_level_values(0) == T].droplevel(0).sort_values()
-    remedies = ratios.drop(PLAIN_REMEDY, errors="ignore")
-    failed, beat = remedies[remedies >= BEATS], remedies[remedies < BEATS]
+    at_T = part[part["task.seq_len"] == T].dropna(subset=["relative_loss"])
+    median = at_T.groupby("label")["relative_loss"].median()
+    remedies = median.drop(PLAIN_REMEDY, errors="ignore")
+    failed = remedies[remedies >= BEATS]
     if failed.empty:
         return []
-    text = (f"Against the classic account (each remedy carries the gradient over long spans and so learns where the plain "
-            f"RNN does not), on {task} at T = {fmt(T)}: {ratio_list(failed)} {'do' if len(failed) > 1 else 'does'} not beat "
-            f"the constant predictor within {', '.join(fmt(s) for s in sorted(part['train.steps'].unique()))} training steps")
     quote = Quote(f"classic_account_{task}")
-    if PLAIN_REMEDY in ratios:
-        plain = ratios[PLAIN_REMEDY]
-        text += f", {'like' if plain >= BEATS else 'although'} the plain RNN ({PLAIN_REMEDY}, {ratio_text(plain)}){'' if plain >= BEATS else ' does'}"
-    text += f"; only {ratio_list(beat)} {'do' if len(beat) > 1 else 'does'}" if len(beat) else "; no remedy does"
-    at_T = part[part["task.seq_len"] == T]
-    losses = at_T.groupby("label")["relative_loss"]
-    if PLAIN_REMEDY in losses.groups:
-        base = losses.get_group(PLAIN_REMEDY)
-        tests = [f"{label} {quote.mann_whitney(label, losses.get_group(label), base, named=False)}"
-                 for label in remedies.index if label in losses.groups]
-        text += f" (final losses against the plain RNN's, Mann-Whitney U test: {', '.join(tests)})"
-    return [quote.finding(text + f" (figure `{figure}`).", {"failed": failed.to_dict(), "beat": beat.to_dict()})]
+    text = (f"Against the classic account (every remedy learns where the plain RNN cannot), on {task} at T = {fmt(T)}, "
+            f"{len(failed)} of {len(remedies)} remedies stay above {fmt(BEATS)} of the constant predictor's loss in "
+            f"{_steps(at_T)} steps")
+    if PLAIN_REMEDY in median:
+        plain = at_T.loc[at_T["label"] == PLAIN_REMEDY, "relative_loss"]
+        text += f", {'like' if median[PLAIN_REMEDY] >= BEATS else 'although'} the plain RNN ({quote.median('plain', plain)})"
+    return [quote.finding(text + f" (figure `{figure}`).", {"failed": list(failed.index)})]
+
+
+def _remedy_tests(task: str, part: pd.DataFrame, figure: str) -> list[Finding]:
+    """At the task's longest T, the Mann-Whitney test of each remedy's final losses against the plain RNN's: the
+    smallest p, and the smallest p that runs this few allow."""
+    T = part["task.seq_len"].max()
+    losses = part[part["task.seq_len"] == T].dropna(subset=["relative_loss"]).groupby("label")["relative_loss"]
+    if PLAIN_REMEDY not in losses.groups or len(losses.groups) < 2:
+        return []
+    base = losses.get_group(PLAIN_REMEDY)
+    p = {label: stats.mann_whitney(g, base) for label, g in losses if label != PLAIN_REMEDY}
+    best = min(p, key=lambda label: (p[label], label))
+    n = len(losses.get_group(best))
+    floor = 2 / math.comb(n + len(base), n)  # all of one arm below all of the other: the exact test's smallest p
+    if floor >= 1:  # one run against one: no test can tell the arms apart
+        return []
+    quote = Quote(f"remedy_tests_{task}")
+    text = (f"On {task} at T = {fmt(T)}, each remedy's final losses against the plain RNN's: the smallest "
+            f"{quote.mann_whitney('p', losses.get_group(best), base)} ({best}); with {n} against {len(base)} runs no p "
+            f"can fall below {stats.p_text(floor)[4:]} (figure `{figure}`).")
+    return [quote.finding(text, {"p": p, "smallest_possible": floor})]
 
 
 def gradient_at_initialization(rows: pd.DataFrame, runs: pd.DataFrame, figure: str) -> list[Finding]:
-    """Per task at its longest T: ||dL/ds_1|| / ||dL/ds_last|| at initialization per remedy (and ||dL/dc|| the same
-    for a cell state), then, where the loss is at the last step only, `_gradient_predicts`.
+    """Per task at its longest T: the range of ||dL/ds_1|| / ||dL/ds_last|| at initialization over the remedies (and
+    the plain RNN's), the cell state's where a cell has one, on a task whose loss covers every step why the ratio
+    does not isolate the long-range path, and where the loss is at the last step only `_gradient_predicts`.
 
     rows: `frames.remedy_init_rows` (run_id, task.name, task.seq_len, label, distance, ds_norm, maybe dc_norm).
     runs: `frames.remedy_runs` (task.name, task.seq_len, label, relative_loss).
@@ -501,44 +572,69 @@ def gradient_at_initialization(rows: pd.DataFrame, runs: pd.DataFrame, figure: s
     for task, part in per_run.groupby("task.name"):
         T, back = part["task.seq_len"].iloc[0], part["distance"].max()
         ratio = part.groupby("label")[paths].median().sort_values("ds_norm", ascending=False)
-        items = []
-        for label, r in ratio.iterrows():
-            item = f"{label}: {ratio_text(r['ds_norm'])} (×{fmt(r['ds_norm'] ** (1 / back), 3)} per step)"
-            if pd.notna(r.get("dc_norm", np.nan)):
-                item += (f", its cell state ||dL/dc_1|| / ||dL/dc_last|| {ratio_text(r['dc_norm'])} "
-                         f"(×{fmt(r['dc_norm'] ** (1 / back), 3)} per step)")
-            items.append(item)
-        text = (f"Gradient at initialization on {task}, T = {fmt(T)}" + (f" ({fmt(back + 1)} steps)" if back + 1 != T else "")
-                + ", ||dL/ds_1|| / ||dL/ds_last||, median over seeds: " + "; ".join(items))
+        out += _gradient_range(task, T, back, part, ratio["ds_norm"], figure)
+        if "dc_norm" in ratio:
+            for label in ratio.index[ratio["dc_norm"].notna()]:
+                out += _cell_state(task, T, back, label, part[part["label"] == label], figure)
         if task not in LAST_STEP_LOSS_TASKS:
-            text += (f". On {task} the loss covers every step, so ||dL/ds_1|| sums the gradients of every later loss and "
-                     "this ratio does not isolate the long-range path")
-        out.append(Finding(f"init_gradient_{task}", text + f" (figure `{figure}`).", {"ratio": ratio["ds_norm"].to_dict()}))
-        if task in LAST_STEP_LOSS_TASKS:
+            text = (f"On {task} the loss covers every step, so ||dL/ds_1|| sums the gradients of every later loss and its "
+                    f"ratio to ||dL/ds_last|| at initialization does not isolate the long-range path (figure `{figure}`).")
+            out.append(Finding(f"init_gradient_every_step_{task}", text))
+        else:
             loss = runs[(runs["task.name"] == task) & (runs["task.seq_len"] == T)].groupby("label")["relative_loss"].median()
             out += _gradient_predicts(task, T, ratio["ds_norm"], loss, figure)
     return out
 
 
+def _ratio_and_rate(quote: Quote, name: str, ratios: pd.Series, back) -> str:
+    """'0.72, ×0.997 per step': the median ratio over the runs and the median factor per step back."""
+    return f"{quote.median(name, ratios)}, ×{quote.median(name + '_per_step', ratios ** (1 / back))} per step"
+
+
+def _gradient_range(task: str, T, back, part: pd.DataFrame, ratio: pd.Series, figure: str) -> list[Finding]:
+    """The remedies that keep the most and the least of the gradient at initialization, and the plain RNN."""
+    ratio = ratio.dropna()
+    if ratio.empty:
+        return []
+    quote, by = Quote(f"init_gradient_{task}"), part.groupby("label")["ds_norm"]
+    most, least = ratio.index[0], ratio.index[-1]
+    steps = f" ({fmt(back + 1)} steps)" if back + 1 != T else ""
+    text = (f"On {task}, T = {fmt(T)}{steps}, ||dL/ds_1||/||dL/ds_last|| at initialization (median) spans "
+            f"{_ratio_and_rate(quote, 'most', by.get_group(most), back)} ({most}) to "
+            f"{_ratio_and_rate(quote, 'least', by.get_group(least), back)} ({least})")
+    if PLAIN_REMEDY in ratio and PLAIN_REMEDY not in (most, least):
+        text += f"; plain RNN {quote.median('plain', by.get_group(PLAIN_REMEDY))}"
+    return [quote.finding(text + f" (figure `{figure}`).", {"ratio": ratio.to_dict()})]
+
+
+def _cell_state(task: str, T, back, label: str, runs: pd.DataFrame, figure: str) -> list[Finding]:
+    """A gated cell's cell-state path against its hidden state's at initialization."""
+    quote = Quote(f"init_cell_state_{task}_{label}")
+    text = (f"{label} on {task}, T = {fmt(T)}: its cell state keeps ||dL/dc_1||/||dL/dc_last|| = "
+            f"{_ratio_and_rate(quote, 'cell', runs['dc_norm'], back)} at initialization, its hidden state "
+            f"{quote.median('hidden', runs['ds_norm'])} (figure `{figure}`).")
+    return [quote.finding(text)]
+
+
 def _gradient_predicts(task: str, T, ratio: pd.Series, loss: pd.Series, figure: str) -> list[Finding]:
     """Where the gradient kept at initialization (ratio: label -> ||dL/ds_1|| / ||dL/ds_T||) and learning (loss:
     label -> median final loss / constant predictor's) disagree: the remedy that keeps the most of it does not
-    learn, or a remedy learns whose gradient vanishes at least as fast as the plain RNN's."""
+    learn, or a remedy learns whose gradient vanishes at least as fast as the plain RNN's; one finding each."""
     ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
-    learned = loss[loss < BEATS].index
-    parts = []
+    learned, out = loss[loss < BEATS].index, []
+    head = f"On {task} at T = {fmt(T)} the gradient at initialization does not predict learning: "
+    where = f" (figures `{figure}` and `remedies`)."
     if len(ratio):
         kept = np.log(ratio).abs().idxmin()
         if kept not in learned and kept in loss:
-            parts.append(f"{kept} keeps the most of the gradient ({ratio_text(ratio[kept])}) yet ends at {ratio_text(loss[kept])} "
-                         "times the constant predictor's loss")
+            text = (head + f"{kept} keeps the most of it ({ratio_text(ratio[kept])}) yet ends at {ratio_text(loss[kept])} "
+                    "times the constant predictor's loss" + where)
+            out.append(Finding(f"gradient_kept_{task}", text, {"ratio": ratio[kept], "relative_loss": loss[kept]}))
     if PLAIN_REMEDY in ratio:
-        faster = [label for label in learned if label in ratio and label != PLAIN_REMEDY and ratio[label] <= ratio[PLAIN_REMEDY]]
-        parts += [f"{label} beats the constant predictor ({ratio_text(loss[label])}) though its gradient vanishes at least as "
-                  f"fast as the plain RNN's ({ratio_text(ratio[label])} against {PLAIN_REMEDY}, {ratio_text(ratio[PLAIN_REMEDY])})"
-                  for label in faster]
-    if not parts:
-        return []
-    text = (f"On {task} at T = {fmt(T)} the gradient at initialization does not predict which remedy learns: " + "; ".join(parts)
-            + f" (figures `{figure}` and `remedies`).")
-    return [Finding(f"gradient_predicts_{task}", text, {"ratio": ratio.to_dict(), "relative_loss": loss.to_dict()})]
+        for label in learned:
+            if label in ratio and label != PLAIN_REMEDY and ratio[label] <= ratio[PLAIN_REMEDY]:
+                text = (head + f"{label} beats the constant predictor ({ratio_text(loss[label])}) though its gradient "
+                        f"vanishes as fast as the plain RNN's or faster ({ratio_text(ratio[label])} against "
+                        f"{ratio_text(ratio[PLAIN_REMEDY])})" + where)
+                out.append(Finding(f"gradient_learns_{task}_{label}", text, {"ratio": ratio[label], "relative_loss": loss[label]}))
+    return out

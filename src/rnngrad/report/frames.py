@@ -400,3 +400,59 @@ def representative_runs(pool: pd.DataFrame) -> dict[str, pd.Series]:
     if len(rest):
         picks["healthy"] = rest.loc[rest["decay"].abs().idxmin()]
     return picks
+
+
+def below_epsilon(norms: pd.Series, eps: float = float(FLOAT32.eps)) -> float:
+    """The smallest distance (the index) at which a positive norm falls below eps times the largest norm: from there
+    on, a term of that size added to the largest is lost to rounding in a float32 sum (the long-range terms of the
+    summed weight gradient). NaN if none does; a norm of exactly 0 counts as below."""
+    finite = norms[np.isfinite(norms)].sort_index()
+    if finite.empty or not (finite.max() > 0):
+        return math.nan
+    lost = finite.index[finite < eps * finite.max()]
+    return float(lost.min()) if len(lost) else math.nan
+
+
+HEATMAP_CANDIDATES = 3  # runs per extreme kind and sequence length whose gradients are loaded to find a live example
+HEALTHY_CANDIDATES = 10  # the same for the decay rate closest to 0, where dead runs (decay about 0) crowd
+
+
+def heatmap_candidates(pool: pd.DataFrame, per_kind: int = HEATMAP_CANDIDATES, healthy: int = HEALTHY_CANDIDATES) -> pd.DataFrame:
+    """Per task.seq_len, the per_kind runs of `pool` (one row per run with decay) with the most negative decay and the
+    most positive, and the `healthy` runs closest to 0: the runs `heatmap_picks` may choose from, without loading every
+    run's norms."""
+    parts = []
+    for _, group in pool.groupby("task.seq_len"):
+        parts += [group.nsmallest(per_kind, "decay"), group.nlargest(per_kind, "decay"),
+                  group.loc[group["decay"].abs().nsmallest(healthy).index]]
+    return pd.concat(parts).drop_duplicates("run_id") if parts else pool.iloc[:0]
+
+
+def live_runs(grad_norms: pd.DataFrame) -> pd.Series:
+    """run_id -> whether its gradient is alive: at half of its recorded training steps or more, ||dL/ds_t|| is
+    positive and finite at some t < T (a dead relu run, whose gradient is 0 at every t < T, is not).
+    grad_norms: columns run_id, step, t, ds_norm."""
+    if grad_norms.empty:
+        return pd.Series(dtype=bool)
+    T = grad_norms.groupby("run_id")["t"].transform("max")
+    earlier = grad_norms[grad_norms["t"] < T]
+    flowing = (np.isfinite(earlier["ds_norm"]) & (earlier["ds_norm"] > 0)).groupby([earlier["run_id"], earlier["step"]]).any()
+    alive = flowing.groupby(level="run_id").mean() >= 0.5
+    return alive.reindex(grad_norms["run_id"].unique(), fill_value=False)
+
+
+def heatmap_picks(pool: pd.DataFrame, grad_norms: pd.DataFrame) -> dict[str, pd.Series]:
+    """`representative_runs` among the runs of `pool` whose gradient is alive (`live_runs` of their grad_norms), all
+    of one sequence length: the task.seq_len that gives the most kinds (vanishing, exploding, healthy), on a tie the
+    one whose vanishing and exploding picks' decay rates spread the widest (the most distinct pictures), then the
+    longer. {} when no run is alive."""
+    alive = live_runs(grad_norms)
+    live = pool[pool["run_id"].map(alive).fillna(False).astype(bool)]
+    best, best_key = {}, None
+    for T, group in live.groupby("task.seq_len"):
+        picks = representative_runs(group)
+        decays = [p["decay"] for kind, p in picks.items() if kind != "healthy"] or [0.0]
+        key = (len(picks), max(decays) - min(decays), T)
+        if best_key is None or key > best_key:
+            best, best_key = picks, key
+    return best

@@ -16,7 +16,7 @@ from typing import Callable
 import pandas as pd
 
 from rnngrad.report import figures, findings, frames
-from rnngrad.report.frames import FLOAT32, LAST_STEP_LOSS_TASKS, SOLVED_ACCURACY
+from rnngrad.report.frames import BEATS, FLOAT32, LAST_STEP_LOSS_TASKS, SOLVED_ACCURACY
 from rnngrad.report.load import Study
 from rnngrad.report.markdown import code, escape
 from rnngrad.report.text import fmt, value_order, value_text
@@ -104,6 +104,41 @@ def _with_grad_norms(study: Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd
     return norms, runs[runs["run_id"].isin(norms["run_id"])]
 
 
+# the report's opening: what the study's budget can show
+
+CLASSIC_REPORT = "classic/README.md"  # the reproductions of the papers, beside this report (reports/classic/)
+
+
+def _values(runs: pd.DataFrame, key: str) -> str:
+    values = sorted(runs[key].dropna().unique(), key=value_order) if key in runs else []
+    return "–".join(fmt(v) for v in (values[0], values[-1])) if len(values) > 1 else fmt(values[0]) if values else "n/a"
+
+
+def scope(runs: pd.DataFrame) -> str:
+    """The report's opening for the quick study: per question the training steps and seeds read from its ended runs,
+    what a budget of that size can show and what it cannot, and where the reproductions of the papers are."""
+    asked = [q for q in QUESTIONS if len(frames.of_question(runs, q))]
+    if not asked:
+        return ""
+    budget = []
+    for q in asked:
+        part = frames.of_question(runs, q)
+        steps = "measured at initialization" if (part["train.steps"] == 0).all() else f"{_values(part, 'train.steps')} training steps"
+        seeds = part["seed"].nunique() if "seed" in part else 1
+        budget.append(f"{q} ({len(part)} runs, {steps}, {fmt(seeds)} seed{'' if seeds == 1 else 's'}, "
+                      f"H = {_values(part, 'model.hidden_size')})")
+    trained = frames.trained(runs)
+    return (
+        "This is the quick study, sized to run in minutes on a small machine: " + "; ".join(budget) + ". "
+        "What it can show: the measurements at initialization (the Pascanu bound, the decay rate against log(γρ) and "
+        "the Lyapunov exponent, float32 against float64), which need no training; and, within "
+        f"{_values(trained, 'train.steps')} training steps at small hidden sizes, which settings beat the constant "
+        "predictor, diverge or solve their task, each fraction with its 95% interval. What it cannot show: whether a "
+        "method learns at the lengths and training budgets of the papers (T in the hundreds, tens of thousands of steps), "
+        "or a difference between arms smaller than the intervals a few seeds allow. For those, see the reproductions "
+        f"of the classic experiments in [reports/classic/README.md]({CLASSIC_REPORT}).")
+
+
 # 1-2. gradients at initialization
 
 def _through_time(study: Study, runs: pd.DataFrame) -> dict | str:
@@ -115,9 +150,9 @@ def _through_time(study: Study, runs: pd.DataFrame) -> dict | str:
             "described": describe(runs, study.params), "lost": len(runs) - len(have)}
 
 
-def _through_time_caption(described: str, lost: int) -> str:
-    return (f"||dL/ds_t|| at initialization against the distance T − t from the loss; {described}. Median over runs "
-            "with the interquartile band; dotted: the Pascanu et al. bound ||dL/ds_T|| (γ σ_max)^(T−t) with the "
+def _through_time_caption(curves: pd.DataFrame, described: str, lost: int) -> str:
+    return (f"||dL/ds_t|| at initialization against the distance T − t from the loss; {described}; "
+            f"{per_line(curves.loc[curves['curve'] == 'ds_norm', 'n'])}; dotted: the Pascanu et al. bound ||dL/ds_T|| (γ σ_max)^(T−t) with the "
             "measured σ_max (γ = 1/4 sigmoid, 1 otherwise); dash-dotted for linear: ||dL/ds_T|| ρ^(T−t)." + _left_out(lost))
 
 
@@ -143,13 +178,26 @@ def _precision(study: Study, runs: pd.DataFrame) -> dict | str:
             "described": describe(have, study.params), "lost": len(runs) - len(have)}
 
 
-def _precision_caption(described: str, lost: int) -> str:
+def per_line(n: pd.Series) -> str:
+    """'the median over n = 3 runs per line with the interquartile band', 'one run per line, so no band' (n: the
+    runs behind each point of the lines, the `quartiles` column n), for a caption."""
+    low, high = int(n.min()), int(n.max())
+    if high <= 1:
+        return "one run per line, so no band"
+    count = fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
+    return f"the median over n = {count} runs per line with the interquartile band" + (" (none where a line has one run)" if low == 1 else "")
+
+
+def _precision_caption(curves: pd.DataFrame, described: str, lost: int) -> str:
     return (
         "||dL/ds_t|| at initialization against the distance T − t from the loss, one panel per activation, a shade per "
-        "spectral radius (darker for larger ρ); solid float64, dashed float32, the median over runs with the interquartile "
-        "band; both precisions start from the same weights (the same seed). Norms are summed in float64, so a float32 norm "
-        "of exactly 0 means the float32 gradient itself underflowed; the tick at the bottom marks where float32 first "
-        "reports 0, the open circle the float64 norm there. Dotted: float32's smallest subnormal "
+        f"spectral radius (darker for larger ρ); solid float64, dashed float32, {per_line(curves['n'])}; both precisions "
+        "start from the same weights (the same seed). Norms are summed in float64, so a float32 norm of exactly 0 means "
+        "the float32 gradient itself underflowed; the tick at the bottom marks where float32 first reports 0, the open "
+        "circle the float64 norm there. The tick at the top marks where float32's norm first falls below its ε "
+        f"({fmt(FLOAT32.eps, 2)}) times its largest: the weight gradient sums a term per step, so from there on the "
+        "longer-range terms are lost to rounding next to the short-range ones, long before any norm is subnormal. "
+        "Dotted: float32's smallest subnormal "
         f"{fmt(FLOAT32.smallest_subnormal, 2)}; dash-dotted: its smallest normal number {fmt(FLOAT32.tiny, 2)}. "
         f"{described}." + _left_out(lost))
 
@@ -167,14 +215,18 @@ def _heatmaps(study: Study, runs: pd.DataFrame) -> dict | str:
     pool = pool.assign(decay=pool["run_id"].map(decay)).dropna(subset=["decay"])
     if pool.empty:
         return _no_heatmap_runs(study)
-    picks = frames.representative_runs(pool)
-    norms = study.grad_norms(pd.DataFrame({"run_id": [p["run_id"] for p in picks.values()]}))
+    candidates = frames.heatmap_candidates(pool)
+    norms = study.grad_norms(candidates)
+    picks = frames.heatmap_picks(candidates, norms)
+    if not picks:
+        return (f"none of the {len(candidates)} trained runs with the most extreme decay rates has a live gradient "
+                "(positive at some t < T on half of its training steps or more).")
     panels = {f"{kind}" + (f" (diverged at step {fmt(p['diverged_at'])})" if p["outcome"] == "diverged" else "")
               + f"\n{p['run_name']}\nmedian decay rate {p['decay']:+.3f} per step": norms[norms["run_id"] == p["run_id"]]
               for kind, p in picks.items() if (norms["run_id"] == p["run_id"]).any()}
     if not panels:
         return "the chosen runs have no grad_norms.parquet artifact."
-    return {"panels": panels, "pool": pool, "picks": picks}
+    return {"panels": panels, "pool": pool, "picks": picks, "candidates": candidates}
 
 
 def _heatmaps_caption(panels: dict, pool: pd.DataFrame, picks: dict) -> str:
@@ -182,11 +234,14 @@ def _heatmaps_caption(panels: dict, pool: pd.DataFrame, picks: dict) -> str:
         f" No trained run has a {kind} gradient over training (median decay rates from {pool['decay'].min():+.3f} to "
         f"{pool['decay'].max():+.3f} per step), so there is no {kind} example."
         for kind in ("vanishing", "exploding") if kind not in picks)
+    T = fmt(next(iter(picks.values()))["task.seq_len"])
     return (
         f"log10 ||dL/ds_t|| over training step × time step t for {len(panels)} of the {len(pool)} trained runs with full BPTT, "
-        "chosen by the median over training of their decay rate (slope of log ||dL/ds_t|| per step back): the most "
-        "negative (vanishing), the most positive (exploding) and the one closest to 0 (healthy), preferring runs that "
-        f"did not diverge; blank cells: zero or non-finite norms.{absent}")
+        f"all at T = {T}, chosen by the median over training of their decay rate (slope of log ||dL/ds_t|| per step "
+        "back): the most negative (vanishing), the most positive (exploding) and the one closest to 0 (healthy), "
+        "preferring runs that did not diverge. Runs whose gradient is dead (zero at every t < T on more than half of "
+        f"their training steps, e.g. relu runs with every unit dead) are left out, as are the sequence lengths with "
+        f"fewer kinds; blank cells: zero or non-finite norms.{absent}")
 
 
 # 4. success against sequence length
@@ -221,12 +276,8 @@ def _loss_curves(study: Study, runs: pd.DataFrame, question: str) -> dict | str:
 
 
 def _seeds(info: pd.DataFrame) -> str:
-    """'n = 5 runs per line' or 'n = 1–5 runs per line', and the band each median carries, for a caption."""
-    sizes = info.groupby(["panel", "label"]).size()
-    n = fmt(sizes.min()) if sizes.min() == sizes.max() else f"{fmt(sizes.min())}–{fmt(sizes.max())}"
-    band = ("; one run per line, so no band" if sizes.max() == 1 else
-            " with the interquartile band" + (" (none where a line has one run)" if sizes.min() == 1 else ""))
-    return f"median over n = {n} runs per line{band}"
+    """`per_line` of the runs per (panel, label) line."""
+    return per_line(info.groupby(["panel", "label"]).size())
 
 
 def _loss_caption(seeds: str, described: str) -> str:
@@ -249,8 +300,8 @@ def _clipping(study: Study, runs: pd.DataFrame) -> dict:
     return {"runs": runs, "history": history, "curves": curves, "diverged": diverged, "described": describe(runs, study.params)}
 
 
-def _clipping_caption(described: str) -> str:
-    return (f"Left: global gradient norm before clipping over training (median over seeds, interquartile band; "
+def _clipping_caption(curves: pd.DataFrame, described: str) -> str:
+    return (f"Left: global gradient norm before clipping over training ({per_line(curves['n'])}; "
             f"dashed: the norm threshold); right: fraction of runs diverged per mode and threshold (without "
             f"clipping the threshold is unused, so those runs are pooled). {described}.")
 
@@ -264,8 +315,8 @@ def _truncation(study: Study, runs: pd.DataFrame) -> dict:
 def _truncation_caption(described: str) -> str:
     return (f"Left: cosine between the truncated and the full gradient on the same batch (each run's median over "
             f"its diagnostic steps); middle: fraction solved; right: final test loss relative to the constant "
-            f"predictor; dashed: full BPTT; dotted vertical: the task's dependency distance (tag task.dependency). "
-            f"{described}.")
+            f"predictor, dotted horizontal at {fmt(BEATS)}: below it a run beats the constant predictor; dashed: full BPTT; "
+            f"dotted vertical: the task's dependency distance (tag task.dependency). {described}.")
 
 
 def _no_trained_runs(study: Study) -> str:
@@ -311,11 +362,11 @@ def _remedies(study: Study, runs: pd.DataFrame) -> dict:
     return {"runs": data, "curves": curves, "solved": solved, "described": describe(data, study.params)}
 
 
-def _remedies_caption(described: str) -> str:
+def _remedies_caption(curves: pd.DataFrame, described: str) -> str:
     return (
         f"Top: final test loss relative to the constant predictor's (tag task.baseline; below 1 the model uses the inputs), "
-        f"median over seeds with the interquartile range, against T, one panel per task, a line per remedy (colour: "
-        f"activation, normalization or gated cell); dotted: ratio 1. Bottom: runs solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)}; "
+        f"{per_line(curves['n']).replace('band', 'range')}, against T, one panel per task, a line per remedy (colour: "
+        f"activation, normalization or gated cell); grey: ratio 1; dotted: {fmt(BEATS)}, below which a run beats the constant predictor. Bottom: runs solved (test accuracy ≥ {fmt(SOLVED_ACCURACY)}; "
         f"diverged counts as failed) per remedy and T. {described}.")
 
 
@@ -331,10 +382,10 @@ def _remedies_grad(study: Study, runs: pd.DataFrame) -> dict | str:
             "described": describe(shown, study.params), "lost": len(data) - len(have)}
 
 
-def _remedies_grad_caption(clipped: bool, every_step: list[str], described: str, lost: int) -> str:
+def _remedies_grad_caption(curves: pd.DataFrame, clipped: bool, every_step: list[str], described: str, lost: int) -> str:
     return (
         "||dL/ds_t|| at initialization (each run's first training step) against the distance from the sequence's last "
-        "step, at each task's longest T, median over seeds with the interquartile band, a line per remedy (colours and "
+        f"step, at each task's longest T, {per_line(curves['n'])}, a line per remedy (colours and "
         "styles as in `remedies`); dashed in the LSTM's colour: its cell-state path ||dL/dc_t||."
         + (" Clipping acts after the gradient is computed, so at initialization a clipped run lies on the same model's "
            "unclipped line." if clipped else "")
@@ -345,15 +396,15 @@ def _remedies_grad_caption(clipped: bool, every_step: list[str], described: str,
 
 SECTIONS = (
     Section("init_grad_through_time", "Gradient norm through time at initialization", "init", False, _through_time,
-            call(figures.grad_through_time, "curves", "grid"), call(_through_time_caption, "described", "lost"),
+            call(figures.grad_through_time, "curves", "grid"), call(_through_time_caption, "curves", "described", "lost"),
             (call(findings.pascanu_bound, "rows"),)),
     Section("init_decay_rate", "Decay rate against spectral radius and Lyapunov exponent", "init", False, _decay,
             call(figures.decay_rate_vs_radius, "curves", "runs"), call(_decay_caption, "described"),
             (call(findings.linear_decay, "runs"), call(findings.decay_per_activation, "runs", "curves"),
              call(findings.decay_tracks_lyapunov, "runs"))),
     Section("precision", "float32 against float64: where a vanishing gradient underflows", "precision", False, _precision,
-            call(figures.precision, "curves", "grid"), call(_precision_caption, "described", "lost"),
-            (call(findings.float32_underflow, "curves", "setting"), call(findings.float32_agreement, "curves"))),
+            call(figures.precision, "curves", "grid"), call(_precision_caption, "curves", "described", "lost"),
+            (call(findings.float32_lost, "curves"), call(findings.float32_agreement, "curves", "setting"))),
     Section("grad_heatmaps", "Gradient norm over training and time (representative runs)", None, True, _heatmaps,
             call(figures.grad_heatmaps, "panels"), call(_heatmaps_caption, "panels", "pool", "picks"),
             without_runs=_no_heatmap_runs),
@@ -363,7 +414,7 @@ SECTIONS = (
     *(_loss_section(question) for question in TRAINED_QUESTIONS),
     _loss_section("adhoc", optional=True),
     Section("clipping", "Gradient clipping: pre-clip norm and divergence", "clipping", True, _clipping,
-            call(figures.clipping, "curves", "diverged"), call(_clipping_caption, "described"),
+            call(figures.clipping, "curves", "diverged"), call(_clipping_caption, "curves", "described"),
             (call(findings.clipping_divergence, "runs", "history"),)),
     Section("truncation", "Truncated BPTT: gradient direction and success against k", "truncation", True, _truncation,
             call(figures.truncation, "curves", "solved", "runs"), call(_truncation_caption, "described"),
@@ -376,10 +427,10 @@ SECTIONS = (
                  baseline_scale=1 / math.log(2), baseline_label="unigram entropy", logy=False),
             call(_charlm_caption, "seeds", "described"), (call(findings.charlm_bits, "runs"),)),
     Section("remedies", "Remedies: final loss and success against sequence length", "remedies", True, _remedies,
-            call(figures.remedies, "curves", "solved"), call(_remedies_caption, "described"),
-            (call(findings.remedy_losses, "runs", "curves"),)),
+            call(figures.remedies, "curves", "solved"), call(_remedies_caption, "curves", "described"),
+            (call(findings.remedy_losses, "runs"),)),
     Section("remedies_grad_through_time", "Remedies: gradient norm through time at initialization", "remedies", True,
             _remedies_grad, call(figures.remedies_grad_through_time, "curves", "lengths", "runs"),
-            call(_remedies_grad_caption, "clipped", "every_step", "described", "lost"),
+            call(_remedies_grad_caption, "curves", "clipped", "every_step", "described", "lost"),
             (call(findings.gradient_at_initialization, "rows", "runs"),)),
 )

@@ -79,3 +79,48 @@ def p_text(p: float) -> str:
     if p < 0.001:
         return "p < 0.001"
     return f"p = {float(f'{p:.2g}'):g}"
+
+
+BOOTSTRAP_RESAMPLES = 2000  # resamples of the median's bootstrap interval
+BOOTSTRAP_SEED = 0  # the fixed seed that makes the interval, and so the printed digits, the same on every build
+MAX_DIGITS = 3  # significant digits printed at most, however narrow the interval
+FALLBACK_DIGITS = 2  # significant digits of a number whose spread is unknown (one run) or zero
+
+
+def median_interval(values) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the median of values (NaN left out), from BOOTSTRAP_RESAMPLES
+    resamples with a fixed seed over the sorted values: the same values in any order give the same interval.
+    (nan, nan) for fewer than 2 values."""
+    x = np.sort(np.asarray(values, dtype=float))
+    x = x[~np.isnan(x)]
+    if len(x) < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    medians = np.median(x[rng.integers(0, len(x), size=(BOOTSTRAP_RESAMPLES, len(x)))], axis=1)
+    lo, hi = np.percentile(medians, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    return (float(lo), float(hi))
+
+
+def _significant(value: float, digits: int) -> str:
+    """value with `digits` significant digits: positional between 1e-3 and 1e4 (0.41, 120, 1.0), else with an
+    exponent (7.7e-08, 4e+04)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    exponent = math.floor(math.log10(abs(value)))
+    if -3 <= exponent < 4:
+        places = digits - 1 - exponent
+        return f"{value:.{places}f}" if places > 0 else f"{round(value, places):.0f}"
+    return f"{value:.{digits - 1}e}"
+
+
+def supported(value: float, lo: float, hi: float) -> str:
+    """value to the precision the interval [lo, hi] supports (`decimals`), counted as significant digits so that
+    a small or large number keeps its exponent (7.7e-08 in [5e-08, 1e-07] as '8e-08'), between 1 and MAX_DIGITS
+    significant digits; FALLBACK_DIGITS when the interval is unknown or has no width (one run, equal runs)."""
+    if not math.isfinite(value) or value == 0:
+        return "n/a" if math.isnan(value) else f"{value:g}"
+    exponent = math.floor(math.log10(abs(value)))
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        return _significant(value, FALLBACK_DIGITS)
+    digits = exponent + 1 + decimals(lo, hi)
+    return _significant(value, min(MAX_DIGITS, max(1, digits)))
