@@ -173,7 +173,8 @@ def test_the_quick_report_ignores_classic_runs(store, tmp_path):
     # run, which lacks their params, and fail to draw (exit 1): they find no trained run instead
     assert rnngrad_cli.main(["report", "--tracking-uri", store, "--out", str(tmp_path / "quick")]) == 0
     readme = (tmp_path / "quick" / "README.md").read_text()
-    assert "| init | 1 |" in readme and "classic" not in readme and "| total | 1 |" in readme
+    assert "| init | 1 |" in readme and "classic\\_" not in readme and "| total | 1 |" in readme
+    assert "(classic/README.md)" in readme  # its scope points to the classic report: a link, not a run
     assert rnngrad_cli.main(["report", "classic", "--tracking-uri", store, "--out", str(tmp_path / "classic")]) == 0
     readme = (tmp_path / "classic" / "README.md").read_text()
     assert "| classic\\_gated | 1 |" in readme and "seqlen" not in readme and "| total | 1 |" in readme
