@@ -71,6 +71,17 @@ def test_a_comparison_of_arms_prints_each_fraction_with_its_interval_and_the_tes
     assert quoted["clipping_success.p"].value == pytest.approx(0.0350, abs=5e-5)
 
 
+def test_each_clipping_arm_is_tested_against_no_clipping():
+    runs = pd.DataFrame({"clip.mode": ["none"] * 10 + ["norm"] * 20, "clip.threshold": [1.0] * 20 + [10.0] * 10,
+                         "outcome": ["unsolved"] * 10 + ["solved"] * 10 + ["solved"] * 2 + ["unsolved"] * 8})
+    one, ten = findings.clipping_solved(runs, "clipping")
+    assert one.text == ("With norm clip 1, 10 of 10 (95% CI 72–100%) runs solved the task, against 0 of 10 (95% CI 0–28%) "
+                        "without clipping (p < 0.001, Fisher's exact test) (figure `clipping`).")
+    assert "2 of 10 (95% CI 6–51%)" in ten.text and "p = 0.47" in ten.text
+    assert {n.id: n.value for n in ten.quoted}["clipping_solved_norm_10.solved"] == 0.2
+    assert findings.clipping_solved(runs[runs["clip.mode"] != "none"], "clipping") == []
+
+
 def _numbers_in(text):
     return findings.NUMBER.findall(findings.CODE_SPAN.sub(" ", text))
 

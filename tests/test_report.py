@@ -284,6 +284,8 @@ def test_clipping_plots_pre_clip_norms_and_divergence_rates():
     np.testing.assert_allclose(line(norm, "_threshold 1")[:, 1], [1.0, 1.0])
     np.testing.assert_allclose(line(divergence, "relu, no clipping")[:, 1], [0.5, 0.5])
     np.testing.assert_allclose(line(divergence, "relu, norm clipping"), [[1.0, 0.0], [10.0, 0.5]])
+    np.testing.assert_allclose(line(divergence, "relu, no clipping: solved")[:, 1], [0.0, 0.0])
+    np.testing.assert_allclose(line(divergence, "relu, norm clipping: solved"), [[1.0, 0.5], [10.0, 0.0]])
 
 
 def test_truncation_plots_cosine_success_and_loss_against_k_with_full_bptt_and_dependency():

@@ -520,16 +520,20 @@ def _clip_order(mode: str) -> int:
     return list(CLIP_LINESTYLES).index(mode) if mode in CLIP_LINESTYLES else len(CLIP_LINESTYLES)
 
 
+CLIP_OUTCOME_MARKERS = {"diverged": "o", "solved": "s"}  # frames.CLIP_OUTCOMES: filled circles, open squares
+
+
 @_drawn
 def clipping(curves: pd.DataFrame, diverged: pd.DataFrame, fig: Figure | None = None) -> Figure:
-    """Pre-clip gradient norm over training, and the divergence rate, per clipping mode and threshold.
+    """Pre-clip gradient norm over training, and the rates of divergence and success, per clipping mode and threshold.
 
     curves, diverged: `frames.clipping_curves`. curves: grad/norm (the global norm before clipping) per
     model.activation, clip.mode and clip.threshold (NaN without clipping): those columns, step, median, q25, q75.
-    diverged: the fraction of runs diverged per the same three columns, over every run.
+    diverged: the fraction of runs diverged and solved (column outcome) per the same three columns, over every run.
     Left: one panel per activation (rows) x mode (columns), a line per threshold (greys, darker for larger
-    thresholds) with its band, a norm threshold as a dashed line of the same grey. Right: the fraction of runs
-    diverged against the threshold, a line per activation x mode; without clipping a horizontal line. The norm
+    thresholds) with its band, a norm threshold as a dashed line of the same grey. Right: the fractions of runs
+    diverged (filled circles) and solved (open squares) against the threshold, a line per activation x mode x
+    outcome; without clipping a horizontal line (solid: diverged, dash-dotted: solved). The norm
     panels share one y range; an activation's panels wrap into two rows beyond MAX_COLS.
     """
     activations = ordered(diverged["model.activation"])
@@ -561,20 +565,24 @@ def clipping(curves: pd.DataFrame, diverged: pd.DataFrame, fig: Figure | None = 
                 ax.set_ylabel("gradient norm before clipping")
         ax = panel[i, per - 1]
         part = diverged[diverged["model.activation"] == act]
-        for mode in modes:
-            rate = part[part["clip.mode"] == mode]
-            if mode == "none":  # one rate for the runs without clipping (NaN, no line, if this activation has none)
-                ax.axhline(rate["fraction"].iloc[0] if len(rate) else math.nan, color=colour(act), linestyle="-",
-                           linewidth=1.2, label=f"{act}, no clipping")
-                continue
-            rate = _on_grid(rate.dropna(subset=["clip.threshold"]), "clip.threshold", thresholds)
-            ax.plot(rate["clip.threshold"].to_numpy(), rate["fraction"].to_numpy(), color=colour(act),
-                    linestyle=CLIP_LINESTYLES.get(mode, "-"), marker="o", markersize=4, label=f"{act}, {mode} clipping")
+        for kind, marker in CLIP_OUTCOME_MARKERS.items():
+            of_kind, suffix = part[part["outcome"] == kind], "" if kind == "diverged" else f": {kind}"
+            filled = {} if kind == "diverged" else {"markerfacecolor": "white"}
+            for mode in modes:
+                rate = of_kind[of_kind["clip.mode"] == mode]
+                if mode == "none":  # one rate for the runs without clipping (NaN, no line, if this activation has none)
+                    ax.axhline(rate["fraction"].iloc[0] if len(rate) else math.nan, color=colour(act),
+                               linestyle="-" if kind == "diverged" else "-.", linewidth=1.2, label=f"{act}, no clipping{suffix}")
+                    continue
+                rate = _on_grid(rate.dropna(subset=["clip.threshold"]), "clip.threshold", thresholds)
+                ax.plot(rate["clip.threshold"].to_numpy(), rate["fraction"].to_numpy(), color=colour(act),
+                        linestyle=CLIP_LINESTYLES.get(mode, "-"), marker=marker, markersize=4, **filled,
+                        label=f"{act}, {mode} clipping{suffix}")
         _log_ticks(ax, part["clip.threshold"].dropna())
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("clip threshold")
-        ax.set_ylabel("fraction of runs diverged")
-        ax.set_title(f"{act}: divergence", fontsize="medium")
+        ax.set_ylabel("fraction of runs")
+        ax.set_title(f"{act}: diverged (filled), solved (open)", fontsize="medium")
     _share_y(norms)
     legend(fig, axes, extra=[(Line2D([], [], color="black", linestyle="--", linewidth=0.8), "norm threshold")] if "norm" in modes else ())
     return fig

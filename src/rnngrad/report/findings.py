@@ -362,6 +362,26 @@ def beats_constant_predictor(runs: pd.DataFrame, question: str, figure: str) -> 
     return [quote.finding(text, {"below": int(below.sum()), "runs": len(runs)})]
 
 
+def clipping_solved(runs: pd.DataFrame, figure: str) -> list[Finding]:
+    """Per clipping arm (mode and threshold), the runs solved against no clipping's (Fisher's exact test): the
+    test of Pascanu et al.'s claim that clipping lets SGD learn where its gradients explode.
+    runs: clip.mode, clip.threshold, outcome."""
+    solved, unclipped = runs["outcome"] == "solved", runs["clip.mode"] == "none"
+    if not unclipped.any():
+        return []
+    k0, n0 = int(solved[unclipped].sum()), int(unclipped.sum())
+    out = []
+    for (mode, threshold), group in runs[~unclipped].groupby(["clip.mode", "clip.threshold"]):
+        k, n = int(solved[group.index].sum()), len(group)
+        label = frames.clip_label(mode, threshold)
+        quote = Quote(f"clipping_solved_{mode}_{fmt(threshold)}")
+        text = (f"With {label}, {quote.fraction('solved', k, n)} runs solved the task, against "
+                f"{quote.fraction('unclipped', k0, n0)} without clipping ({quote.fisher('p', k, n, k0, n0)}) "
+                f"(figure `{figure}`).")
+        out.append(quote.finding(text, {"solved": k, "runs": n, "solved_unclipped": k0, "unclipped": n0}))
+    return out
+
+
 def clipping_divergence(runs: pd.DataFrame, history: pd.DataFrame, figure: str) -> list[Finding]:
     """Per clipping mode, the runs diverged with the median peak pre-clip norm, each clipping mode against no
     clipping, and whether a clipping mode diverged as often as no clipping (against Pascanu et al.'s claim).

@@ -331,12 +331,16 @@ def success_rates(runs: pd.DataFrame) -> pd.DataFrame:
 CLIP_KEYS = ["model.activation", "clip.mode", "clip.threshold"]
 
 
+CLIP_OUTCOMES = ("diverged", "solved")  # what the clipping figure's right panels count
+
+
 def clipping_curves(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(curves, diverged): grad/norm over training (`step_curves`) and `outcomes` diverged over every run, both per
-    model.activation, clip.mode and clip.threshold, where the threshold is NaN without clipping (it is unused
-    there, so those runs are pooled). history: grad/norm (run_id, step, value)."""
+    """(curves, rates): grad/norm over training (`step_curves`) and the `outcomes` diverged and solved over every
+    run (rates' column outcome), both per model.activation, clip.mode and clip.threshold, where the threshold is
+    NaN without clipping (it is unused there, so those runs are pooled). history: grad/norm (run_id, step, value)."""
     runs = runs.assign(**{"clip.threshold": runs["clip.threshold"].where(runs["clip.mode"] != "none")})
-    return step_curves(history, runs, CLIP_KEYS), outcomes(runs, CLIP_KEYS, "diverged")
+    rates = pd.concat([outcomes(runs, CLIP_KEYS, kind).assign(outcome=kind) for kind in CLIP_OUTCOMES], ignore_index=True)
+    return step_curves(history, runs, CLIP_KEYS), rates
 
 
 def with_trunc_cosine(runs: pd.DataFrame, cosine: pd.DataFrame) -> pd.DataFrame:

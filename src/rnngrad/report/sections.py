@@ -302,8 +302,8 @@ def _clipping(study: Study, runs: pd.DataFrame) -> dict:
 
 def _clipping_caption(curves: pd.DataFrame, described: str) -> str:
     return (f"Left: global gradient norm before clipping over training ({per_line(curves['n'])}; "
-            f"dashed: the norm threshold); right: fraction of runs diverged per mode and threshold (without "
-            f"clipping the threshold is unused, so those runs are pooled). {described}.")
+            f"dashed: the norm threshold); right: fractions of runs diverged (filled) and solved (open) per mode and "
+            f"threshold (without clipping the threshold is unused, so those runs are pooled; a horizontal line). {described}.")
 
 
 def _truncation(study: Study, runs: pd.DataFrame) -> dict:
@@ -413,9 +413,10 @@ SECTIONS = (
             (call(findings.solved_by_length, "runs"), call(findings.clipping_and_success, "runs"))),
     *(_loss_section(question) for question in TRAINED_QUESTIONS),
     _loss_section("adhoc", optional=True),
-    Section("clipping", "Gradient clipping: pre-clip norm and divergence", "clipping", True, _clipping,
+    Section("clipping", "Gradient clipping: pre-clip norm, divergence and success", "clipping", True, _clipping,
             call(figures.clipping, "curves", "diverged"), call(_clipping_caption, "curves", "described"),
-            (call(findings.clipping_divergence, "runs", "history"),)),
+            (call(findings.clipping_solved, "runs"),
+             call(findings.clipping_divergence, "runs", "history"))),
     Section("truncation", "Truncated BPTT: gradient direction and success against k", "truncation", True, _truncation,
             call(figures.truncation, "curves", "solved", "runs"), call(_truncation_caption, "described"),
             (call(findings.truncation_cosine, "runs"), call(findings.truncation_shorter_than_dependency, "runs"))),
