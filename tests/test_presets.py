@@ -3,6 +3,7 @@ tier's grid keeps the contract with its report (the question names, the arms, at
 shrunken copy of it runs."""
 
 import functools
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hydra_plugins.rnngrad_sweeper.grids_sweeper import expand_grids
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from rnngrad import cli as rnngrad_cli
 from rnngrad import config
 from rnngrad.tasks import make_task
 
@@ -145,7 +147,8 @@ def test_the_truncation_windows_span_the_dependency():
 
 @pytest.mark.slow
 def test_a_shrunken_classic_tier_runs_every_arm(tmp_path):
-    """Every arm and T of the classic grid, one seed, 3 steps at tiny sizes, into a temporary store."""
+    """Every arm and T of the classic grid, one seed, 3 steps at tiny sizes, into a temporary store, and the classic
+    report built from it."""
     overrides = shrunken_preset(tmp_path, "classic")
     shrunk = yaml.safe_load((tmp_path / "conf" / "experiment" / "classic_shrunk.yaml").read_text())
     assert set(shrunk["hydra"]["sweeper"]["grids"]) == {
@@ -162,6 +165,11 @@ def test_a_shrunken_classic_tier_runs_every_arm(tmp_path):
     assert by_question == {"classic_gated": 6, "classic_irnn": 2, "classic_order": 9, "classic_copy": 3,
                            "classic_bn": 3, "classic_truncation": 5}
     assert all({"eval/loss", "eval/accuracy"} <= set(r.data.metrics) for r in children)
+    # and the classic report reads every question of the real grid: no row without runs
+    out = tmp_path / "report"
+    assert rnngrad_cli.main(["report", "classic", "--tracking-uri", store_uri(tmp_path), "--out", str(out)]) == 0
+    records = {f["id"]: f["text"] for f in json.loads((out / "findings.json").read_text())["findings"]}
+    assert all(records[f"{question}_result"] != "no runs" for question in CLASSIC)
 
 
 def test_a_grid_spells_null_and_booleans_as_overrides_do():
