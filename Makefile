@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RNNGRAD := $(VENV)/bin/rnngrad
 STAMP := $(VENV)/.installed
 
-.PHONY: test study report ui bench clean
+.PHONY: test study classic report ui bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(STAMP)  ## the whole test suite
 study: $(STAMP)  ## the default study into the embedded store, then the report
 	$(RNNGRAD) train -m experiment=study train.verbose=false
 	$(RNNGRAD) report
+
+classic: $(STAMP)  ## the classic tier: the papers' reproductions into the same store (about 40 min on 2 cores), then reports/classic/
+	$(RNNGRAD) train -m experiment=classic train.verbose=false
+	$(RNNGRAD) report classic
 
 report: $(STAMP)  ## rebuild reports/ from the store
 	$(RNNGRAD) report

@@ -11,9 +11,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlflow.tracking import MlflowClient
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["task.seq_len=8", "model.hidden_size=8", "train.steps=20", "train.eval_interval=10",
         "train.diag_interval=10", "task.test_size=32", "train.verbose=false", "tracking.metric_every=1"]
 
@@ -124,3 +126,34 @@ def run_preset(tmp_path: Path, blank_db: Path, preset: str, *overrides: str, env
                    "train.eval_interval=10", "train.diag_interval=10", "task.test_size=32", "train.verbose=false",
                    "hydra.launcher.n_jobs=2", *overrides, multirun=True, uri=uri, env=env)
     return proc, uri
+
+
+# A tier's grids shrunk for the suite: every arm and every T of the preset kept (so that each row of its report
+# has runs), one seed, a few steps, tiny sizes.
+SHRUNK = {"train.steps": 3, "train.eval_interval": 3, "train.diag_interval": 3, "train.batch_size": 4,
+          "task.test_size": 20, "model.hidden_size": 8}
+
+
+def _shrunk_lengths(value) -> str:
+    """A grid's task.seq_len values (an int or "100,200"), each T made 4 + T // 10: small, still distinct."""
+    return ",".join(str(4 + int(T) // 10) for T in str(value).split(","))
+
+
+def shrunken_preset(tmp_path: Path, name: str) -> list[str]:
+    """Write a shrunken copy of experiment `name` (a preset of sub-presets, as conf/experiment/classic.yaml) to
+    tmp_path/conf/experiment/<name>_shrunk.yaml; returns the CLI overrides that select it."""
+    preset = yaml.safe_load((CONF / "experiment" / f"{name}.yaml").read_text())
+    grids = {}
+    for part in preset.get("defaults", []):
+        grids.update(yaml.safe_load((CONF / "experiment" / f"{part}.yaml").read_text())["hydra"]["sweeper"]["grids"])
+    for grid in grids.values():
+        grid.update(SHRUNK, seed=str(grid.get("seed", 0)).split(",")[0])
+        if "task.seq_len" in grid:
+            grid["task.seq_len"] = _shrunk_lengths(grid["task.seq_len"])
+        if grid.get("task.min_seq_len") is not None:  # the shortest training length stays below the test length
+            grid["task.min_seq_len"] = max(2, min(int(T) for T in grid["task.seq_len"].split(",")) // 4)
+    folder = tmp_path / "conf" / "experiment"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump({"hydra": {"sweeper": {"grids": grids}}}, sort_keys=False)
+    (folder / f"{name}_shrunk.yaml").write_text("# @package _global_\n" + text)
+    return [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"experiment={name}_shrunk"]

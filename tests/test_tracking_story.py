@@ -63,6 +63,10 @@ def test_run_names_put_T_activation_and_init_first_and_the_task_short():
     assert config.run_name(cfg) == "T20-tanh-gauss-rho1.5-clipnorm10-k4-s2-order-truncation"
     cfg = run_config("model.cell=lstm", "task.name=copy", "task.seq_len=10", "model.dtype=float32")
     assert config.run_name(cfg) == "T10-lstm-orth-float32-s0-copy"
+    # the learning rate and the batch norm's gain only when they depart from the schema's defaults (1e-3, 0.1)
+    cfg = run_config("model.norm=batch", "model.bn_gain=1", "optim.name=sgd", "optim.lr=0.01")
+    assert config.run_name(cfg) == "T50-tanh-batchnorm-gain1-orth-lr0.01-s0-adding"
+    assert config.run_name(run_config("model.norm=batch", "model.bn_gain=0.1")) == "T50-tanh-batchnorm-orth-s0-adding"
 
 
 def test_a_run_description_states_its_configuration_and_outcome():

@@ -420,13 +420,15 @@ def config_hash(cfg: DictConfig) -> str:
 # short forms for run names (anything not listed is spelled out)
 SHORT_INITS = {"orthogonal": "orth", "gaussian": "gauss", "identity": "id"}
 SHORT_TASKS = {"temporal_order": "order", "char_lm": "charlm"}
+DEFAULT_LR, DEFAULT_BN_GAIN = OptimConfig.lr, ModelConfig.bn_gain  # named only when a run departs from them
 
 
 def run_name(cfg: DictConfig) -> str:
     """A short name that says what the run is, the part that tells runs of a sweep apart first.
 
-    T, the activation (or gated cell), the init, then whatever departs from the defaults, the seed,
-    the task and the question, e.g. T100-tanh-orth-rho1.25-clipnorm1-s0-adding-init: MLflow's runs table
+    T, the activation (or gated cell), the init, then whatever departs from the defaults (the batch norm's
+    gain, the learning rate among them), the seed, the task and the question, e.g.
+    T100-tanh-orth-rho1.25-clipnorm1-s0-adding-init: MLflow's runs table
     shows the first 20 to 25 characters. The question makes the names of a study's sweep unique (its
     seqlen and truncation grids both hold the full-BPTT T = 20 tanh runs).
     """
@@ -436,6 +438,8 @@ def run_name(cfg: DictConfig) -> str:
              str(m.activation if m.cell == "rnn" else m.cell)]
     if m.norm != "none":
         parts.append(f"{m.norm}norm" + ("-summed" if m.norm == "batch" and m.bn_variant == "summed" else ""))
+        if m.norm == "batch" and m.bn_gain != DEFAULT_BN_GAIN:
+            parts.append(f"gain{m.bn_gain:g}")
     parts.append(SHORT_INITS.get(str(m.init), str(m.init)))
     if m.spectral_radius is not None:
         parts.append(f"rho{m.spectral_radius:g}")
@@ -447,6 +451,8 @@ def run_name(cfg: DictConfig) -> str:
         parts.append(f"{'chunk' if cfg.bptt.mode == 'chunked' else 'k'}{cfg.bptt.truncation}")
     if cfg.train.omega_alpha > 0:
         parts.append(f"omega{cfg.train.omega_alpha:g}")
+    if cfg.optim.lr != DEFAULT_LR:
+        parts.append(f"lr{cfg.optim.lr:g}")
     parts += [f"s{cfg.seed}", SHORT_TASKS.get(str(cfg.task.name), str(cfg.task.name))]
     if cfg.question != "adhoc":
         parts.append(str(cfg.question))
