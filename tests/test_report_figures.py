@@ -156,7 +156,7 @@ def test_clipping_wraps_modes_into_two_rows_and_shares_the_norm_panels_range():
                         columns=["model.activation", "clip.mode", "clip.threshold"])
     curves = pd.concat([stats(keys.iloc[[i]].merge(pd.DataFrame({"step": [0, 50, 100]}), how="cross"), [10.0 ** (5 * i), 1.0, 0.5])
                         for i in range(len(keys))], ignore_index=True)
-    diverged = keys.assign(fraction=[1.0, 0.0, 0.5, 0.0, 0.5])
+    diverged = keys.assign(fraction=[1.0, 0.0, 0.5, 0.0, 0.5], outcome="diverged")
     diverged = diverged[~((diverged["clip.mode"] == "value") & (diverged["clip.threshold"] == 1.0))]
     fig = figures.clipping(curves, diverged.assign(**{"clip.threshold": diverged["clip.threshold"]}))
     check_page(fig)
