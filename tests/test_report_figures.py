@@ -232,3 +232,14 @@ def test_a_log_axis_without_a_power_of_ten_in_view_is_widened_to_the_nearest(low
     check_page(fig)
     bottom, top = fig.axes[0].get_ylim()
     assert bottom <= low and top >= high / 1.1 and math.log10(top / bottom) < 1.2
+
+
+def test_neighbouring_grid_values_share_a_log_axis_without_printing_over_each_other():
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    ax.plot([4, 18], [0, 1])
+    figures._log_ticks(ax, [4, 8, 9, 10, 16, 17, 18])
+    formatter = ax.xaxis.get_minor_formatter()
+    assert [formatter(k) for k in (4, 8, 9, 10, 16, 17, 18)] == ["4", "8", "", "10", "", "", "18"]
+    assert list(ax.xaxis.get_minor_locator().tick_values(4, 18)) == [4, 8, 9, 10, 16, 17, 18]  # every k keeps its tick

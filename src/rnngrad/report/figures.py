@@ -273,11 +273,25 @@ def _log_ticks(ax, values) -> None:
     ticks = np.unique(np.round(np.asarray(values, dtype=float), 3))
     ticks = ticks[np.isfinite(ticks) & (ticks > 0)]
     if 0 < len(ticks) <= 8:
+        labelled = _spaced_labels(ticks)
         ax.xaxis.set_minor_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, pos: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, pos: f"{x:g}" if np.isclose(labelled, x).any() else ""))
     else:
         ax.xaxis.set_minor_locator(DecadeLocator(minor=True))
         ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+LABEL_RATIO = 1.2  # on a log axis, grid values closer than this factor to a labelled one stay ticks without a label
+
+
+def _spaced_labels(ticks: np.ndarray) -> np.ndarray:
+    """The sorted grid values to label on a log axis: each at least LABEL_RATIO times the last labelled one, so
+    that neighbours such as k = 16, 17, 18 do not print over each other (the largest is always labelled)."""
+    labelled = []
+    for tick in sorted(ticks, reverse=True):
+        if not labelled or labelled[-1] / tick >= LABEL_RATIO:
+            labelled.append(tick)
+    return np.asarray(labelled)
 
 
 def _on_grid(frame: pd.DataFrame, column: str, grid) -> pd.DataFrame:
