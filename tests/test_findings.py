@@ -208,3 +208,15 @@ def test_every_finding_on_crafted_runs_states_one_claim_within_the_word_limit_an
     assert len(found) == 3
     for finding in found:
         assert findings.words(finding) <= findings.MAX_WORDS and "figure `fig`)" in finding.text
+
+
+def test_the_bound_gap_names_its_cause_by_whether_w_is_normal():
+    def farthest(sigma):
+        return pd.DataFrame({"run_id": list("abc"), "ratio": [1e-3, 2e-3, 4e-3], "spectral/radius": 1.0,
+                             "spectral/sigma_max": sigma})
+    (normal,) = findings._bound_gap("orthogonal", farthest([1.0, 1.0, 1.0]), "fig")
+    assert normal.text == ("orthogonal W: at the farthest step the measured norm is 0.0020 times the Pascanu bound "
+                           "(median, 3 runs); σ_max/ρ = 1.0, so the gap is f'(a) < γ and ds_t off W's top singular "
+                           "direction (figure `fig`).")
+    (skewed,) = findings._bound_gap("gaussian", farthest([1.8, 1.9, 2.0]), "fig")
+    assert "σ_max/ρ = 1.90: the bound's σ_max overstates the growth rate ρ" in skewed.text

@@ -534,7 +534,7 @@ def test_remedy_findings_state_the_measured_ratios_and_where_they_disagree_with_
                                             "plain RNN 0.0010 (figure `grad`).")
     assert text["init_cell_state_adding_lstm"] == ("lstm on adding, T = 4: its cell state keeps ||dL/dc_1||/||dL/dc_last|| = "
                                                    "0.73, ×0.90 per step at initialization, its hidden state 0.22 (figure `grad`).")
-    assert ("relu, identity init keeps the most of it (0.80) yet ends at 2.0 times the constant predictor's loss"
+    assert ("relu, identity init keeps it closest to its size at the loss (0.80) yet ends at 2.0 times the constant predictor's loss"
             in text["gradient_kept_adding"])
     assert ("gru beats the constant predictor (0.10) though its gradient vanishes as fast as the plain RNN's or faster "
             "(1.0e-06 against 0.0010)") in text["gradient_learns_adding_gru"]

@@ -167,13 +167,20 @@ def pascanu_bound(rows: pd.DataFrame, figure: str) -> list[Finding]:
     return out
 
 
+NON_NORMAL = 1.01  # sigma_max / rho above this: W non-normal, the bound's sigma_max overstates the growth rate rho
+
+
 def _bound_gap(init: str, farthest: pd.DataFrame, figure: str) -> list[Finding]:
     """How far below the bound the norm lies at the farthest step for one init, and the sigma_max/rho behind it."""
     quote = Quote(f"bound_gap_{init}")
-    text = (f"{init} W: at the farthest step from the loss the measured norm is {quote.median('ratio', farthest['ratio'])} "
-            f"times the Pascanu bound (median over {farthest['run_id'].nunique()} runs), as σ_max exceeds ρ "
-            f"{quote.median('sigma_over_rho', farthest['spectral/sigma_max'] / farthest['spectral/radius'])}-fold "
-            f"(figure `{figure}`).")
+    spread = farthest["spectral/sigma_max"] / farthest["spectral/radius"]
+    # each step of the bound multiplies by γσ_max, a step of the gradient by at most that (equal only with f'(a) = γ
+    # and ds_t along W's top singular direction); σ_max > ρ, a non-normal W, is one more part of the gap
+    why = (": the bound's σ_max overstates the growth rate ρ" if spread.median() > NON_NORMAL
+           else ", so the gap is f'(a) < γ and ds_t off W's top singular direction")
+    text = (f"{init} W: at the farthest step the measured norm is {quote.median('ratio', farthest['ratio'])} times the "
+            f"Pascanu bound (median, {farthest['run_id'].nunique()} runs); σ_max/ρ = "
+            f"{quote.median('sigma_over_rho', spread)}{why} (figure `{figure}`).")
     return [quote.finding(text)]
 
 
@@ -638,7 +645,7 @@ def _cell_state(task: str, T, back, label: str, runs: pd.DataFrame, figure: str)
 
 def _gradient_predicts(task: str, T, ratio: pd.Series, loss: pd.Series, figure: str) -> list[Finding]:
     """Where the gradient kept at initialization (ratio: label -> ||dL/ds_1|| / ||dL/ds_T||) and learning (loss:
-    label -> median final loss / constant predictor's) disagree: the remedy that keeps the most of it does not
+    label -> median final loss / constant predictor's) disagree: the remedy whose ratio is closest to 1 (the gradient neither vanishing nor growing) does not
     learn, or a remedy learns whose gradient vanishes at least as fast as the plain RNN's; one finding each."""
     ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
     learned, out = loss[loss < BEATS].index, []
@@ -647,7 +654,7 @@ def _gradient_predicts(task: str, T, ratio: pd.Series, loss: pd.Series, figure: 
     if len(ratio):
         kept = np.log(ratio).abs().idxmin()
         if kept not in learned and kept in loss:
-            text = (head + f"{kept} keeps the most of it ({ratio_text(ratio[kept])}) yet ends at {ratio_text(loss[kept])} "
+            text = (head + f"{kept} keeps it closest to its size at the loss ({ratio_text(ratio[kept])}) yet ends at {ratio_text(loss[kept])} "
                     "times the constant predictor's loss" + where)
             out.append(Finding(f"gradient_kept_{task}", text, {"ratio": ratio[kept], "relative_loss": loss[kept]}))
     if PLAIN_REMEDY in ratio:
