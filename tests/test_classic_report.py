@@ -200,7 +200,7 @@ def test_an_unknown_report_and_a_missing_store_are_refused_and_nothing_is_writte
     assert not (tmp_path / "out").exists() and not (tmp_path / "none").exists() and not (tmp_path / "x.db").exists()
 
 
-# a shrunken copy of the classic grid (CONTRACT.md's question names and keys), run and reported
+# a shrunken copy of the classic grid (the presets' question names and keys), run and reported
 
 TINY_CLASSIC = """# @package _global_
 hydra:

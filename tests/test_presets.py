@@ -93,7 +93,7 @@ def arms(name: str, keys: list[str]) -> Counter:
     return Counter(tuple(OmegaConf.select(cfg, key) for key in keys) for cfg in jobs)
 
 
-# the arms of each classic question, by the keys that tell them apart (CONTRACT.md of issue 19), and the
+# the arms of each classic question, by the keys that tell them apart (what the classic report reads, src/rnngrad/report/classic.py), and the
 # settings its paper's protocol fixes
 CLASSIC_ARMS = {
     "classic_gated": (["task.name", "task.seq_len", "model.cell", "model.activation"],

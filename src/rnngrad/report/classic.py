@@ -1,6 +1,6 @@
 """The classic tier's report (`rnngrad report classic`): the reproduction table of the papers' claims, built from
-the runs whose question starts with `classic_` (conf/experiment/classic.yaml; /work/shared/CONTRACT.md names the
-questions and the params that tell their arms apart).
+the runs whose question starts with `classic_` (conf/experiment/classic.yaml; each classic_<claim>.yaml preset
+names its question and the params that tell its arms apart, which the measures below read).
 
 One `Claim` per row: its papers and the paper's setting (text constants: citations, not measurements), and a
 `measure` that turns the question's runs into our setting, the measured result with its 95% intervals, and the
