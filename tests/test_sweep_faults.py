@@ -214,3 +214,23 @@ def test_the_report_names_what_tells_the_unfinished_jobs_apart():
     jobs = [["model.hidden_size=8", "seed=0"], ["model.hidden_size=8", "seed=1"], ["model.hidden_size=8", "seed=2"]]
     assert guard.report(jobs, ["FINISHED", "KILLED", "NOT_RUN"]) == ["  KILLED   seed=1", "  NOT_RUN  seed=2"]
     assert guard.report(jobs[:1], ["FAILED"]) == ["  FAILED   model.hidden_size=8 seed=0"]
+
+
+def test_a_process_is_known_by_its_start_ticks_whatever_the_wall_clock_did(monkeypatch):
+    """A step of the wall clock (a virtual machine resumed after a pause) moved psutil's create_time of a live
+    sweep parent past the time its workers had been given, and they killed their jobs as orphans: the
+    parent is now named by its start in clock ticks since boot, which no clock step moves."""
+    import os
+
+    import psutil
+
+    from rnngrad.app import guard
+
+    token = guard.start_token(os.getpid())
+    created = psutil.Process().create_time()
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: created + 3600.0)  # the clock stepped an hour
+    assert guard.same_process(os.getpid(), token)
+    assert not guard.process_alive(os.getpid(), created)  # what the old test by create_time concluded
+    assert not guard.same_process(os.getpid(), "ticks:1") and not guard.same_process(2**22 + 12345, token)
+    host, pid, rest = guard.this_process().split(":", 2)
+    assert int(pid) == os.getpid() and rest == token

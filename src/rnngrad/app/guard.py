@@ -38,7 +38,7 @@ import psutil
 
 from rnngrad.store import StoreError, check_store, sqlite_path
 
-SWEEP_PROCESS_ENV = "RNNGRAD_SWEEP_PROCESS"  # "host:pid:create time" of the sweep's parent process
+SWEEP_PROCESS_ENV = "RNNGRAD_SWEEP_PROCESS"  # "host:pid:start token" of the sweep's parent process (start_token)
 STOP_FILE_ENV = "RNNGRAD_SWEEP_STOP"  # the file whose existence stops the sweep (its text: why)
 START_SLACK = 5.0  # seconds: a process started this long after its run's start time did not start the run
 LOCK_SECONDS = 120.0  # how long a sweep waits for another one's store creation and claim (seconds each)
@@ -46,6 +46,7 @@ ORPHAN_SECONDS = 30.0  # how long a sweep waits for the jobs of a dead sweep to 
 WATCH_SECONDS = 0.5  # how often a job looks at its sweep's parent process and stop file
 EXIT_GRACE = 20.0  # how long an orphaned job may take to close its run before its process exits anyway
 ORPHAN_EXIT = 70  # the exit code of a worker whose sweep's parent died
+PROC_STAT = Path("/proc/self/stat")  # Linux: processes' start ticks (start_token)
 
 
 class SweepBusy(StoreError):
@@ -66,12 +67,43 @@ def process_alive(pid: int, started: float | None = None) -> bool:
         return True
 
 
+def start_token(pid: int) -> str:
+    """A token for process `pid`'s start, the same whenever and by whichever process it is read, so that a pid
+    reused by another process has another token. On Linux the start in clock ticks since boot (/proc/<pid>/stat,
+    field 22): a step of the wall clock (NTP, a virtual machine resumed after a pause) does not move it, where
+    psutil's create_time does (boot time + ticks, the boot time taken from the wall clock when psutil first asks),
+    so that a worker started after a step once took its live parent for a younger process. Elsewhere psutil's
+    create_time. Raises psutil.NoSuchProcess for a process that does not exist."""
+    if not PROC_STAT.exists():
+        return repr(psutil.Process(pid).create_time())
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(pid) from None
+    return "ticks:" + text[text.rindex(")") + 2:].split()[19]  # the fields after "pid (comm) ", from field 3
+
+
+def same_process(pid: int, token: str) -> bool:
+    """Whether process `pid` of this host exists (a zombie does not count) and is the one `token` names."""
+    try:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return False
+        return start_token(pid) == token
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
 def run_process_alive(run) -> bool | None:
     """Whether the process that started an MLflow run lives: None when it ran on another host (or has no
-    process tags), which this host cannot tell."""
+    process tags), which this host cannot tell. Runs tagged with their process's start token are told by it
+    (same_process); older runs by their start time against the process's (process_alive)."""
     tags = run.data.tags
     if tags.get("rnngrad.host") != socket.gethostname() or "rnngrad.pid" not in tags:
         return None
+    if "rnngrad.pid_start" in tags:
+        return same_process(int(tags["rnngrad.pid"]), tags["rnngrad.pid_start"])
     return process_alive(int(tags["rnngrad.pid"]), run.info.start_time / 1000)
 
 
@@ -182,7 +214,7 @@ def wait_for_orphans(client, exp_id: str, seconds: float = ORPHAN_SECONDS) -> No
 
 def this_process() -> str:
     """This process as SWEEP_PROCESS_ENV names it."""
-    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time()}"
+    return f"{socket.gethostname()}:{os.getpid()}:{start_token(os.getpid())}"
 
 
 def stop_file(sweep_dir: str, parent_id: str) -> Path:
@@ -239,8 +271,8 @@ class _Watchdog:
     """One per process: polls the sweep's parent and stop file; interrupts the current job and, when
     the parent is gone, ends the process once the job has closed its run (or EXIT_GRACE has passed)."""
 
-    def __init__(self, parent_pid: int, parent_started: float):
-        self.parent_pid, self.parent_started = parent_pid, parent_started
+    def __init__(self, parent_pid: int, parent_token: str):
+        self.parent_pid, self.parent_token = parent_pid, parent_token
         self.lock = threading.Lock()
         self.interrupts = None  # the running job's rnngrad.app.main.Interrupts
         self.stop_path: Path | None = None
@@ -261,7 +293,7 @@ class _Watchdog:
     def _watch(self) -> None:
         while True:
             time.sleep(WATCH_SECONDS)
-            if not process_alive(self.parent_pid, self.parent_started):
+            if not same_process(self.parent_pid, self.parent_token):
                 with self.lock:
                     if self.interrupts is not None:
                         self.interrupts.interrupt(f"the sweep's parent process {self.parent_pid} died")
@@ -289,14 +321,14 @@ class SweepJob:
         stop = os.environ.get(STOP_FILE_ENV)
         host, _, rest = os.environ.get(SWEEP_PROCESS_ENV, "").partition(":")
         if host == socket.gethostname() and _watchdog is None:
-            pid, _, started = rest.partition(":")
-            _watchdog = _Watchdog(int(pid), float(started))
+            pid, _, token = rest.partition(":")
+            _watchdog = _Watchdog(int(pid), token)
         return cls(Path(stop) if stop else None, _watchdog if host == socket.gethostname() else None)
 
     def stopped(self) -> str | None:
         """Why the sweep stopped, if it did (its parent died, or it was stopped)."""
         watchdog = self.watchdog
-        if watchdog is not None and not process_alive(watchdog.parent_pid, watchdog.parent_started):
+        if watchdog is not None and not same_process(watchdog.parent_pid, watchdog.parent_token):
             return f"the sweep's parent process {watchdog.parent_pid} died"
         return stop_reason(self.stop_path)
 

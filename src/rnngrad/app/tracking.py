@@ -39,6 +39,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from rnngrad import config as config_mod
+from rnngrad.app import guard
 from rnngrad.store import StoreError, artifact_location, check_store, encode_param, failure_message, redact, sqlite_path
 from rnngrad.training import Callback, Result
 
@@ -133,7 +134,8 @@ def find_finished(client: MlflowClient, exp_id: str, config_hash: str) -> str | 
 
 def process_tags() -> dict[str, str]:
     """Who runs this: lets a later sweep tell a run whose process died from one still running."""
-    return {"rnngrad.host": socket.gethostname(), "rnngrad.pid": str(os.getpid())}
+    return {"rnngrad.host": socket.gethostname(), "rnngrad.pid": str(os.getpid()),
+            "rnngrad.pid_start": guard.start_token(os.getpid())}
 
 
 def loggable_overrides(overrides) -> str:
