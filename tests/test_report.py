@@ -954,3 +954,18 @@ def test_stale_staging_folders_are_finished_one_way_and_removed_and_a_live_one_i
         fcntl.flock(held, fcntl.LOCK_EX)
         assert cli.clean_stale(out) == []
     assert (out / ".build-live").exists() and (out / ".build-new").exists()
+
+
+def test_the_quick_report_states_each_protocol_against_its_paper():
+    from rnngrad.report.protocol import quick_protocols
+
+    runs = pd.DataFrame({"question": ["clipping"] * 4 + ["init"], "task.name": "temporal_order",
+                         "task.seq_len": 20, "model.hidden_size": 50, "optim.name": "sgd", "optim.lr": 0.3,
+                         "clip.mode": ["none", "none", "norm", "norm", "none"], "clip.threshold": 1.0,
+                         "train.steps": [2000] * 4 + [0], "train.batch_size": 20, "seed": [0, 1, 0, 1, 0]})
+    table = quick_protocols(runs, ["clip.mode", "seed", "task.seq_len"]).splitlines()
+    assert len(table) == 3  # the header, its rule, the one trained question (init trains nothing)
+    assert table[2].startswith("| clipping | Pascanu et al. 2013 (Algorithm 1) | task temporal order, T 50–200, H 50,")
+    assert ("| task temporal order, T 20 (the paper: 50–200), H 50, optimizer SGD, lr 0.3 (the paper: 0.01), "
+            "clip none, norm 1, updates 2e3 (the paper: 5e6), batch 20, seeds 2 per arm and T |") in table[2]
+    assert quick_protocols(runs[runs["question"] == "init"], ["seed"]) == ""

@@ -18,6 +18,7 @@ from rnngrad import store
 from rnngrad.report import frames, markdown
 from rnngrad.report.findings import Finding
 from rnngrad.report.load import Study
+from rnngrad.report.protocol import quick_protocols
 from rnngrad.report.sections import QUESTIONS, SECTIONS, Section, scope
 
 LISTED = 10  # run names a note lists before '...'
@@ -102,7 +103,10 @@ def build(study: Study) -> Report:
             part, found_here = Part(section.name, section.title, missing=f"error while drawing ({why})."), []
         report.parts.append(part)
         report.findings += found_here
-    report.intro = scope(used)
+    protocols = quick_protocols(used, study.params)
+    report.intro = scope(used) + (f"\n\nThe protocol of each trained question, against the paper it follows "
+                                  f"(the presets in conf/experiment/ give the reasons for each departure):\n\n{protocols}"
+                                  if protocols else "")
     report.notes = notes(study, used)
     report.table = runs_table(study.runs)
     return report

@@ -26,6 +26,7 @@ from rnngrad.report.build import Part, Report, notes, runs_table
 from rnngrad.report.findings import Finding, Quote
 from rnngrad.report.frames import BEATS, SOLVED_ACCURACY
 from rnngrad.report.load import Study
+from rnngrad.report.protocol import LE_2015, PASCANU_2013, budget, our_setting, setting_text, values as _values
 from rnngrad.report.text import fmt
 
 OUTCOME_COLUMNS = ("eval/loss", "eval/accuracy", "act/saturation", "task.baseline", "task.dependency")  # what the measures read
@@ -112,55 +113,6 @@ def longest_solved(fractions: pd.DataFrame) -> tuple[float, float, float]:
     bounds = [stats.wilson(int(k), int(n)) for k, n in zip(fractions["count"], fractions["runs"])]
     lo, hi = (pd.Series([b[i] > LEARNS for b in bounds], index=fractions.index) for i in (0, 1))
     return longest(fractions["count"] > LEARNS * fractions["runs"]), longest(lo), longest(hi)
-
-
-# the paper's and our settings
-
-SETTING_KEYS = ("task", "T", "H", "optimizer", "lr", "clip", "updates", "batch", "seeds")
-
-
-def budget(x: float) -> str:
-    """An update count as the table writes it: 3000 as '3e3', 1500 as '1.5e3', 1e6 as '1e6'."""
-    mantissa, exponent = f"{float(x):.2e}".split("e")
-    return f"{float(mantissa):g}e{int(exponent)}"
-
-
-def _values(runs: pd.DataFrame, key: str, show=fmt) -> str:
-    values = sorted(runs[key].dropna().unique()) if key in runs else []
-    return ", ".join(show(v) for v in values) or "n/a"
-
-
-OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSProp", "momentum": "SGD with momentum"}
-
-
-def our_setting(runs: pd.DataFrame, arms: pd.Series) -> dict[str, str]:
-    """Our setting from the runs' params, in the keys of SETTING_KEYS (arms: each run's arm; seeds: the runs per arm
-    and T)."""
-    modes = runs.reindex(columns=["clip.mode", "clip.threshold"])
-    clip = ", ".join(sorted({"none" if m == "none" else f"{m} {fmt(t)}" for m, t in modes.dropna(subset=["clip.mode"]).itertuples(index=False)})) or "n/a"
-    sizes = runs.groupby([arms, runs["task.seq_len"]]).size()
-    seeds = fmt(sizes.min()) if sizes.min() == sizes.max() else f"{fmt(sizes.min())}–{fmt(sizes.max())}"
-    T = _values(runs, "task.seq_len")
-    if "task.min_seq_len" in runs and runs["task.min_seq_len"].notna().any():
-        T += " (trained on lengths from " + _values(runs, "task.min_seq_len") + ")"
-    return {"task": _values(runs, "task.name", str).replace("_", " "), "T": T, "H": _values(runs, "model.hidden_size"),
-            "optimizer": _values(runs, "optim.name", lambda v: OPTIMIZERS.get(v, v)), "lr": _values(runs, "optim.lr"),
-            "clip": clip, "updates": _values(runs, "train.steps", budget), "batch": _values(runs, "train.batch_size"),
-            "seeds": f"{seeds} per arm and T"}
-
-
-def setting_text(setting: dict[str, str], paper: dict[str, str] | None = None) -> str:
-    """'task adding, T 100, 200, ...'; with the paper's setting, each value that differs from it followed by
-    '(the paper: ...)', so every deviation is visible."""
-    parts = []
-    for key in SETTING_KEYS:
-        if key not in setting:
-            continue
-        text = f"{key} {setting[key]}"
-        if paper is not None and key in paper and paper[key] not in (setting[key], *setting[key].split(", ")):
-            text += f" (the paper: {paper[key]})"
-        parts.append(text)
-    return ", ".join(parts)
 
 
 # the claims
@@ -444,8 +396,6 @@ def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
                     (figures.truncation, (*frames.truncation_curves(data), data)))
 
 
-LE_2015 = {"task": "adding", "T": "150–400", "H": "100", "optimizer": "SGD", "lr": "0.01", "clip": "norm 10",
-           "updates": "1e6", "batch": "16"}
 CLAIMS = (
     Claim(1, "gated", "LSTM and GRU learn adding at T = 100 and 200 where the tanh RNN stays at the constant predictor",
           "Hochreiter & Schmidhuber 1997; Le et al. 2015", LE_2015,
@@ -457,8 +407,7 @@ CLAIMS = (
           "Fraction of runs beating the constant predictor against T, a line per learning rate."),
     Claim(3, "order", "on temporal order the longest T solved grows from SGD to SGD + clipping to SGD + clipping + Omega",
           "Pascanu et al. 2013 (Fig. 7)",
-          {"task": "temporal order", "T": "50–200", "H": "50", "optimizer": "SGD", "lr": "0.01", "clip": "norm 1",
-           "updates": "5e6", "batch": "20", "seeds": "5 per arm and T"},
+          {**PASCANU_2013, "clip": "norm 1", "seeds": "5 per arm and T"},
           "smart tanh init (W sparse, 15 nonzeros per row, ρ 0.95), Omega α = 2, lengths sampled in [50, 200], "
           "success: under 1% errors on 10,000 fresh sequences", measure_order, "Temporal order: solved against T",
           "Fraction of runs solved against T, a line per arm, as in Pascanu et al. (2013) Fig. 7."),
