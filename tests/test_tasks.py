@@ -116,6 +116,10 @@ def test_adding_markers_and_target():
     np.testing.assert_allclose(y[-1, :, 0], np.sum(values * markers, axis=0), rtol=1e-15)
     first = markers.argmax(axis=0)
     assert task.dependency == T - 1 == np.max(T - 1 - first)
+    # each marker's distance from the loss at step T - 1 spans exactly the range `relevant` states
+    second = T - 1 - markers[::-1].argmax(axis=0)
+    distances = [T - 1 - second, T - 1 - first]
+    assert task.relevant == tuple((int(d.min()), int(d.max())) for d in distances) == ((0, 5), (6, 11))
 
 
 def test_adding_constant_predictor_matches_baseline():
@@ -157,6 +161,8 @@ def test_temporal_order_positions_and_classes():
     np.testing.assert_array_equal(y[-1], 2 * y1 + y2)
     assert set(y[-1]) == {0, 1, 2, 3}
     assert task.dependency == T - 1 - 2 == np.max(T - 1 - t1)
+    # t2's and t1's distances from the loss at step T - 1, nearest first: what the truncation bands read
+    assert task.relevant == tuple((int(np.min(T - 1 - t)), int(np.max(T - 1 - t))) for t in (t2, t1)) == ((8, 9), (16, 17))
 
 
 @pytest.mark.parametrize("T", range(2, 13))
@@ -203,6 +209,7 @@ def test_copy_layout():
     np.testing.assert_array_equal(y[T + 10:], ids[:10])
     # each symbol is recalled `dependency` steps after it is shown
     assert task.dependency == T + 10
+    assert task.relevant == ((T + 10, T + 10),)
     np.testing.assert_array_equal(y[np.arange(10) + task.dependency], ids[:10])
 
 

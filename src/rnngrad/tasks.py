@@ -74,6 +74,14 @@ class Task(abc.ABC):
     batches in `_draw`.
     """
 
+    @property
+    def relevant(self):
+        """((nearest, farthest), ...): for each input the loss needs, the range of its distance in steps from the
+        loss term that needs it, nearest first (a truncation window k reaches an input at distance d when
+        k >= d + 1). By default the one distance `dependency`; the tasks whose relevant inputs sit at random
+        positions give each one's range."""
+        return ((self.dependency, self.dependency),)
+
     name = None
     loss = None
     input_size = None
@@ -194,6 +202,12 @@ class AddingTask(VariableLengthTask):
     def dependency(self):
         return self.length - 1
 
+    @property
+    def relevant(self):
+        """The second marker in [T//2, T), the first in [0, T//2), as distances from the last step."""
+        T = self.length
+        return ((0, T - 1 - T // 2), (T - T // 2, T - 1))
+
     def _draw_length(self, batch_size, rng, length):
         """x (T, B, 2) = (value, marker); y (T, B, 1), the sum at the last step; mask (T, B); T = length."""
         T, B = length, batch_size
@@ -242,6 +256,12 @@ class TemporalOrderTask(VariableLengthTask):
     @property
     def dependency(self):
         return self.length - 1 - self.windows[0][0]
+
+    @property
+    def relevant(self):
+        """t2 in [lo2, hi2), then t1 in [lo1, hi1), as distances from the last step."""
+        T, ((lo1, hi1), (lo2, hi2)) = self.length, self.windows
+        return ((T - hi2, T - 1 - lo2), (T - hi1, T - 1 - lo1))
 
     def _draw_length(self, batch_size, rng, length):
         """x (T, B, 6) one-hot symbols; y (T, B) class id at the last step, 0 elsewhere; mask (T, B); T = length."""

@@ -173,8 +173,10 @@ class _Loop:
 
     def info(self) -> dict:
         task = self.task
-        return {"task": task.name, "length": task.length, "dependency": task.dependency, "baseline": task.baseline,
-                "loss": task.loss, "n_params": int(sum(p.size for p in self.params.values()))}
+        # relevant: '20-24,40-44', each relevant input's distances from its loss (the report's truncation bands)
+        relevant = ",".join(f"{near}-{far}" for near, far in task.relevant)
+        return {"task": task.name, "length": task.length, "dependency": task.dependency, "relevant": relevant,
+                "baseline": task.baseline, "loss": task.loss, "n_params": int(sum(p.size for p in self.params.values()))}
 
     def evaluate(self) -> dict:
         total, acc_total, n = 0.0, 0.0, self.test_x.shape[1]
