@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
@@ -120,7 +121,9 @@ def test_the_process_figure_redrawn_for_a_run_is_the_fresh_figure_of_that_run(tm
         save(tmp_path / f"after_{name}.png", *later, title="T50-tanh-orth-s0-adding")
         np.testing.assert_array_equal(imread(tmp_path / f"after_{name}.png"), imread(tmp_path / "fresh.png"))
         assert not np.array_equal(imread(tmp_path / f"{name}.png"), imread(tmp_path / "fresh.png"))
-    figure(*later, title="T50-tanh-orth-s0-adding").savefig(tmp_path / "full.png", pil_kwargs=hm.PNG)
+    canvas = FigureCanvasAgg(figure(*later, title="T50-tanh-orth-s0-adding"))
+    canvas.draw()  # the full drawing, written as the process figure's PNG is
+    hm.write_png(np.asarray(canvas.buffer_rgba()), tmp_path / "full.png")
     differ = np.abs(imread(tmp_path / "full.png") - imread(tmp_path / "fresh.png")).max(axis=2) > 0
     assert differ.sum() <= 20 and np.abs(imread(tmp_path / "full.png") - imread(tmp_path / "fresh.png")).max() < 0.1
 
@@ -163,3 +166,28 @@ def test_a_refused_input_leaves_the_process_figure_as_it_was(tmp_path):
     assert not (tmp_path / "b.png").exists()
     hm.save_grad_heatmap(tmp_path / "c.png", steps, norms, title="a")
     np.testing.assert_array_equal(imread(tmp_path / "a.png"), imread(tmp_path / "c.png"))
+
+
+def test_a_worker_keeps_the_frames_of_its_last_configurations_and_redraws_each_as_fresh(tmp_path, monkeypatch):
+    """Two configurations taking turns on a worker (A, B, A): the third run reuses A's frame (no full drawing)
+    and its PNG is the one a fresh process writes; the frames kept are at most FRAMES, the oldest dropped."""
+    rng = np.random.default_rng(1)
+    a = (np.arange(0, 101), 10.0 ** rng.uniform(-3, 0, (101, 20)))
+    b = (np.arange(0, 51), 10.0 ** rng.uniform(-3, 0, (51, 9)))
+    monkeypatch.setattr(hm, "_process_figures", {})
+    hm.save_grad_heatmap(tmp_path / "fresh.png", *a, title="a")
+    monkeypatch.setattr(hm, "_process_figures", {})
+    hm.save_grad_heatmap(tmp_path / "a.png", *a, title="a")
+    hm.save_grad_heatmap(tmp_path / "b.png", *b, title="b")
+    figure = hm._process_figures[hm._Heatmap]
+    draws = []
+    monkeypatch.setattr(FigureCanvasAgg, "draw", lambda self: draws.append(1))
+    hm.save_grad_heatmap(tmp_path / "again.png", *a, title="a")
+    assert draws == [] and len(figure.frame.pixels) == 2
+    np.testing.assert_array_equal(imread(tmp_path / "again.png"), imread(tmp_path / "fresh.png"))
+    monkeypatch.undo()
+    monkeypatch.setattr(hm, "_process_figures", {hm._Heatmap: figure})
+    for n in range(3, 3 + hm.FRAMES):
+        hm.save_grad_heatmap(tmp_path / "n.png", np.arange(n), np.ones((n, 4)))
+    assert len(figure.frame.pixels) == hm.FRAMES
+    assert (0.5, 20.5, -0.5, 100.5) not in figure.frame.pixels  # a's, the least recently used, dropped
