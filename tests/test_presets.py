@@ -110,7 +110,7 @@ CLASSIC_ARMS = {
     "classic_bn": (["task.name", "model.norm", "model.bn_gain", "model.bn_variant"],
                    {("adding", "none", 0.1, "cooijmans"), ("adding", "batch", 0.1, "cooijmans"),
                     ("adding", "batch", 1.0, "cooijmans")}),
-    "classic_truncation": (["task.seq_len", "bptt.truncation"], {(50, k) for k in (10, 20, 25, 45, None)}),
+    "classic_truncation": (["task.seq_len", "bptt.truncation"], {(50, k) for k in (10, 20, 25, 40, 45, None)}),
 }
 
 
@@ -132,7 +132,7 @@ def test_the_classic_order_question_is_pascanus_protocol():
 
 
 def test_the_truncation_windows_span_the_dependency():
-    """Windows that reach neither relevant symbol, one that reaches t2 only, one that reaches t1 for every
+    """Windows that reach neither relevant symbol, both ends of the band that reaches t2 only, one that reaches t1 for every
     sequence (k >= dependency + 1: a loss at step T reaches s_T .. s_{T-k+1}), and full BPTT."""
     _, jobs = preset_overrides("classic_truncation", compose_jobs=True)
     (T,) = {cfg.task.seq_len for cfg in jobs}
@@ -141,7 +141,8 @@ def test_the_truncation_windows_span_the_dependency():
     windows = {cfg.bptt.truncation for cfg in jobs}
     assert None in windows
     assert any(k is not None and k < T - (hi2 - 1) for k in windows)  # no relevant symbol inside the window
-    assert any(k is not None and T - lo2 <= k < T - (hi1 - 1) for k in windows)  # every t2, no t1
+    t2_only = {k for k in windows if k is not None and T - lo2 <= k < T - (hi1 - 1)}  # every t2, no t1
+    assert {T - lo2, T - hi1} <= t2_only  # its smallest and its largest window
     assert any(k is not None and k >= T - lo1 == task.dependency + 1 for k in windows)  # every t1
 
 
@@ -161,9 +162,9 @@ def test_a_shrunken_classic_tier_runs_every_arm(tmp_path):
     children = [r for r in runs if r.data.tags.get("rnngrad.sweep") != "true"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     by_question = Counter(r.data.params["question"] for r in children)
-    # one run per arm and T: 6 + 2 + 9 + 3 + 3 + 5
+    # one run per arm and T: 6 + 2 + 9 + 3 + 3 + 6
     assert by_question == {"classic_gated": 6, "classic_irnn": 2, "classic_order": 9, "classic_copy": 3,
-                           "classic_bn": 3, "classic_truncation": 5}
+                           "classic_bn": 3, "classic_truncation": 6}
     assert all({"eval/loss", "eval/accuracy"} <= set(r.data.metrics) for r in children)
     # and the classic report reads every question of the real grid: no row without runs
     out = tmp_path / "report"
