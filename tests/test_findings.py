@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -179,6 +180,29 @@ def test_supported_prints_the_digits_the_interval_allows_as_significant_digits()
     assert stats.supported(0.409213, 0.4091, 0.4093) == "0.409"  # never more than 3 significant digits
     assert stats.supported(2.94, math.nan, math.nan) == "2.9" and stats.supported(1.0, 1.0, 1.0) == "1.0"  # no spread: 2
     assert stats.supported(-0.4512, -0.47, -0.43) == "-0.45"
+
+
+def test_the_correlation_interval_is_a_seeded_bootstrap_over_pairs_blind_to_their_order():
+    x = np.array([0.1, 0.5, 0.2, 0.9, 0.4, 0.7, 0.3, 0.8])
+    y = 2 * x + np.array([0.01, -0.02, 0.03, 0.0, -0.01, 0.02, -0.03, 0.01])
+    lo, hi = stats.correlation_interval(x, y)
+    r = np.corrcoef(x, y)[0, 1]
+    assert lo < r < hi <= 1 and hi - lo < 0.01
+    order = np.argsort(-x)
+    assert stats.correlation_interval(x[order], y[order]) == (lo, hi)
+    assert stats.correlation_interval(x, 2 * x) == pytest.approx((1.0, 1.0))  # every resample lies on the line
+    assert all(math.isnan(v) for v in stats.correlation_interval([0.1, 0.2], [0.3, 0.1]))
+    assert stats.with_interval(0.99992763, 0.99985443, 0.99996831) == "0.99993 (95% CI 0.99985–0.99997)"
+    assert stats.with_interval(0.62, 0.3, 0.8) == "0.6 (95% CI 0.3–0.8)"
+
+
+def test_a_maximum_is_printed_as_a_bound_rounded_up_to_one_significant_digit():
+    assert [stats.upper_bound(v) for v in (0.0356, 1.3e-06, 0.57, 0.0016, 0.95, 0.001, 2e-07)] == [
+        "0.04", "2e-06", "0.6", "0.002", "1", "0.001", "2e-07"]
+    quote = findings.Quote("f")
+    assert quote.bound("worst", [0.01, np.nan, 0.0356]) == "0.04"
+    (worst,) = quote.numbers
+    assert worst.value == 0.0356 and worst.interval is None and worst.n == 2
 
 
 def test_a_quoted_median_prints_to_its_bootstrap_interval_and_records_it():

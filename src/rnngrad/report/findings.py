@@ -17,7 +17,8 @@ import pandas as pd
 
 from rnngrad.report import frames, stats
 from rnngrad.report.frames import BEATS, FLOAT32, GAMMA, LAST_STEP_LOSS_TASKS, SOLVED_ACCURACY
-from rnngrad.report.text import count_text, fmt, ratio_list, ratio_text, signed
+from rnngrad.report.stats import FALLBACK_DIGITS
+from rnngrad.report.text import count_text, fmt, signed
 
 AGREE = 0.05  # nats per step: a measured decay rate this close to a predicted one counts as agreeing
 PLAIN_REMEDY = "tanh, gaussian init"  # the plain RNN the remedies are set against (conf/experiment/remedies.yaml)
@@ -134,6 +135,28 @@ class Quote:
         interval = None if math.isnan(lo) else (min(lo, hi), max(lo, hi))
         return self._add(name, value, interval, len(x), printed + suffix)
 
+    def correlation(self, name: str, x, y) -> str:
+        """'0.99993 (95% CI 0.99985–0.99997)': Pearson's correlation of the pairs with its bootstrap interval
+        (`stats.correlation_interval`), both to the decimals the interval supports."""
+        pairs = pd.DataFrame({"x": pd.Series(x, dtype=float).to_numpy(), "y": pd.Series(y, dtype=float).to_numpy()}).dropna()
+        r = float(np.corrcoef(pairs["x"], pairs["y"])[0, 1])
+        lo, hi = stats.correlation_interval(pairs["x"], pairs["y"])
+        if not (math.isfinite(lo) and hi > lo):
+            return self._add(name, r, None, len(pairs), fmt(r, FALLBACK_DIGITS))
+        return self._add(name, r, (lo, hi), len(pairs), stats.with_interval(r, lo, hi))
+
+    def bound(self, name: str, values) -> str:
+        """The largest of values (NaN left out) as a bound rounded up to one significant digit (`stats.upper_bound`),
+        for 'at most ...': the sentence stays true, and claims the order of magnitude only."""
+        x = pd.Series(values, dtype=float).dropna()
+        value = float(x.max()) if len(x) else math.nan
+        return self._add(name, value, None, len(x), stats.upper_bound(value))
+
+    def bracket(self, name: str, value: float, lo: float, hi: float, n: int) -> str:
+        """'1 and 1.25': the grid points that enclose a value interpolated between them (a sign change of a median
+        along a grid with one run per point): the data place it there and no closer."""
+        return self._add(name, value, (lo, hi), n, f"{fmt(lo)} and {fmt(hi)}")
+
     def finding(self, text: str, numbers: dict | None = None) -> Finding:
         missing = [n.printed for n in self.numbers if n.printed not in text]
         if missing:
@@ -189,11 +212,11 @@ def linear_decay(runs: pd.DataFrame, figure: str) -> list[Finding]:
     linear = runs[runs["model.activation"] == "linear"]
     if linear.empty:
         return []
-    dev = linear["excess"].abs().max()
+    dev, quote = linear["excess"].abs().max(), Quote("decay_linear")
     verdict = "as the theory of the linear RNN predicts" if dev < AGREE else "more than the theory of the linear RNN allows"
-    text = (f"Linear RNN: the measured decay rate differs from log ρ by at most {fmt(dev, 2)} nats per step over "
-            f"{len(linear)} runs, {verdict} (figure `{figure}`).")
-    return [Finding("decay_linear", text, {"max_deviation": dev, "runs": len(linear)})]
+    text = (f"Linear RNN: the measured decay rate differs from log ρ by at most {quote.bound('max_deviation', linear['excess'].abs())} "
+            f"nats per step over {len(linear)} runs, {verdict} (figure `{figure}`).")
+    return [quote.finding(text, {"max_deviation": dev, "runs": len(linear)})]
 
 
 def decay_per_activation(runs: pd.DataFrame, curves: pd.DataFrame, figure: str) -> list[Finding]:
@@ -244,18 +267,23 @@ def _decay_turns_positive(curves: pd.DataFrame, act: str, figure: str) -> list[F
         if len(rho) < 2:
             continue
         change, crossing = np.nonzero((rate[:-1] < 0) & (rate[1:] >= 0))[0], math.nan
+        quote = Quote(f"decay_crossing_{act}_{init}")
         if len(change):
+            # interpolated in log rho, but printed as the two grid points around it: with a median of few runs per
+            # point the sign change is placed between them and no closer
             i = change[0]
             x = np.log(rho[i]) + (np.log(rho[i + 1]) - np.log(rho[i])) * (-rate[i]) / (rate[i + 1] - rate[i])
             crossing = float(np.exp(x))
-            where = f"turns positive (gradients stop vanishing) at ρ ≈ {fmt(crossing, 2)}"
+            runs_there = int(curve["n"].iloc[i] + curve["n"].iloc[i + 1])
+            where = ("turns positive (gradients stop vanishing) between ρ = "
+                     f"{quote.bracket('crossing', crossing, rho[i], rho[i + 1], runs_there)}")
         elif (rate < 0).all():
             where = f"stays negative up to the largest ρ = {fmt(rho[-1])} ({signed(rate[-1])} there)"
         else:
             where = f"is already positive at the smallest ρ = {fmt(rho[0])} ({signed(rate[0])} there)"
         text = (f"{act}, {init} W: the median decay rate {where}; the theory log(γρ) turns positive at ρ = 1/γ = "
                 f"{fmt(1 / GAMMA[act])} (figure `{figure}`).")
-        out.append(Finding(f"decay_crossing_{act}_{init}", text, {"crossing": crossing, "theory": 1 / GAMMA[act]}))
+        out.append(quote.finding(text, {"crossing": crossing, "theory": 1 / GAMMA[act]}))
     return out
 
 
@@ -266,9 +294,10 @@ def decay_tracks_lyapunov(runs: pd.DataFrame, figure: str) -> list[Finding]:
         return []
     diff = (both["grad/decay_rate"] - both["lyap/top"]).abs()
     r, quote = np.corrcoef(both["grad/decay_rate"], both["lyap/top"])[0, 1], Quote("decay_lyapunov")
-    text = (f"The measured decay rate tracks the top Lyapunov exponent: correlation {fmt(r, 4)}, median |difference| "
-            f"{quote.median('median_difference', diff)} and at most {fmt(diff.max(), 2)} nats per step over {len(both)} runs "
-            f"(figure `{figure}`, right).")
+    text = (f"The measured decay rate tracks the top Lyapunov exponent over {len(both)} runs: correlation "
+            f"{quote.correlation('correlation', both['grad/decay_rate'], both['lyap/top'])}, |difference| "
+            f"{quote.median('median_difference', diff)} (median), at most {quote.bound('max_difference', diff)} nats "
+            f"per step (figure `{figure}`, right).")
     return [quote.finding(text, {"correlation": r, "runs": len(both)})]
 
 
@@ -309,7 +338,7 @@ def float32_agreement(curves: pd.DataFrame, setting: str, figure: str) -> list[F
     """Over the activations and spectral radii with runs in both precisions: the largest relative difference between
     the median norms where both are positive, while float32's is normal and below that (subnormal).
     curves: `frames.precision_curves`. setting: what the runs share, e.g. 'adding, T = 200'."""
-    normal_worst, subnormal_worst, settings = 0.0, 0.0, 0
+    normal_worst, subnormal_worst, settings, normal_all, subnormal_all = 0.0, 0.0, 0, [], []
     for _, _, float32, float64 in frames.precision_pairs(curves):
         both = pd.DataFrame({"float32": float32, "float64": float64}).dropna()
         both = both[(both["float32"] > 0) & (both["float64"] > 0)]
@@ -317,16 +346,18 @@ def float32_agreement(curves: pd.DataFrame, setting: str, figure: str) -> list[F
         normal = both["float32"] >= FLOAT32.tiny
         normal_worst = max(normal_worst, relative[normal].max() if normal.any() else 0.0)
         subnormal_worst = max(subnormal_worst, relative[~normal].max() if (~normal).any() else 0.0)
+        normal_all.append(relative[normal])
+        subnormal_all.append(relative[~normal])
         settings += 1
     if not settings:
         return []
-    verdict = "agrees with" if normal_worst < SAME_NORM else "differs from"
+    verdict, quote = "agrees with" if normal_worst < SAME_NORM else "differs from", Quote("float32_agreement")
     text = (f"On {setting}, while float32's ||dL/ds_t|| is normal (≥ {fmt(FLOAT32.tiny, 2)}), it {verdict} float64 "
-            f"to a relative difference of at most {ratio_text(normal_worst)} in {settings} settings")
+            f"to a relative difference of at most {quote.bound('normal', pd.concat(normal_all))} in {settings} settings")
     if subnormal_worst > 0:
-        text += f"; in its subnormal range it differs by up to {ratio_text(subnormal_worst)}"
+        text += f"; in its subnormal range it differs by up to {quote.bound('subnormal', pd.concat(subnormal_all))}"
     worst = {"normal": normal_worst, "subnormal": subnormal_worst}
-    return [Finding("float32_agreement", text + f" (figure `{figure}`).", {"largest_relative_difference": worst})]
+    return [quote.finding(text + f" (figure `{figure}`).", {"largest_relative_difference": worst})]
 
 
 # training: success, loss, clipping, truncation, saturation
@@ -480,7 +511,8 @@ def charlm_bits(runs: pd.DataFrame, figure: str) -> list[Finding]:
         return []
     quote, groups = Quote("charlm_bits"), data.groupby("model.activation")["eval/bpc"]
     text = (f"Character language model, median final test bits per character against the unigram entropy {fmt(baseline)}: "
-            + ", ".join(f"{a} {quote.median(a, groups.get_group(a))} ({100 * groups.get_group(a).median() / baseline:.0f}%)"
+            + ", ".join(f"{a} {quote.median(a, groups.get_group(a))} "
+                        f"({quote.median(a + '_of_entropy', groups.get_group(a), scale=100 / baseline, suffix='%')})"
                         for a in frames.ordered(data["model.activation"]))
             + f" (figure `{figure}`).")
     return [quote.finding(text, {"unigram_entropy": baseline})]
@@ -518,7 +550,11 @@ def _remedy_loss(task: str, T, at_T: pd.DataFrame, figure: str) -> list[Finding]
     beat, rest = median[median < BEATS], median[median >= BEATS]
     quote = Quote(f"remedy_loss_{task}_T{fmt(T)}")
     listed = ", ".join(f"{label} ({quote.median(label, losses.get_group(label))})" for label in beat.index)
-    spread = f"{ratio_text(rest.min())}–{ratio_text(rest.max())}" if len(rest) > 1 else ratio_text(rest.max()) if len(rest) else ""
+    spread = ""
+    if len(rest):  # the lowest and the highest median of the rest, each to the precision of its own interval
+        spread = quote.median("rest_lowest", losses.get_group(rest.index[0]))
+        if len(rest) > 1:
+            spread += "–" + quote.median("rest_highest", losses.get_group(rest.index[-1]))
     text = f"Remedies on {task}, T = {fmt(T)} ({count_text(losses.size())}, {_steps(at_T)} steps): "
     if beat.empty:
         text += f"none of the {len(rest)} beats the constant predictor (median final test loss over its: {spread})"
@@ -535,10 +571,12 @@ def _remedies_solved(task: str, part: pd.DataFrame, figure: str) -> list[Finding
     solved, quote = part["outcome"] == "solved", Quote(f"remedies_solved_{task}")
     text = (f"Remedies on {task}: {quote.fraction('solved', int(solved.sum()), len(part))} runs solved "
             f"(test accuracy ≥ {fmt(SOLVED_ACCURACY)})")
-    best = part.dropna(subset=["eval/accuracy"])
-    if len(best):
-        top = best.loc[best["eval/accuracy"].idxmax()]
-        text += f"; the highest final test accuracy is {fmt(top['eval/accuracy'])} ({top['label']}, T = {fmt(top['task.seq_len'])})"
+    scored = part.dropna(subset=["eval/accuracy"])
+    if len(scored):  # the remedy and T with the highest median accuracy: a median carries an interval, a maximum not
+        accuracy = scored.groupby(["label", "task.seq_len"])["eval/accuracy"]
+        label, T = max(accuracy.median().items(), key=lambda item: (item[1], str(item[0])))[0]
+        text += (f"; the best median final test accuracy is {quote.median('best_accuracy', accuracy.get_group((label, T)))} "
+                 f"({label}, T = {fmt(T)})")
     return [quote.finding(text + f" (figure `{figure}`).", {"solved": int(solved.sum()), "runs": len(part)})]
 
 
@@ -608,8 +646,8 @@ def gradient_at_initialization(rows: pd.DataFrame, runs: pd.DataFrame, figure: s
                     f"ratio to ||dL/ds_last|| at initialization does not isolate the long-range path (figure `{figure}`).")
             out.append(Finding(f"init_gradient_every_step_{task}", text))
         else:
-            loss = runs[(runs["task.name"] == task) & (runs["task.seq_len"] == T)].groupby("label")["relative_loss"].median()
-            out += _gradient_predicts(task, T, ratio["ds_norm"], loss, figure)
+            at_T = runs[(runs["task.name"] == task) & (runs["task.seq_len"] == T)]
+            out += _gradient_predicts(task, T, part, at_T, figure)
     return out
 
 
@@ -643,25 +681,36 @@ def _cell_state(task: str, T, back, label: str, runs: pd.DataFrame, figure: str)
     return [quote.finding(text)]
 
 
-def _gradient_predicts(task: str, T, ratio: pd.Series, loss: pd.Series, figure: str) -> list[Finding]:
-    """Where the gradient kept at initialization (ratio: label -> ||dL/ds_1|| / ||dL/ds_T||) and learning (loss:
-    label -> median final loss / constant predictor's) disagree: the remedy whose ratio is closest to 1 (the gradient neither vanishing nor growing) does not
-    learn, or a remedy learns whose gradient vanishes at least as fast as the plain RNN's; one finding each."""
+def _gradient_predicts(task: str, T, per_run: pd.DataFrame, at_T: pd.DataFrame, figure: str) -> list[Finding]:
+    """Where the gradient kept at initialization and learning disagree: the remedy whose median ratio is closest to 1
+    (the gradient neither vanishing nor growing) does not learn, or a remedy learns whose gradient vanishes at least as
+    fast as the plain RNN's; one finding each.
+
+    per_run: label, ds_norm (||dL/ds_1|| / ||dL/ds_T|| of each run); at_T: the runs at T (label, relative_loss:
+    final loss / constant predictor's). Every median is quoted with its bootstrap interval.
+    """
+    ratios = per_run.groupby("label")["ds_norm"]
+    ratio = ratios.median()
     ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    losses = at_T.dropna(subset=["relative_loss"]).groupby("label")["relative_loss"]
+    loss = losses.median()
     learned, out = loss[loss < BEATS].index, []
     head = f"On {task} at T = {fmt(T)} the gradient at initialization does not predict learning: "
     where = f" (figures `{figure}` and `remedies`)."
     if len(ratio):
         kept = np.log(ratio).abs().idxmin()
         if kept not in learned and kept in loss:
-            text = (head + f"{kept} keeps it closest to its size at the loss ({ratio_text(ratio[kept])}) yet ends at {ratio_text(loss[kept])} "
-                    "times the constant predictor's loss" + where)
-            out.append(Finding(f"gradient_kept_{task}", text, {"ratio": ratio[kept], "relative_loss": loss[kept]}))
+            quote = Quote(f"gradient_kept_{task}")
+            text = (head + f"{kept} keeps it closest to its size at the loss ({quote.median('ratio', ratios.get_group(kept))}) "
+                    f"yet ends at {quote.median('relative_loss', losses.get_group(kept))} times the constant predictor's loss" + where)
+            out.append(quote.finding(text, {"ratio": ratio[kept], "relative_loss": loss[kept]}))
     if PLAIN_REMEDY in ratio:
         for label in learned:
             if label in ratio and label != PLAIN_REMEDY and ratio[label] <= ratio[PLAIN_REMEDY]:
-                text = (head + f"{label} beats the constant predictor ({ratio_text(loss[label])}) though its gradient "
-                        f"vanishes as fast as the plain RNN's or faster ({ratio_text(ratio[label])} against "
-                        f"{ratio_text(ratio[PLAIN_REMEDY])})" + where)
-                out.append(Finding(f"gradient_learns_{task}_{label}", text, {"ratio": ratio[label], "relative_loss": loss[label]}))
+                quote = Quote(f"gradient_learns_{task}_{label}")
+                text = (head + f"{label} beats the constant predictor ({quote.median('relative_loss', losses.get_group(label))}) "
+                        f"though its gradient vanishes as fast as the plain RNN's or faster "
+                        f"({quote.median('ratio', ratios.get_group(label))} against "
+                        f"{quote.median('plain_ratio', ratios.get_group(PLAIN_REMEDY))})" + where)
+                out.append(quote.finding(text, {"ratio": ratio[label], "relative_loss": loss[label]}))
     return out

@@ -1,5 +1,6 @@
 """The report's statistics, from scipy: a 95% Wilson interval for a fraction, Fisher's exact test for two
-fractions, the Mann-Whitney U test for two samples, and a number written to the precision its interval supports.
+fractions, the Mann-Whitney U test for two samples, seeded bootstrap intervals for a median and a correlation, and a
+number written to the precision its interval supports (a maximum as a bound rounded up to its order).
 
 The report runs 3-10 seeds per configuration, so every fraction it prints is uncertain by tens of percentage
 points (2 of 5 solved: 12-77%), and a digit beyond the interval's width is noise, not a finding.
@@ -87,6 +88,16 @@ MAX_DIGITS = 3  # significant digits printed at most, however narrow the interva
 FALLBACK_DIGITS = 2  # significant digits of a number whose spread is unknown (one run) or zero
 
 
+def _percentiles(resampled: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(resampled, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    return (float(lo), float(hi))
+
+
+def _resamples(n: int) -> np.ndarray:
+    """BOOTSTRAP_RESAMPLES index rows (resamples, n) from the fixed seed: every interval of the report draws the same."""
+    return np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
+
+
 def median_interval(values) -> tuple[float, float]:
     """The 95% percentile bootstrap interval of the median of values (NaN left out), from BOOTSTRAP_RESAMPLES
     resamples with a fixed seed over the sorted values: the same values in any order give the same interval.
@@ -95,10 +106,44 @@ def median_interval(values) -> tuple[float, float]:
     x = x[~np.isnan(x)]
     if len(x) < 2:
         return (math.nan, math.nan)
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    medians = np.median(x[rng.integers(0, len(x), size=(BOOTSTRAP_RESAMPLES, len(x)))], axis=1)
-    lo, hi = np.percentile(medians, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
-    return (float(lo), float(hi))
+    return _percentiles(np.median(x[_resamples(len(x))], axis=1))
+
+
+def correlation_interval(x, y) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of Pearson's correlation of the pairs (x_i, y_i) (pairs with a NaN left
+    out), resampling pairs with the fixed seed, in the order of x (sorted with y to make the order irrelevant).
+    (nan, nan) for fewer than 3 pairs; a resample whose x or y is constant is left out."""
+    pairs = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
+    pairs = pairs[~np.isnan(pairs).any(axis=1)]
+    if len(pairs) < 3:
+        return (math.nan, math.nan)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    drawn = pairs[_resamples(len(pairs))]  # (resamples, n, 2)
+    centred = drawn - drawn.mean(axis=1, keepdims=True)
+    spread = np.sqrt((centred[..., 0] ** 2).sum(axis=1) * (centred[..., 1] ** 2).sum(axis=1))
+    keep = spread > 0
+    return _percentiles((centred[..., 0] * centred[..., 1]).sum(axis=1)[keep] / spread[keep])
+
+
+def with_interval(value: float, lo: float, hi: float) -> str:
+    """'0.99993 (95% CI 0.99985–0.99997)': value and its interval to the decimals the interval supports
+    (`decimals`), not capped at MAX_DIGITS significant digits: for a number near a bound (a correlation near 1)
+    the digits that matter are the ones after its run of 9s."""
+    places = max(0, decimals(lo, hi))
+    return f"{value:.{places}f} (95% CI {lo:.{places}f}–{hi:.{places}f})"
+
+
+def upper_bound(value: float) -> str:
+    """The largest of some values as a bound that stays true: rounded up to one significant digit (0.036 -> '0.04',
+    1.3e-06 -> '2e-06'). A maximum has no interval that narrows with more runs (one more run can only raise it)
+    and in chaotic regimes its last digits differ between machines; its order of magnitude is what it shows."""
+    if not math.isfinite(value) or value <= 0:
+        return "n/a" if math.isnan(value) else f"{value:g}"
+    exponent = math.floor(math.log10(value))
+    leading = math.ceil(round(value / 10 ** exponent, 9))
+    if leading == 10:
+        leading, exponent = 1, exponent + 1
+    return _significant(leading * 10.0 ** exponent, 1)
 
 
 def _significant(value: float, digits: int) -> str:
