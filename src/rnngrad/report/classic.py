@@ -230,9 +230,10 @@ def measure_irnn(study: Study, runs: pd.DataFrame) -> Measured:
     subs = [Sub(f"{r.arm} learns at T = {fmt(r[2])}", fraction_state(r.count, r.runs)) for r in table.itertuples() if r.runs]
     text += " beat the constant predictor"
     if "act/saturation" in runs and runs["act/saturation"].notna().any():
-        dead = runs["act/saturation"].groupby(hits.map({True: "learn", False: "fail"})).median()
+        dead = runs["act/saturation"].groupby(hits.map({True: "learn", False: "fail"}))
         text += "; dead units at the end, median: " + ", ".join(
-            f"{100 * dead[w]:.0f}% in the runs that {w}" for w in ("fail", "learn") if w in dead)
+            f"{quote.median(f'dead_{w}', dead.get_group(w), scale=100, suffix='%')} in the runs that {w}"
+            for w in ("fail", "learn") if w in dead.groups)
     expected = [f"IRNN lr {fmt(lr)}" for lr in (0.01, 0.001)]
     return Measured(arms, quote, text, subs, _complete(arms, expected, runs["task.seq_len"].unique(), runs),
                     "runs beating the constant predictor per learning rate and T, and the dead units that explain a failure",
@@ -301,7 +302,7 @@ def measure_copy(study: Study, runs: pd.DataFrame) -> Measured:
         hit = (r < BEATS) if below else r.between(*AT_BASELINE)
         k, n = int(hit.sum()), len(r)
         parts.append(f"{arm} {'below it' if below else 'at it'} in " + quote.fraction(_slug(arm), k, n)
-                     + f" (median {fmt(r.median(), 2)}×)")
+                     + f" (median {quote.median(f'median_{_slug(arm)}', r)}×)")
         subs.append(Sub(f"{arm} {'goes below' if below else 'sits at'} the baseline", fraction_state(k, n), central=below))
     result = (f"final test loss relative to the memoryless baseline 10 ln 8/(T+20) (at it: {fmt(AT_BASELINE[0], 2)}–"
               f"{fmt(AT_BASELINE[1], 2)}×; below it: under {fmt(BEATS)}×): " + "; ".join(parts))
@@ -334,9 +335,8 @@ def measure_bn(study: Study, runs: pd.DataFrame) -> Measured:
     norms = study.grad_norms(runs)
     kept = runs["run_id"].map(kept_through_time(norms))
     small, unit = (kept[arms == a].dropna() for a in BN_ARMS[1:])
-    medians = {a: kept[arms == a].median() for a in BN_ARMS}
     result = ("log10 ||dL/ds_1||/||dL/ds_T|| at step 0, median: "
-              + ", ".join(f"{a} {'n/a' if math.isnan(m) else f'{m:+.1f}'}" for a, m in medians.items()))
+              + ", ".join(f"{a} {quote.median(f'kept_{_slug(a)}', kept[arms == a], sign=True)}" for a in BN_ARMS))
     if len(small) and len(unit):
         result += f" (gain 0.1 against 1: {quote.mann_whitney('kept_p', small, unit)})"
         subs.append(Sub("gain 0.1 keeps more of the gradient than gain 1", central=True, state=comparison_state(
@@ -358,41 +358,81 @@ def measure_bn(study: Study, runs: pd.DataFrame) -> Measured:
                     figure)
 
 
-def window_arm(k: float, window: float) -> str:
-    """A truncation run's arm: full BPTT (k NaN), k below the window that reaches the dependency, or at/above it."""
+RELEVANT_NAMES = ("t2", "t1")  # temporal order's relevant symbols, nearest to the loss first (task.relevant's order)
+FULL = "full BPTT"
+
+
+def band(k: float, relevant: list[tuple[int, int]]) -> str:
+    """A truncation run's band: full BPTT (k NaN), or which relevant inputs its window k reaches in every sequence
+    and which in some only (`frames.inputs_reached`), by name ('k reaches t2, misses t1'). relevant: the run's
+    (nearest, farthest) distances (`frames.relevant_distances`), named from the farthest (RELEVANT_NAMES)."""
     if math.isnan(k):
-        return "full BPTT"
-    return "k below the dependency" if k < window else "k at or above it"
+        return FULL
+    names = RELEVANT_NAMES[-len(relevant):] if len(relevant) <= len(RELEVANT_NAMES) else [f"input {i + 1}" for i in range(len(relevant))]
+    every, some = frames.inputs_reached(k, relevant)
+    if every == 0 and some == 0:
+        return "k misses " + " and ".join(names)
+    if every == len(relevant):
+        return "k reaches " + " and ".join(names)
+    text = "k reaches " + " and ".join(names[:every]) if every else "k"
+    if some > every:
+        text += (", partly " if every else " partly reaches ") + " and ".join(names[every:some])
+    if some < len(relevant):
+        text += ", misses " + " and ".join(names[some:])
+    return text
 
 
-TRUNCATION_ARMS = ("k below the dependency", "k at or above it", "full BPTT")
+def _relevant(runs: pd.DataFrame) -> pd.Series:
+    """Each run's relevant distances: the tag task.relevant, or where a run lacks it (a store from before the tag)
+    the one distance task.dependency."""
+    tagged = runs["task.relevant"] if "task.relevant" in runs else pd.Series(None, index=runs.index, dtype=object)
+    return pd.Series([frames.relevant_distances(t) if isinstance(t, str) else [(int(d), int(d))]
+                      for t, d in zip(tagged, runs["task.dependency"])], index=runs.index, dtype=object)
 
 
 def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
-    window = frames.window_needed(runs["task.dependency"])
-    arms = pd.Series([window_arm(k, w) for k, w in zip(runs["bptt.truncation"], window)], index=runs.index, dtype=object)
+    """Per band of k (which relevant inputs the window reaches, `band`): the median cosine to the full gradient
+    against the band that reaches them all (Mann-Whitney), and the fraction that learns against full BPTT
+    (Fisher); each band that misses the farthest input is a central sub-claim: it learns in fewer than half."""
+    relevant = _relevant(runs)
+    arms = pd.Series([band(k, r) for k, r in zip(runs["bptt.truncation"], relevant)], index=runs.index, dtype=object)
     data = frames.with_trunc_cosine(runs, study.history(runs, "grad/trunc_cosine"))
-    cosine = data["trunc_cosine"]
-    quote, hits, subs = Quote("classic_truncation_result"), beats(runs), []
-    below, above = (cosine[arms == a].dropna() for a in TRUNCATION_ARMS[:2])
-    result = (f"window reaching the earliest relevant input k ≥ {_values(pd.DataFrame({'k': window}), 'k')}; median cosine to "
-              f"the full gradient: below it {fmt(below.median(), 2)}, at or above it {fmt(above.median(), 2)}")
-    if len(below) and len(above):
-        result += f" ({quote.mann_whitney('cosine_p', below, above)})"
-        subs.append(Sub("truncation below the dependency lowers the cosine", comparison_state(
-            stats.mann_whitney(below, above), above.median() - below.median())))
-    counts = {a: (int(hits[arms == a].sum()), int((arms == a).sum())) for a in TRUNCATION_ARMS}
-    result += "; beat the constant predictor: " + ", ".join(
-        f"{a} " + (quote.fraction(f"beats_{_slug(a)}", *counts[a]) if counts[a][1] else "no runs") for a in TRUNCATION_ARMS)
-    (k1, n1), (k2, n2) = counts[TRUNCATION_ARMS[2]], counts[TRUNCATION_ARMS[0]]
-    if n2:
-        subs.append(Sub("full BPTT learns reliably", fraction_state(k1, n1)) if n1 else Sub("full BPTT learns", UNDECIDED))
-    if n1 and n2:
-        result += f" (full against below: {quote.fisher('beats_p', k1, n1, k2, n2)})"
-        subs.append(Sub("truncation below the dependency prevents learning", central=True, state=comparison_state(
-            stats.fisher(k1, n1, k2, n2), k1 / n1 - k2 / n2)))
-    return Measured(arms, quote, result, subs, _complete(arms, list(TRUNCATION_ARMS)),
-                    "the cosine to the full gradient and learning, truncation below the dependency against full BPTT",
+    cosine, hits = data["trunc_cosine"], beats(runs)
+    reach = {a: frames.inputs_reached(k, r) for a, k, r in zip(arms, runs["bptt.truncation"], relevant)}
+    n_inputs = max(len(r) for r in relevant)
+    order = sorted((a for a in reach if a != FULL), key=lambda a: (reach[a], a)) + [FULL] * (FULL in reach)
+    whole = next((a for a in order if a != FULL and reach[a][0] == n_inputs), None)  # the band reaching every input
+    quote, subs, parts = Quote("classic_truncation_result"), [], []
+    distances = relevant.iloc[0]
+    named = ", ".join(f"{name} {near}–{far}" if near != far else f"{name} {near}"
+                      for name, (near, far) in zip(RELEVANT_NAMES[-len(distances):], distances))
+    full_k, full_n = int(hits[arms == FULL].sum()), int((arms == FULL).sum())
+    for arm in order:
+        at = arms == arm
+        k, n = int(hits[at].sum()), int(at.sum())
+        text = f"{arm}" + (f" (k = {_values(runs[at].rename(columns={'bptt.truncation': 'k'}), 'k')})" if arm != FULL else "")
+        short = arm != FULL and reach[arm][0] < n_inputs  # the window misses the farthest input somewhere
+        if arm != FULL and cosine[at].notna().any():
+            text += f": cosine {quote.median(f'cosine_{_slug(arm)}', cosine[at])}"
+            if short and whole is not None:
+                band_cos, whole_cos = cosine[at].dropna(), cosine[arms == whole].dropna()
+                text += f" ({quote.mann_whitney(f'cosine_p_{_slug(arm)}', band_cos, whole_cos)} against {whole})"
+                subs.append(Sub(f"{arm} lowers the cosine", comparison_state(
+                    stats.mann_whitney(band_cos, whole_cos), whole_cos.median() - band_cos.median())))
+        text += f"{',' if ': cosine' in text else ''} learns in {quote.fraction(f'beats_{_slug(arm)}', k, n)}"
+        if short:
+            if full_n:
+                text += f" ({quote.fisher(f'beats_p_{_slug(arm)}', k, n, full_k, full_n)} against full BPTT)"
+            subs.append(Sub(f"{arm} prevents learning", fraction_state(k, n, above=False), central=True))
+        parts.append(text)
+    if full_n:
+        subs.append(Sub("full BPTT learns reliably", fraction_state(full_k, full_n)))
+    missing_far = [a for a in order if a != FULL and reach[a][0] < n_inputs]
+    result = (f"relevant symbols at distances {named} from the loss (a window k reaches a symbol at distance d when "
+              f"k ≥ d + 1); cosine: the median to the full gradient; learns: beats the constant predictor; "
+              + "; ".join(parts))
+    return Measured(arms, quote, result, subs, bool(full_n and missing_far and whole is not None),
+                    "learning and the cosine to the full gradient per band of k, by the relevant symbols its window reaches",
                     (figures.truncation, (*frames.truncation_curves(data), data)))
 
 

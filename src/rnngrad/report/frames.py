@@ -356,6 +356,20 @@ def window_needed(dependency):
     return dependency + 1
 
 
+def relevant_distances(text: str) -> list[tuple[int, int]]:
+    """The tag task.relevant ('20-24,40-44') as [(nearest, farthest), ...]: each relevant input's distance in steps
+    from its loss (tasks.Task.relevant), nearest input first."""
+    return sorted(tuple(int(v) for v in part.split("-")) for part in str(text).split(","))
+
+
+def inputs_reached(k: float, relevant: list[tuple[int, int]]) -> tuple[int, int]:
+    """(every, some): how many relevant inputs a truncation window k reaches in every sequence (k >= farthest + 1:
+    `window_needed`) and in some (k >= nearest + 1). Full BPTT (k NaN) reaches them all."""
+    if math.isnan(k):
+        return len(relevant), len(relevant)
+    return (sum(k >= window_needed(far) for _, far in relevant), sum(k >= window_needed(near) for near, _ in relevant))
+
+
 TRUNCATION_KEYS = ["task.seq_len", "model.activation", "bptt.truncation"]
 
 
