@@ -69,10 +69,10 @@ def test_the_window_that_reaches_the_dependency_has_no_off_by_one():
     assert relevant == [(8, 9), (16, 17)]
     assert [frames.inputs_reached(k, relevant) for k in (8, 9, 10, 16, 17, 18)] == [(0, 0), (0, 1), (1, 1), (1, 1), (1, 2), (2, 2)]
     assert frames.inputs_reached(float("nan"), relevant) == (2, 2)
-    bands = [classic.band(k, relevant) for k in (8, 9, 10, 17, 18, float("nan"))]
+    bands = [frames.band(k, relevant) for k in (8, 9, 10, 17, 18, float("nan"))]
     assert bands == ["k misses t2 and t1", "k partly reaches t2, misses t1", "k reaches t2, misses t1",
                      "k reaches t2, partly t1", "k reaches t2 and t1", "full BPTT"]
-    assert classic.band(17, [(17, 17)]) == "k misses t1" and classic.band(18, [(17, 17)]) == "k reaches t1"
+    assert frames.band(17, [(17, 17)]) == "k misses t1" and frames.band(18, [(17, 17)]) == "k reaches t1"
 
 
 # the measures on crafted runs

@@ -979,3 +979,22 @@ def test_the_quick_report_states_each_protocol_against_its_paper():
     assert ("| task temporal order, T 20 (the paper: 50–200), H 50, optimizer SGD, lr 0.3 (the paper: 0.01), "
             "clip none, norm 1, updates 2e3 (the paper: 5e6), batch 20, seeds 2 per arm and T |") in table[2]
     assert quick_protocols(runs[runs["question"] == "init"], ["seed"]) == ""
+
+
+def test_truncation_findings_split_k_by_the_relevant_inputs_its_window_reaches():
+    # temporal order at T = 20: t2 8-9 and t1 16-17 steps before the loss (tag task.relevant); k = 8 misses both,
+    # k = 10 reaches t2 only, k = 17 reaches t2 and some sequences' t1, k = 18 both; nan is full BPTT
+    outcomes = {8.0: 0, 10.0: 3, 17.0: 2, 18.0: 3, float("nan"): 3}
+    runs = pd.DataFrame([{"bptt.truncation": k, "task.dependency": 17, "task.relevant": "8-9,16-17",
+                          "outcome": "solved" if i < solved else "unsolved"} for k, solved in outcomes.items() for i in range(3)])
+    found = findings.truncation_bands(runs, "truncation")
+    assert [f.text for f in found] == [
+        "Truncated BPTT, k misses t2 and t1 (k = 8): 0 of 3 (95% CI 0–56%) runs solved; full BPTT 3 of 3 (95% CI "
+        "44–100%) (p = 0.1, Fisher's exact test) (figure `truncation`).",
+        "Truncated BPTT, k reaches t2, misses t1 (k = 10): 3 of 3 (95% CI 44–100%) runs solved; full BPTT 3 of 3 (95% CI "
+        "44–100%) (p = 1, Fisher's exact test) (figure `truncation`).",
+        "Truncated BPTT, k reaches t2, partly t1 (k = 17): 2 of 3 (95% CI 21–94%) runs solved; full BPTT 3 of 3 (95% CI "
+        "44–100%) (p = 1, Fisher's exact test) (figure `truncation`).",
+        "At k = 10 the gradient never reaches t1, yet most runs solved: the state carries t1 forward, and the weights "
+        "learned inside the window act on every step (figure `truncation`).",
+    ]

@@ -24,10 +24,10 @@ from rnngrad import store
 from rnngrad.report import figures, frames, markdown, stats
 from rnngrad.report.build import Part, Report, notes, runs_table
 from rnngrad.report.findings import Finding, Quote
-from rnngrad.report.frames import BEATS, SOLVED_ACCURACY
+from rnngrad.report.frames import BEATS, FULL, SOLVED_ACCURACY
 from rnngrad.report.load import Study
 from rnngrad.report.protocol import LE_2015, PASCANU_2013, budget, our_setting, setting_text, values as _values
-from rnngrad.report.text import fmt
+from rnngrad.report.text import fmt, slug
 
 OUTCOME_COLUMNS = ("eval/loss", "eval/accuracy", "act/saturation", "task.baseline", "task.dependency")  # what the measures read
 PRESET = "classic"  # conf/experiment/classic.yaml: every classic question, in one sweep
@@ -175,13 +175,9 @@ def _fractions(quote: Quote, hits: pd.Series, arms: pd.Series, runs: pd.DataFram
             at = (arms == arm) & (runs["task.seq_len"] == T)
             k, n = int(hits[at].sum()), int(at.sum())
             rows.append({"arm": arm, "task.seq_len": T, "count": k, "runs": n})
-            items.append(f"{arm} " + (quote.fraction(f"{name}_{_slug(arm)}_T{fmt(T)}", k, n) if n else "no runs"))
+            items.append(f"{arm} " + (quote.fraction(f"{name}_{slug(arm)}_T{fmt(T)}", k, n) if n else "no runs"))
         parts.append(f"T = {fmt(T)}: " + ", ".join(items))
     return "; ".join(parts), pd.DataFrame(rows, columns=["arm", "task.seq_len", "count", "runs"])
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_")
 
 
 def fraction_figure(rates: pd.DataFrame, ylabel: str) -> Figure:
@@ -269,7 +265,7 @@ def measure_order(study: Study, runs: pd.DataFrame) -> Measured:
         part = table[(table["arm"] == arm) & (table["runs"] > 0)]
         if len(part):
             value, lo, hi = longest[arm] = longest_solved(part)
-            parts.append(f"{arm} " + quote.span(f"longest_{_slug(arm)}", value, lo, hi,
+            parts.append(f"{arm} " + quote.span(f"longest_{slug(arm)}", value, lo, hi,
                                                 f"{_T_text(value)} (95% CI {_T_text(lo)}–{_T_text(hi)})"))
     subs = [Sub(f"the longest T solved grows from {a} to {b}", longer_state(longest[b][1:], longest[a][1:]))
             for a, b in zip(ORDER_ARMS, ORDER_ARMS[1:]) if a in longest and b in longest]
@@ -301,8 +297,8 @@ def measure_copy(study: Study, runs: pd.DataFrame) -> Measured:
         below = arm == COPY_ARMS[2]
         hit = (r < BEATS) if below else r.between(*AT_BASELINE)
         k, n = int(hit.sum()), len(r)
-        parts.append(f"{arm} {'below it' if below else 'at it'} in " + quote.fraction(_slug(arm), k, n)
-                     + f" (median {quote.median(f'median_{_slug(arm)}', r)}×)")
+        parts.append(f"{arm} {'below it' if below else 'at it'} in " + quote.fraction(slug(arm), k, n)
+                     + f" (median {quote.median(f'median_{slug(arm)}', r)}×)")
         subs.append(Sub(f"{arm} {'goes below' if below else 'sits at'} the baseline", fraction_state(k, n), central=below))
     result = (f"final test loss relative to the memoryless baseline 10 ln 8/(T+20) (at it: {fmt(AT_BASELINE[0], 2)}–"
               f"{fmt(AT_BASELINE[1], 2)}×; below it: under {fmt(BEATS)}×): " + "; ".join(parts))
@@ -336,14 +332,14 @@ def measure_bn(study: Study, runs: pd.DataFrame) -> Measured:
     kept = runs["run_id"].map(kept_through_time(norms))
     small, unit = (kept[arms == a].dropna() for a in BN_ARMS[1:])
     result = ("log10 ||dL/ds_1||/||dL/ds_T|| at step 0, median: "
-              + ", ".join(f"{a} {quote.median(f'kept_{_slug(a)}', kept[arms == a], sign=True)}" for a in BN_ARMS))
+              + ", ".join(f"{a} {quote.median(f'kept_{slug(a)}', kept[arms == a], sign=True)}" for a in BN_ARMS))
     if len(small) and len(unit):
         result += f" (gain 0.1 against 1: {quote.mann_whitney('kept_p', small, unit)})"
         subs.append(Sub("gain 0.1 keeps more of the gradient than gain 1", central=True, state=comparison_state(
             stats.mann_whitney(small, unit), small.median() - unit.median())))
     counts = {a: (int(hits[arms == a].sum()), int((arms == a).sum())) for a in BN_ARMS}
     result += "; beat the constant predictor: " + ", ".join(
-        f"{a} " + (quote.fraction(f"beats_{_slug(a)}", *counts[a]) if counts[a][1] else "no runs") for a in BN_ARMS)
+        f"{a} " + (quote.fraction(f"beats_{slug(a)}", *counts[a]) if counts[a][1] else "no runs") for a in BN_ARMS)
     (k1, n1), (k2, n2) = counts[BN_ARMS[1]], counts[BN_ARMS[0]]
     if n1 and n2:
         result += f" (gain 0.1 against plain: {quote.fisher('beats_p', k1, n1, k2, n2)})"
@@ -358,44 +354,12 @@ def measure_bn(study: Study, runs: pd.DataFrame) -> Measured:
                     figure)
 
 
-RELEVANT_NAMES = ("t2", "t1")  # temporal order's relevant symbols, nearest to the loss first (task.relevant's order)
-FULL = "full BPTT"
-
-
-def band(k: float, relevant: list[tuple[int, int]]) -> str:
-    """A truncation run's band: full BPTT (k NaN), or which relevant inputs its window k reaches in every sequence
-    and which in some only (`frames.inputs_reached`), by name ('k reaches t2, misses t1'). relevant: the run's
-    (nearest, farthest) distances (`frames.relevant_distances`), named from the farthest (RELEVANT_NAMES)."""
-    if math.isnan(k):
-        return FULL
-    names = RELEVANT_NAMES[-len(relevant):] if len(relevant) <= len(RELEVANT_NAMES) else [f"input {i + 1}" for i in range(len(relevant))]
-    every, some = frames.inputs_reached(k, relevant)
-    if every == 0 and some == 0:
-        return "k misses " + " and ".join(names)
-    if every == len(relevant):
-        return "k reaches " + " and ".join(names)
-    text = "k reaches " + " and ".join(names[:every]) if every else "k"
-    if some > every:
-        text += (", partly " if every else " partly reaches ") + " and ".join(names[every:some])
-    if some < len(relevant):
-        text += ", misses " + " and ".join(names[some:])
-    return text
-
-
-def _relevant(runs: pd.DataFrame) -> pd.Series:
-    """Each run's relevant distances: the tag task.relevant, or where a run lacks it (a store from before the tag)
-    the one distance task.dependency."""
-    tagged = runs["task.relevant"] if "task.relevant" in runs else pd.Series(None, index=runs.index, dtype=object)
-    return pd.Series([frames.relevant_distances(t) if isinstance(t, str) else [(int(d), int(d))]
-                      for t, d in zip(tagged, runs["task.dependency"])], index=runs.index, dtype=object)
-
-
 def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
     """Per band of k (which relevant inputs the window reaches, `band`): the median cosine to the full gradient
     against the band that reaches them all (Mann-Whitney), and the fraction that learns against full BPTT
     (Fisher); each band that misses the farthest input is a central sub-claim: it learns in fewer than half."""
-    relevant = _relevant(runs)
-    arms = pd.Series([band(k, r) for k, r in zip(runs["bptt.truncation"], relevant)], index=runs.index, dtype=object)
+    relevant = frames.relevant_of(runs)
+    arms = pd.Series([frames.band(k, r) for k, r in zip(runs["bptt.truncation"], relevant)], index=runs.index, dtype=object)
     data = frames.with_trunc_cosine(runs, study.history(runs, "grad/trunc_cosine"))
     cosine, hits = data["trunc_cosine"], beats(runs)
     reach = {a: frames.inputs_reached(k, r) for a, k, r in zip(arms, runs["bptt.truncation"], relevant)}
@@ -405,7 +369,7 @@ def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
     quote, subs, parts = Quote("classic_truncation_result"), [], []
     distances = relevant.iloc[0]
     named = ", ".join(f"{name} {near}–{far}" if near != far else f"{name} {near}"
-                      for name, (near, far) in zip(RELEVANT_NAMES[-len(distances):], distances))
+                      for name, (near, far) in zip(frames.relevant_names(len(distances)), distances))
     full_k, full_n = int(hits[arms == FULL].sum()), int((arms == FULL).sum())
     for arm in order:
         at = arms == arm
@@ -413,16 +377,16 @@ def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
         text = f"{arm}" + (f" (k = {_values(runs[at].rename(columns={'bptt.truncation': 'k'}), 'k')})" if arm != FULL else "")
         short = arm != FULL and reach[arm][0] < n_inputs  # the window misses the farthest input somewhere
         if arm != FULL and cosine[at].notna().any():
-            text += f": cosine {quote.median(f'cosine_{_slug(arm)}', cosine[at])}"
+            text += f": cosine {quote.median(f'cosine_{slug(arm)}', cosine[at])}"
             if short and whole is not None:
                 band_cos, whole_cos = cosine[at].dropna(), cosine[arms == whole].dropna()
-                text += f" ({quote.mann_whitney(f'cosine_p_{_slug(arm)}', band_cos, whole_cos)} against {whole})"
+                text += f" ({quote.mann_whitney(f'cosine_p_{slug(arm)}', band_cos, whole_cos)} against {whole})"
                 subs.append(Sub(f"{arm} lowers the cosine", comparison_state(
                     stats.mann_whitney(band_cos, whole_cos), whole_cos.median() - band_cos.median())))
-        text += f"{',' if ': cosine' in text else ''} learns in {quote.fraction(f'beats_{_slug(arm)}', k, n)}"
+        text += f"{',' if ': cosine' in text else ''} learns in {quote.fraction(f'beats_{slug(arm)}', k, n)}"
         if short:
             if full_n:
-                text += f" ({quote.fisher(f'beats_p_{_slug(arm)}', k, n, full_k, full_n)} against full BPTT)"
+                text += f" ({quote.fisher(f'beats_p_{slug(arm)}', k, n, full_k, full_n)} against full BPTT)"
             subs.append(Sub(f"{arm} prevents learning", fraction_state(k, n, above=False), central=True))
         parts.append(text)
     if full_n:

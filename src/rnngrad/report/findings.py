@@ -18,7 +18,7 @@ import pandas as pd
 from rnngrad.report import frames, stats
 from rnngrad.report.frames import BEATS, FLOAT32, GAMMA, LAST_STEP_LOSS_TASKS, SOLVED_ACCURACY
 from rnngrad.report.stats import FALLBACK_DIGITS
-from rnngrad.report.text import count_text, fmt, signed
+from rnngrad.report.text import count_text, fmt, signed, slug
 
 AGREE = 0.05  # nats per step: a measured decay rate this close to a predicted one counts as agreeing
 PLAIN_REMEDY = "tanh, gaussian init"  # the plain RNN the remedies are set against (conf/experiment/remedies.yaml)
@@ -462,29 +462,34 @@ def truncation_cosine(runs: pd.DataFrame, figure: str) -> list[Finding]:
     return [quote.finding(text, {"dependency": dependency})]
 
 
-def truncation_shorter_than_dependency(runs: pd.DataFrame, figure: str) -> list[Finding]:
-    """How many runs with k below the dependency distance solved the task, against full BPTT, and why some can.
-    runs: bptt.truncation (NaN: full BPTT), task.dependency, outcome."""
-    k, window = runs["bptt.truncation"], frames.window_needed(runs["task.dependency"])
-    short, full = runs[k < window], runs[k.isna()]
-    if short.empty:
-        return []
-    dependency = window.median()  # the shortest window that reaches the earliest relevant input
-    won = short[short["outcome"] == "solved"]
-    full_solved, quote = int((full["outcome"] == "solved").sum()), Quote("truncation_short")
-    at = ", ".join(fmt(v) for v in sorted(won["bptt.truncation"].unique()))
-    text = f"Truncation shorter than the dependency (k < {fmt(dependency)}): {quote.fraction('short', len(won), len(short))} runs solved"
-    if len(won):
-        text += f" (at k = {at})"
-    if len(full):
-        text += (f"; full BPTT: {quote.fraction('full', full_solved, len(full))} "
-                 f"({quote.fisher('p', len(won), len(short), full_solved, len(full))})")
-    numbers = {"solved": len(won), "runs": len(short), "full_solved": full_solved, "full": len(full)}
-    out = [quote.finding(text + f" (figure `{figure}`).", numbers)]
-    if len(won):
-        text = (f"With k below the dependency distance the loss gradient misses the earliest relevant input of some "
-                f"sequences, yet weights learned inside the window act on every step, so runs at k = {at} still solved "
-                f"(figure `{figure}`).")
+def truncation_bands(runs: pd.DataFrame, figure: str) -> list[Finding]:
+    """Per band of k that misses the farthest relevant input in some sequence (`frames.band`, from the tag
+    task.relevant): how many of its runs solved the task against full BPTT (Fisher); then, where a band that never
+    reaches the farthest input solved most of its runs, why it can. runs: bptt.truncation (NaN: full BPTT),
+    task.relevant (or task.dependency), outcome."""
+    relevant = frames.relevant_of(runs)
+    k = runs["bptt.truncation"]
+    bands = pd.Series([frames.band(v, r) for v, r in zip(k, relevant)], index=runs.index)
+    reach = {b: frames.inputs_reached(v, r) for b, v, r in zip(bands, k, relevant)}
+    inputs = max(len(r) for r in relevant)
+    full = runs[bands == frames.FULL]
+    full_solved = int((full["outcome"] == "solved").sum())
+    out, learned_without = [], []
+    for name in sorted((b for b in reach if reach[b][0] < inputs), key=lambda b: (reach[b], b)):
+        part = runs[bands == name]
+        solved, quote = int((part["outcome"] == "solved").sum()), Quote(f"truncation_band_{slug(name)}")
+        at = ", ".join(fmt(v) for v in sorted(part["bptt.truncation"].unique()))
+        text = f"Truncated BPTT, {name} (k = {at}): {quote.fraction('solved', solved, len(part))} runs solved"
+        if len(full):
+            text += (f"; full BPTT {quote.fraction('full', full_solved, len(full))} "
+                     f"({quote.fisher('p', solved, len(part), full_solved, len(full))})")
+        out.append(quote.finding(text + f" (figure `{figure}`).", {"solved": solved, "runs": len(part)}))
+        if reach[name][1] < inputs and solved > len(part) / 2:  # never reaches the farthest input, yet learns
+            learned_without.append(at)
+    if learned_without:
+        farthest = frames.relevant_names(inputs)[-1]
+        text = (f"At k = {', '.join(learned_without)} the gradient never reaches {farthest}, yet most runs solved: the "
+                f"state carries {farthest} forward, and the weights learned inside the window act on every step (figure `{figure}`).")
         out.append(Finding("truncation_window", text))
     return out
 

@@ -370,6 +370,43 @@ def inputs_reached(k: float, relevant: list[tuple[int, int]]) -> tuple[int, int]
     return (sum(k >= window_needed(far) for _, far in relevant), sum(k >= window_needed(near) for near, _ in relevant))
 
 
+RELEVANT_NAMES = ("t2", "t1")  # temporal order's relevant symbols, nearest to the loss first (task.relevant's order)
+FULL = "full BPTT"
+
+
+def relevant_names(n: int) -> list[str]:
+    """Names for n relevant inputs, nearest to the loss first: temporal order's t2, t1 (the last of them for one)."""
+    return list(RELEVANT_NAMES[-n:]) if n <= len(RELEVANT_NAMES) else [f"input {i + 1}" for i in range(n)]
+
+
+def band(k: float, relevant: list[tuple[int, int]]) -> str:
+    """A truncation run's band: full BPTT (k NaN), or which relevant inputs its window k reaches in every sequence
+    and which in some only (`inputs_reached`), by name ('k reaches t2, misses t1'). relevant: the run's
+    (nearest, farthest) distances (`relevant_distances`), named from the farthest (RELEVANT_NAMES)."""
+    if math.isnan(k):
+        return FULL
+    names = relevant_names(len(relevant))
+    every, some = inputs_reached(k, relevant)
+    if every == 0 and some == 0:
+        return "k misses " + " and ".join(names)
+    if every == len(relevant):
+        return "k reaches " + " and ".join(names)
+    text = "k reaches " + " and ".join(names[:every]) if every else "k"
+    if some > every:
+        text += (", partly " if every else " partly reaches ") + " and ".join(names[every:some])
+    if some < len(relevant):
+        text += ", misses " + " and ".join(names[some:])
+    return text
+
+
+def relevant_of(runs: pd.DataFrame) -> pd.Series:
+    """Each run's relevant distances: the tag task.relevant, or where a run lacks it (a store from before the tag)
+    the one distance task.dependency."""
+    tagged = runs["task.relevant"] if "task.relevant" in runs else pd.Series(None, index=runs.index, dtype=object)
+    return pd.Series([relevant_distances(t) if isinstance(t, str) else [(int(d), int(d))]
+                      for t, d in zip(tagged, runs["task.dependency"])], index=runs.index, dtype=object)
+
+
 TRUNCATION_KEYS = ["task.seq_len", "model.activation", "bptt.truncation"]
 
 

@@ -419,7 +419,7 @@ SECTIONS = (
              call(findings.clipping_divergence, "runs", "history"))),
     Section("truncation", "Truncated BPTT: gradient direction and success against k", "truncation", True, _truncation,
             call(figures.truncation, "curves", "solved", "runs"), call(_truncation_caption, "described"),
-            (call(findings.truncation_cosine, "runs"), call(findings.truncation_shorter_than_dependency, "runs"))),
+            (call(findings.truncation_cosine, "runs"), call(findings.truncation_bands, "runs"))),
     Section("saturation", "Saturation over training", None, True, _saturation,
             call(figures.saturation, "curves"), call(_saturation_caption, "runs"),
             (call(findings.final_saturation, "runs", "history"),), without_runs=_no_trained_runs),

@@ -44,6 +44,11 @@ def count_text(sizes: pd.Series) -> str:
     return f"{fmt(sizes.min())}–{fmt(sizes.max())} runs each"
 
 
+def slug(text: str) -> str:
+    """An id part from a label: 'k reaches t2, misses t1' -> 'k_reaches_t2__misses_t1'."""
+    return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_")
+
+
 def is_number(v) -> bool:
     return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and not math.isnan(v)
 
