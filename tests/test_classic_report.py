@@ -162,7 +162,7 @@ def test_the_truncation_claim_is_judged_per_band_of_the_relevant_distances():
         ("k misses t2 and t1 lowers the cosine", HOLDS, False), ("k misses t2 and t1 prevents learning", HOLDS, True),
         ("k reaches t2, misses t1 lowers the cosine", HOLDS, False),
         ("k reaches t2, misses t1 prevents learning", HOLDS, True), ("full BPTT learns reliably", HOLDS, False)]
-    assert classic.verdict(measured.subs, measured.complete) == REPRODUCED
+    assert classic.verdict(measured.subs, measured.complete) == REPRODUCED and measured.why == ""
     text = measured.result_text
     assert "relevant symbols at distances t2 20–24, t1 40–44 from the loss" in text
     assert "k reaches t2, misses t1 (k = 25, 40): cosine 0.55 (p = 0.0015, Mann-Whitney U test against k reaches t2 and t1)" in text
@@ -175,6 +175,8 @@ def test_the_truncation_claim_is_judged_per_band_of_the_relevant_distances():
     states = {s.text: s.state for s in measured.subs}
     assert states["k reaches t2, misses t1 prevents learning"] == FAILS and states["k misses t2 and t1 prevents learning"] == HOLDS
     assert classic.verdict(measured.subs, measured.complete) == NOT_REPRODUCED
+    assert measured.why.startswith("k reaches t2, misses t1 (k = 25, 40) never reaches t1 in its gradient, yet learns: "
+                                   "the forward state carries t1's symbol into the window")
     # without the band that reaches both symbols there is no cosine to compare with: not enough data
     without = classic.measure_truncation(study, runs[runs["bptt.truncation"] != 45])
     assert not without.complete and classic.verdict(without.subs, without.complete) == NO_DATA

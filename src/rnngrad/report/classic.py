@@ -128,6 +128,7 @@ class Measured:
     complete: bool
     summary: str  # what decides the claim, a phrase for its finding below the table and its caption
     figure: tuple[Callable, tuple] | None = None  # (figure function, its data), drawn by `build`
+    why: str = ""  # where the data contradict the claim, the mechanism that explains it (a finding of its own)
 
 
 @dataclass(frozen=True)
@@ -391,13 +392,19 @@ def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
         parts.append(text)
     if full_n:
         subs.append(Sub("full BPTT learns reliably", fraction_state(full_k, full_n)))
+    never = [a for a in order if a != FULL and reach[a][1] < n_inputs and hits[arms == a].mean() > LEARNS]
+    farthest = frames.relevant_names(n_inputs)[-1]
+    why = (f"{' and '.join(never)} (k = {', '.join(_values(runs[arms == a].rename(columns={'bptt.truncation': 'k'}), 'k') for a in never)}) "
+           f"never reaches {farthest} in its gradient, yet learns: the forward state carries {farthest}'s symbol into the "
+           "window, and W, trained inside it, acts at every step; truncation lowers the cosine, not what can be learned"
+           if never else "")
     missing_far = [a for a in order if a != FULL and reach[a][0] < n_inputs]
     result = (f"relevant symbols at distances {named} from the loss (a window k reaches a symbol at distance d when "
               f"k ≥ d + 1); cosine: the median to the full gradient; learns: beats the constant predictor; "
               + "; ".join(parts))
     return Measured(arms, quote, result, subs, bool(full_n and missing_far and whole is not None),
                     "learning and the cosine to the full gradient per band of k, by the relevant symbols its window reaches",
-                    (figures.truncation, (*frames.truncation_curves(data), data)))
+                    (figures.truncation, (*frames.truncation_curves(data), data)), why)
 
 
 CLAIMS = (
@@ -492,12 +499,13 @@ def _n_text(sizes: pd.Series) -> str:
     return f"{n} run{'' if sizes.max() == 1 else 's'}"
 
 
-def row(claim: Claim, study: Study, runs: pd.DataFrame) -> tuple[Row, Finding, Part | None]:
-    """The claim's row, its finding, and its figure (None when it has none)."""
+def row(claim: Claim, study: Study, runs: pd.DataFrame) -> tuple[Row, list[Finding], Part | None]:
+    """The claim's row, its findings (the verdict's, and the mechanism's where the measure names one), and its
+    figure (None when it has none)."""
     mine = runs[runs["question"] == claim.question] if "question" in runs else runs.iloc[:0]
     if mine.empty:
         text = f"Claim {claim.number} ({claim.key}): {NO_DATA}, no finished trained runs of question={claim.question}."
-        return Row(claim, cells(claim, "no runs", None, [], NO_DATA)), Finding(f"{claim.question}_finding", text), None
+        return Row(claim, cells(claim, "no runs", None, [], NO_DATA)), [Finding(f"{claim.question}_finding", text)], None
     # a metric or tag no run logged (e.g. eval/loss where every run diverged) is a column of NaN
     mine = mine.reindex(columns=[*mine.columns, *(k for k in OUTCOME_COLUMNS if k not in mine)])
     measured = claim.measure(study, mine)
@@ -516,7 +524,10 @@ def row(claim: Claim, study: Study, runs: pd.DataFrame) -> tuple[Row, Finding, P
     text = (f"Claim {claim.number} ({claim.key}): {decided}{deviation}; {held} of {len(measured.subs)} sub-claims hold, "
             f"from {measured.summary}{named}.")
     row_cells = cells(claim, setting_text(ours, claim.paper), measured.result.finding(measured.result_text), measured.subs, decided)
-    return Row(claim, row_cells, decided), Finding(f"{claim.question}_finding", text), part
+    found = [Finding(f"{claim.question}_finding", text)]
+    if measured.why:
+        found.append(Finding(f"{claim.question}_why", f"Claim {claim.number} ({claim.key}): {measured.why}{named}."))
+    return Row(claim, row_cells, decided), found, part
 
 
 def build(study: Study) -> ClassicReport:
@@ -530,16 +541,16 @@ def build(study: Study) -> ClassicReport:
     used = frames.trained(ended)
     for claim in CLAIMS:
         try:
-            row_, finding, part = row(claim, study, used)
+            row_, found, part = row(claim, study, used)
         except Exception as err:  # a bug in one claim must not cost the rest of the report
             traceback.print_exc()
             why = markdown.escape(f"{type(err).__name__}: {err}")
             report.errors.append(f"{claim.question}: the row could not be computed ({why}); see the traceback on stderr.")
             row_ = Row(claim, cells(claim, "error", None, [], "error"), "error")
-            finding, part = Finding(f"{claim.question}_finding", f"Claim {claim.number} ({claim.key}): error ({why})."), None
+            found, part = [Finding(f"{claim.question}_finding", f"Claim {claim.number} ({claim.key}): error ({why}).")], None
         report.rows.append(row_)
-        report.summaries.append(finding)
-        report.findings += [*row_.cells.values(), finding]
+        report.summaries += found
+        report.findings += [*row_.cells.values(), *found]
         if part is not None:
             report.parts.append(part)
     report.notes = notes(study, ended, [c.question for c in CLAIMS], PRESET)
