@@ -20,7 +20,7 @@ study: $(STAMP)  ## the default study into the embedded store, then the report
 	$(RNNGRAD) train -m experiment=study train.verbose=false
 	$(RNNGRAD) report
 
-classic: $(STAMP)  ## the classic tier: the papers' reproductions into the same store (about 40 min on 2 cores), then reports/classic/
+classic: $(STAMP)  ## the classic tier: the papers' reproductions into the same store (about 55 min on 2 cores), then reports/classic/
 	$(RNNGRAD) train -m experiment=classic train.verbose=false
 	$(RNNGRAD) report classic
 
