@@ -359,16 +359,13 @@ def measure_truncation(study: Study, runs: pd.DataFrame) -> Measured:
     """Per band of k (which relevant inputs the window reaches, `band`): the median cosine to the full gradient
     against the band that reaches them all (Mann-Whitney), and the fraction that learns against full BPTT
     (Fisher); each band that misses the farthest input is a central sub-claim: it learns in fewer than half."""
-    relevant = frames.relevant_of(runs)
-    arms = pd.Series([frames.band(k, r) for k, r in zip(runs["bptt.truncation"], relevant)], index=runs.index, dtype=object)
+    arms, reach, n_inputs = frames.truncation_bands(runs)
     data = frames.with_trunc_cosine(runs, study.history(runs, "grad/trunc_cosine"))
     cosine, hits = data["trunc_cosine"], beats(runs)
-    reach = {a: frames.inputs_reached(k, r) for a, k, r in zip(arms, runs["bptt.truncation"], relevant)}
-    n_inputs = max(len(r) for r in relevant)
     order = sorted((a for a in reach if a != FULL), key=lambda a: (reach[a], a)) + [FULL] * (FULL in reach)
     whole = next((a for a in order if a != FULL and reach[a][0] == n_inputs), None)  # the band reaching every input
     quote, subs, parts = Quote("classic_truncation_result"), [], []
-    distances = relevant.iloc[0]
+    distances = frames.relevant_of(runs).iloc[0]
     named = ", ".join(f"{name} {near}–{far}" if near != far else f"{name} {near}"
                       for name, (near, far) in zip(frames.relevant_names(len(distances)), distances))
     full_k, full_n = int(hits[arms == FULL].sum()), int((arms == FULL).sum())

@@ -467,11 +467,7 @@ def truncation_bands(runs: pd.DataFrame, figure: str) -> list[Finding]:
     task.relevant): how many of its runs solved the task against full BPTT (Fisher); then, where a band that never
     reaches the farthest input solved most of its runs, why it can. runs: bptt.truncation (NaN: full BPTT),
     task.relevant (or task.dependency), outcome."""
-    relevant = frames.relevant_of(runs)
-    k = runs["bptt.truncation"]
-    bands = pd.Series([frames.band(v, r) for v, r in zip(k, relevant)], index=runs.index)
-    reach = {b: frames.inputs_reached(v, r) for b, v, r in zip(bands, k, relevant)}
-    inputs = max(len(r) for r in relevant)
+    bands, reach, inputs = frames.truncation_bands(runs)
     full = runs[bands == frames.FULL]
     full_solved = int((full["outcome"] == "solved").sum())
     out, learned_without = [], []

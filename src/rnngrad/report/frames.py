@@ -407,6 +407,15 @@ def relevant_of(runs: pd.DataFrame) -> pd.Series:
                       for t, d in zip(tagged, runs["task.dependency"])], index=runs.index, dtype=object)
 
 
+def truncation_bands(runs: pd.DataFrame) -> tuple[pd.Series, dict[str, tuple[int, int]], int]:
+    """(bands, reach, inputs): each run's `band`, each band's `inputs_reached`, and the number of relevant inputs,
+    from bptt.truncation (NaN: full BPTT) and `relevant_of` the runs."""
+    relevant, k = relevant_of(runs), runs["bptt.truncation"]
+    bands = pd.Series([band(v, r) for v, r in zip(k, relevant)], index=runs.index, dtype=object)
+    reach = {b: inputs_reached(v, r) for b, v, r in zip(bands, k, relevant)}
+    return bands, reach, max(len(r) for r in relevant)
+
+
 TRUNCATION_KEYS = ["task.seq_len", "model.activation", "bptt.truncation"]
 
 
