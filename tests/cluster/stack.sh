@@ -54,8 +54,25 @@ ensure_packages() {
     say "packages installed in $((SECONDS - start)) s"
 }
 
-free_port() {
-    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# free_ports N: N distinct ports free on 127.0.0.1, below the kernel's ephemeral range: a port from bind(0)
+# comes from that range, where any outgoing connection (a client, another server's bind(0)) may take it
+# between this check and the server's own bind
+free_ports() {
+    "$PYTHON" - "$1" <<'PY'
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+ports = []
+for port in random.sample(range(low // 2, low), k=low // 2):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    ports.append(port)
+    if len(ports) == int(sys.argv[1]):
+        break
+print(*ports)
+PY
 }
 
 secret() { "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(18))'; }
@@ -94,7 +111,13 @@ up() {
         say "the stack runs munged, slurmd and slurmctld as root and switches to the postgres user: run it as root (this is uid $(id -u))"
         exit 3
     fi
+    # one installation at a time: a second stack waits here rather than start a MariaDB whose files the
+    # first one's dpkg is still replacing
+    local apt_lock
+    exec {apt_lock}>/tmp/rnngrad-stack-apt.lock
+    flock -w "$APT_TIMEOUT" "$apt_lock" || fail "another stack.sh held the package lock for $APT_TIMEOUT s"
     ensure_packages
+    flock -u "$apt_lock"
     # a failed start stops whatever it had started
     trap 'status=$?; if [[ $status -ne 0 && $status -ne 3 ]]; then say "up failed: stopping what started"; down; fi' EXIT
     rm -rf "${DIR:?}"/{logs,pids,munge,slurm,mysql,pg,mlflow}
@@ -111,7 +134,8 @@ up() {
     local host
     host=$(hostname -s)
     local p_ctld p_slurmd p_dbd p_mysql p_pg p_mlflow
-    p_ctld=$(free_port); p_slurmd=$(free_port); p_dbd=$(free_port); p_mysql=$(free_port); p_pg=$(free_port); p_mlflow=$(free_port)
+    read -r p_ctld p_slurmd p_dbd p_mysql p_pg p_mlflow < <(free_ports 6)
+    [[ -n "$p_mlflow" ]] || fail "fewer than 6 free ports below the ephemeral range"
     local sock=$DIR/munge/run/munge.socket
     local db_pass pg_pass admin_pass user_pass
     db_pass=$(secret); pg_pass=$(secret); admin_pass=$(secret); user_pass=$(secret)
