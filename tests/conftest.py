@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import numpy as np
@@ -49,8 +50,10 @@ def small_rnn():
 @pytest.fixture(scope="session", autouse=True)
 def compiled_kernels():
     """Compile (or load) the numba kernels once, before any test starts a subprocess that would compile them
-    on its own: on a fresh clone that takes about half a minute, longer than some tests wait for a run."""
-    model.warm_up()
+    on its own: on a fresh clone that takes about half a minute, longer than some tests wait for a run.
+    The workers of `-n auto` start together: every other one goes through the kernels from the other end."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    model.warm_up(reverse=int(worker.removeprefix("gw") or 0) % 2 == 1)
 
 
 @pytest.fixture(scope="session")

@@ -115,6 +115,22 @@ def test_prepare_store_deletes_an_empty_default_experiment_and_keeps_one_with_ru
             "Described when `python -m rnngrad.train` first logged to it.")
 
 
+def pragmas(uri: str) -> tuple[str, int]:
+    """The journal mode and the synchronous level (1 NORMAL, 2 FULL) of MLflow's own connection to a store."""
+    with MlflowClient(uri)._tracking_client.store.engine.connect() as db:
+        return (db.exec_driver_sql("PRAGMA journal_mode").scalar(), db.exec_driver_sql("PRAGMA synchronous").scalar())
+
+
+def test_a_new_store_is_write_ahead_logged_and_mlflow_commits_to_it_without_syncing_the_disk(tmp_path, blank_store):
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    tracking.prepare_store(uri, "study")
+    assert pragmas(uri) == ("wal", 1)
+    shutil.copy(blank_store, tmp_path / "old.db")  # a store made without WAL keeps SQLite's defaults
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    tracking.prepare_store(old, "study")
+    assert pragmas(old) == ("delete", 2)
+
+
 def test_an_experiment_without_a_description_is_given_one_and_one_with_keeps_it(tmp_path, blank_store):
     shutil.copy(blank_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -37,6 +37,8 @@ from mlflow.entities import LifecycleStage, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from rnngrad import config as config_mod
 from rnngrad.app import guard
@@ -63,12 +65,11 @@ def prepare_store(uri: str, experiment: str, command: str | None = None) -> str:
     """
     check_store(uri)
     path = sqlite_path(uri)
-    new_file = path is not None and not path.exists()
+    if path is not None and not path.exists():
+        _use_wal(path)  # before MLflow's first connection, which then commits as `_sync_wal_at_checkpoints` says
     client = MlflowClient(uri)
     try:
         found = client.get_experiment_by_name(experiment)
-        if new_file:
-            _use_wal(path)
         if found is None:
             exp_id = client.create_experiment(experiment, artifact_location=artifact_location(uri),
                                               tags={NOTE: experiment_description(command)})
@@ -90,11 +91,23 @@ def prepare_store(uri: str, experiment: str, command: str | None = None) -> str:
 
 
 def _use_wal(path: Path) -> None:
-    """Write-ahead logging for a new SQLite store: each of a run's ~10 commits then syncs the disk once
-    instead of about three times (6 ms against 20 ms a commit on this machine's busy disk), readers (the
-    UI) no longer block the sweep's writers, and nothing is less durable. The mode is kept in the file."""
+    """Write-ahead logging for a new SQLite store (the file made here, empty; MLflow adds its tables):
+    readers (the UI) no longer block the sweep's writers, and a commit appends to the log instead of
+    rewriting pages and syncing the disk about three times. The mode is kept in the file."""
     with closing(sqlite3.connect(path, timeout=10)) as db:
         db.execute("PRAGMA journal_mode=WAL")
+
+
+@event.listens_for(Engine, "connect")
+def _sync_wal_at_checkpoints(dbapi_connection, _record) -> None:
+    """On a write-ahead-logged SQLite store (`_use_wal`), commit without syncing the disk: SQLite's
+    synchronous=NORMAL, a setting of each connection, which MLflow's engines leave at FULL. The WAL is
+    synced at its checkpoints instead; a killed process loses nothing it committed, and the store stays
+    intact through a power loss, which may take back the last commits before it (a rerun redoes their runs).
+    About 1 ms a commit saved, ten commits a run."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        if dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def _delete_empty_default(client: MlflowClient) -> None:
