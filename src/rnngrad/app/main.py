@@ -125,9 +125,10 @@ def _run(cfg: DictConfig, run_config: config_mod.Config, uri: str, job: guard.Sw
     interrupts = Interrupts()
     # a sweep's job is never ended by a signal that comes after its run has closed: the run stands
     with interrupts.installed(raise_late=job is None), job.watched(interrupts) if job else nullcontext():
-        run_id = tracking.start_run(client, exp_id, name, params, tags, parent_id)
+        info = tracking.start_run(client, exp_id, name, params, tags, parent_id)
+        run_id = info.run_id
         logger = tracking.MlflowLogger(
-            client, run_id, checkpoints=cfg.tracking.through_time_checkpoints,
+            client, run_id, artifact_uri=info.artifact_uri, checkpoints=cfg.tracking.through_time_checkpoints,
             points=cfg.tracking.through_time_points, flush_seconds=cfg.tracking.flush_seconds,
             metric_every=cfg.tracking.metric_every, config_yaml=OmegaConf.to_yaml(OmegaConf.create(data)), run_name=name,
             description=tracking.run_description(cfg),
