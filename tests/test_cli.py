@@ -146,6 +146,8 @@ def test_a_single_run_asked_for_again_runs_again(tmp_path):
         (["model.foo=1"], "Key 'foo' not in 'ModelConfig'"),
         (["optim.lr=0"], "optim.lr must be > 0"),
         (["-m", "model.hidden_size=8,-3"], "model.hidden_size must be > 0, got -3"),
+        # checked on 2 workers in chunks of 2 jobs: the first bad job in the sweep's order is named
+        (["-m", "model.hidden_size=8,4,12,16,20,-5,2,-3,24"], "model.hidden_size must be > 0, got -5"),
         (["-m", "model.activation=tanh,softplus"], "expected one of [sigmoid, tanh, relu, linear]"),
     ],
 )
