@@ -105,7 +105,7 @@ def _sync_wal_at_checkpoints(dbapi_connection, _record) -> None:
     synchronous=NORMAL, a setting of each connection, which MLflow's engines leave at FULL. The WAL is
     synced at its checkpoints instead; a killed process loses nothing it committed, and the store stays
     intact through a power loss, which may take back the last commits before it (a rerun redoes their runs).
-    About 1 ms a commit saved, ten commits a run."""
+    0.3-1.3 ms a commit saved on this machine (measured), about ten commits a run."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         if dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
